@@ -1,0 +1,53 @@
+// For study: the recorded graph as Graphviz DOT, and a trace of ops as they run.
+#pragma once
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "ember/engine/tensor.h"
+
+namespace ember {
+
+// DOT text of the graph behind `roots` (one box per Node, leaves as ellipses).
+std::string graph_to_dot(const TensorList& roots);
+
+struct TraceEvent {
+  std::string op;
+  std::vector<Shape> input_shapes;
+  Shape output_shape;
+  DType dtype;
+  Device device;
+  double micros;
+};
+
+// While a TraceScope lives, every op entry point records a TraceEvent (op, shapes, dtype,
+// device, wall time). Tracing costs one branch per op when off.
+class TraceScope {
+ public:
+  TraceScope();
+  ~TraceScope();
+  std::vector<TraceEvent> events() const;
+  std::string table() const;  // a readable table: op, shapes, dtype, device, microseconds
+};
+
+namespace trace {
+bool enabled();
+// An RAII timer ops create at their entry; it records when tracing is on.
+class OpTimer {
+ public:
+  OpTimer(const char* op, const TensorList& inputs);
+  ~OpTimer();
+  void set_output(const Tensor& out);
+
+ private:
+  const char* op_;
+  bool on_;
+  std::vector<Shape> shapes_;
+  Shape out_;
+  DType dtype_ = DType::f32;
+  Device device_;
+  std::chrono::steady_clock::time_point start_;
+};
+}  // namespace trace
+
+}  // namespace ember

@@ -1,0 +1,111 @@
+// The autograd graph. Each result of a differentiable op points to a Node; the Node holds the
+// op's backward (a closure written with ordinary ops, so it can itself be differentiated),
+// the tensors it saved (with their versions at save time) and an Edge to each input's Node.
+//
+// An op records itself with `record`:
+//
+//   Tensor y = ...forward kernel...;
+//   autograd::record("mul", {a, b}, y, [a, b](const TensorList& g, const TensorList&) {
+//     return TensorList{g[0] * b, g[1] * a};
+//   }, /*saved=*/{a, b});
+//
+// `saved` lists the tensors the closure reads; the engine checks their versions before it
+// runs the closure, so modifying one in place is an error naming the op, never a wrong
+// gradient. A backward that needs the op's own output asks for it with `save_outputs`: the
+// node keeps its outputs without a reference cycle and hands them to the closure as the
+// second argument.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ember/engine/tensor.h"
+
+namespace ember::autograd {
+
+class Node;
+
+struct Edge {
+  std::shared_ptr<Node> node;  // null: the input needs no gradient
+  uint32_t input_nr = 0;       // which output of `node` the gradient flows into
+  bool valid() const { return node != nullptr; }
+};
+
+// Shape, dtype and device of one output: zeros for an output that got no gradient, and a
+// check that every backward returns gradients of the right shape.
+struct TensorMeta {
+  Shape sizes;
+  DType dtype = DType::f32;
+  Device device;
+};
+
+// grads: one per output (zeros where an output received none). outputs: the node's outputs,
+// re-attached to this node, when recorded with save_outputs (else empty).
+// Returns one gradient per input; an undefined Tensor means "no gradient".
+using BackwardFn = std::function<TensorList(const TensorList& grads, const TensorList& outputs)>;
+
+class Node : public std::enable_shared_from_this<Node> {
+ public:
+  Node(std::string name, std::vector<Edge> next_edges, std::vector<TensorMeta> output_meta);
+  virtual ~Node() = default;
+
+  const std::string& name() const { return name_; }
+  const std::vector<Edge>& next_edges() const { return next_edges_; }
+  const std::vector<TensorMeta>& output_meta() const { return output_meta_; }
+  size_t num_outputs() const { return output_meta_.size(); }
+  uint64_t sequence_nr() const { return sequence_nr_; }
+  bool released() const { return released_; }
+  const std::vector<Shape>& input_shapes() const { return input_shapes_; }
+
+  // Runs the backward. Throws if the node was released or a saved tensor changed.
+  virtual TensorList apply(const TensorList& grads);
+  // Frees the closure and saved tensors (after a backward without retain_graph).
+  virtual void release();
+
+ protected:
+  std::string name_;
+  std::vector<Edge> next_edges_;
+  std::vector<TensorMeta> output_meta_;
+  std::vector<Shape> input_shapes_;
+  uint64_t sequence_nr_;
+  bool released_ = false;
+
+ private:
+  friend void record(const char*, const TensorList&, TensorList&, BackwardFn, const TensorList&, bool);
+  BackwardFn fn_;
+  std::vector<std::pair<Tensor, uint64_t>> saved_;  // tensor, version when saved
+  std::vector<Tensor> saved_outputs_;               // detached aliases of the outputs
+};
+
+// The sink of a leaf that requires grad: accumulates into leaf.grad.
+class AccumulateGrad : public Node {
+ public:
+  explicit AccumulateGrad(const Tensor& leaf);
+  TensorList apply(const TensorList& grads) override;
+  void release() override {}
+  Tensor leaf() const;  // undefined if the leaf has died
+
+ private:
+  std::weak_ptr<TensorImpl> leaf_;
+};
+
+// True when grad mode is on and some input requires grad: the op must record itself.
+bool needs_grad(const TensorList& inputs);
+bool needs_grad(const Tensor& a);
+bool needs_grad(const Tensor& a, const Tensor& b);
+
+// Where a gradient for `t` flows: its grad_fn, its leaf accumulator, or nowhere.
+Edge gradient_edge(const Tensor& t);
+
+// Records `outputs` as the results of one op (no-op unless needs_grad(inputs)).
+void record(const char* name, const TensorList& inputs, TensorList& outputs, BackwardFn fn,
+            const TensorList& saved = {}, bool save_outputs = false);
+inline void record(const char* name, const TensorList& inputs, Tensor& output, BackwardFn fn,
+                   const TensorList& saved = {}, bool save_outputs = false) {
+  TensorList outs{output};
+  record(name, inputs, outs, std::move(fn), saved, save_outputs);
+  output = outs[0];
+}
+
+}  // namespace ember::autograd

@@ -1,0 +1,42 @@
+// Storage: one allocation that views share. It also holds the version counter: every
+// in-place write bumps it, and a backward that saved a view checks it (DESIGN: "saved
+// tensors carry a version counter").
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include "ember/engine/device.h"
+
+namespace ember {
+
+class Storage {
+ public:
+  // Allocates nbytes of 64-byte-aligned memory on the device.
+  Storage(size_t nbytes, Device device);
+  // Wraps memory owned elsewhere; `deleter` runs when the storage dies (may be empty).
+  Storage(void* data, size_t nbytes, Device device, std::function<void(void*)> deleter);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return data_; }
+  size_t nbytes() const { return nbytes_; }
+  Device device() const { return device_; }
+  uint64_t version() const { return version_; }
+  void bump_version() { ++version_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t nbytes_ = 0;
+  Device device_;
+  uint64_t version_ = 0;
+  std::function<void(void*)> deleter_;
+};
+
+// Host allocation helpers (64-byte aligned), also used by kernels' scratch buffers.
+void* host_alloc(size_t nbytes);
+void host_free(void* p);
+
+}  // namespace ember
