@@ -90,6 +90,10 @@ class AccumulateGrad : public Node {
   std::weak_ptr<TensorImpl> leaf_;
 };
 
+// a + b for two gradients of one tensor, recorded like any op when grad mode is on (under
+// create_graph). The walker's one call up into ops; defined in engine.cpp.
+Tensor accumulate_gradients(const Tensor& a, const Tensor& b);
+
 // True when grad mode is on and some input requires grad: the op must record itself.
 bool needs_grad(const TensorList& inputs);
 bool needs_grad(const Tensor& a);

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <cstring>
 
-namespace ember::kernels {
+namespace ember::kernels::cpu {
 
 struct bf16 {
   uint16_t bits = 0;
@@ -71,4 +71,4 @@ struct f16 {
   }
 };
 
-}  // namespace ember::kernels
+}  // namespace ember::kernels::cpu

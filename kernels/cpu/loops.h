@@ -16,7 +16,7 @@ namespace ember::kernels::cpu {
 
 constexpr int kMaxDims = 16;
 // Elementwise work below this many elements runs on the calling thread.
-constexpr int64_t kParallelGrain = 32768;
+constexpr int64_t kParallelGrain = 16384;
 
 template <int N>
 struct Loop {

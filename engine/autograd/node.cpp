@@ -1,0 +1,128 @@
+#include "ember/engine/autograd/node.h"
+
+#include <atomic>
+
+#include "ember/engine/autograd/grad_mode.h"
+#include "ember/engine/factory.h"
+
+namespace ember::autograd {
+
+namespace {
+// Later nodes run first when several are ready: a cheap, good order (the one PyTorch uses).
+std::atomic<uint64_t> g_next_sequence_nr{0};
+}  // namespace
+
+Node::Node(std::string name, std::vector<Edge> next_edges, std::vector<TensorMeta> output_meta)
+    : name_(std::move(name)),
+      next_edges_(std::move(next_edges)),
+      output_meta_(std::move(output_meta)),
+      sequence_nr_(g_next_sequence_nr.fetch_add(1)) {}
+
+TensorList Node::apply(const TensorList& grads) {
+  EMBER_CHECK(!released_, name_,
+              ": backward through this part of the graph a second time, but its saved tensors were freed by the "
+              "first backward. Pass retain_graph=true to the first backward (or grad) to walk it again.");
+  for (const auto& [t, v] : saved_) {
+    EMBER_CHECK(t.version() == v, name_, ": a tensor its backward needs (", t.str(),
+                ") was modified in place after the forward (version ", v, " -> ", t.version(),
+                "). Modify a clone() instead, or run the in-place update after backward.");
+  }
+  TensorList outputs;
+  outputs.reserve(saved_outputs_.size());
+  for (size_t i = 0; i < saved_outputs_.size(); ++i) {
+    // Re-attach the output to this node so a backward that uses it is itself differentiable.
+    Tensor o = saved_outputs_[i].detach();
+    o.get()->requires_grad = true;
+    o.get()->grad_fn = shared_from_this();
+    o.get()->output_nr = static_cast<uint32_t>(i);
+    outputs.push_back(o);
+  }
+  return fn_(grads, outputs);
+}
+
+void Node::release() {
+  fn_ = nullptr;
+  saved_.clear();
+  saved_outputs_.clear();
+  released_ = true;
+}
+
+AccumulateGrad::AccumulateGrad(const Tensor& leaf)
+    : Node("AccumulateGrad", {}, {TensorMeta{leaf.sizes(), leaf.dtype(), leaf.device()}}), leaf_(leaf.impl()) {}
+
+Tensor AccumulateGrad::leaf() const {
+  auto p = leaf_.lock();
+  return p ? Tensor(p) : Tensor();
+}
+
+TensorList AccumulateGrad::apply(const TensorList& grads) {
+  Tensor leaf = this->leaf();
+  if (!leaf.defined() || !grads[0].defined()) return {};
+  // Under create_graph (grad mode on here) .grad keeps its graph, for a later derivative.
+  // Otherwise .grad is a private copy, so in-place work on it (clipping) touches nothing else.
+  Tensor g = grad_enabled() ? grads[0] : grads[0].detach().clone();
+  Tensor old = leaf.grad();
+  leaf.set_grad(old.defined() ? accumulate_gradients(old, g) : g);
+  return {};
+}
+
+bool needs_grad(const TensorList& inputs) {
+  if (!grad_enabled()) return false;
+  for (const auto& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+bool needs_grad(const Tensor& a) { return grad_enabled() && a.defined() && a.requires_grad(); }
+bool needs_grad(const Tensor& a, const Tensor& b) { return needs_grad(a) || needs_grad(b); }
+
+Edge gradient_edge(const Tensor& t) {
+  if (!t.defined() || !t.requires_grad()) return {};
+  if (t.grad_fn()) return {t.grad_fn(), t.get()->output_nr};
+  // A leaf: reuse its accumulator while a graph holds it, so every edge into the leaf meets
+  // at one node (and `grad` can capture there).
+  auto acc = t.get()->grad_accumulator.lock();
+  if (!acc) {
+    acc = std::make_shared<AccumulateGrad>(t);
+    t.get()->grad_accumulator = acc;
+  }
+  return {acc, 0};
+}
+
+void record(const char* name, const TensorList& inputs, TensorList& outputs, BackwardFn fn, const TensorList& saved,
+            bool save_outputs) {
+  if (!needs_grad(inputs)) return;
+  std::vector<Edge> edges;
+  std::vector<Shape> in_shapes;
+  edges.reserve(inputs.size());
+  for (const auto& t : inputs) {
+    edges.push_back(gradient_edge(t));
+    in_shapes.push_back(t.defined() ? t.sizes() : Shape{});
+  }
+  std::vector<TensorMeta> meta;
+  for (auto& o : outputs) {
+    // An op must not hand back an input's own impl; give the output an impl of its own so
+    // attaching grad_fn never rewires the input.
+    for (const auto& t : inputs)
+      if (t.defined() && o.impl() == t.impl()) o = Tensor::make_view(o.storage(), o.sizes(), o.strides(), o.offset(), o.dtype());
+    meta.push_back({o.sizes(), o.dtype(), o.device()});
+  }
+  auto node = std::make_shared<Node>(name, std::move(edges), std::move(meta));
+  node->input_shapes_ = std::move(in_shapes);
+  node->fn_ = std::move(fn);
+  for (const auto& t : saved)
+    if (t.defined()) node->saved_.emplace_back(t, t.version());
+  if (save_outputs) {
+    for (const auto& o : outputs) {
+      node->saved_outputs_.push_back(o.detach());
+      node->saved_.emplace_back(node->saved_outputs_.back(), o.version());
+    }
+  }
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    if (!outputs[i].is_floating_point()) continue;  // indices, masks: never differentiable
+    outputs[i].get()->requires_grad = true;
+    outputs[i].get()->grad_fn = node;
+    outputs[i].get()->output_nr = static_cast<uint32_t>(i);
+  }
+}
+
+}  // namespace ember::autograd

@@ -1,0 +1,486 @@
+// Elementwise ops. Each op is a forward kernel (a lambda handed to the strided loops) and,
+// right after it, its backward as a short formula in ordinary ops, so gradients of any order
+// come for free. Broadcast inputs get their gradient summed back to their own shape
+// (reduce_to); a tensor of another dtype gets its gradient cast back.
+#include "ember/ops/elementwise.h"
+
+#include <cmath>
+#include <numbers>
+
+#include "ember/engine/autograd/graph_export.h"
+#include "ember/engine/autograd/node.h"
+#include "ember/engine/copy.h"
+#include "ember/engine/dispatch.h"
+#include "ember/engine/factory.h"
+#include "ember/engine/loop_builder.h"
+#include "ember/ops/reduce.h"
+
+namespace ember {
+
+using autograd::record;
+namespace cpu = kernels::cpu;
+
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
+  const size_t n = std::max(a.size(), b.size());
+  Shape out(n);
+  for (size_t i = 0; i < n; ++i) {
+    int64_t x = i < n - a.size() ? 1 : a[i - (n - a.size())];
+    int64_t y = i < n - b.size() ? 1 : b[i - (n - b.size())];
+    EMBER_CHECK(x == y || x == 1 || y == 1, op, ": shapes ", shape_str(a), " and ", shape_str(b),
+                " do not broadcast (dim ", i, ": ", x, " vs ", y, ")");
+    out[i] = x == 1 ? y : x;
+  }
+  return out;
+}
+
+namespace {
+
+void check_devices(const char* op, const Tensor& a, const Tensor& b) {
+  EMBER_CHECK(a.defined() && b.defined(), op, ": an operand is undefined");
+  EMBER_CHECK(a.device() == b.device(), op, ": operands on different devices (", a.str(), " and ", b.str(),
+              "); move one with .to(device)");
+}
+
+// A raw dtype conversion for kernel inputs (not recorded: the op's backward casts back).
+Tensor as_dtype(const Tensor& t, DType dt) {
+  if (t.dtype() == dt) return t;
+  Tensor out = Tensor::empty(t.sizes(), {.dtype = dt, .device = t.device()});
+  copy_into(out, t);
+  return out;
+}
+
+// The gradient of a broadcast input: summed to its shape, cast to its dtype.
+Tensor reduce_to(const Tensor& g, const Tensor& like) {
+  Tensor r = g.sizes() == like.sizes() ? g : sum_to_size(g, like.sizes());
+  return r.dtype() == like.dtype() ? r : r.to(like.dtype());
+}
+
+// out = f(a) in a's floating dtype.
+template <typename F>
+Tensor unary(const char* op, const Tensor& a, const F& f) {
+  EMBER_CHECK(a.defined(), op, ": input is undefined");
+  trace::OpTimer timer(op, {a});
+  Tensor out = Tensor::empty(a.sizes(), options_of(a));
+  dispatch_floating(a.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    cpu::map<T, T>(make_loop<2>(a.sizes(), {&out, &a}), [&](T x) -> T { return f(x); });
+  });
+  timer.set_output(out);
+  return out;
+}
+
+// out = f(a, b) in the promoted dtype (numeric types; floating only when floating_only).
+template <typename F>
+Tensor binary(const char* op, const Tensor& a, const Tensor& b, const F& f, bool floating_only = false) {
+  check_devices(op, a, b);
+  trace::OpTimer timer(op, {a, b});
+  const Shape shape = broadcast_shapes(a.sizes(), b.sizes(), op);
+  const DType dt = promote_types(a.dtype(), b.dtype());
+  Tensor A = as_dtype(a, dt), B = as_dtype(b, dt);
+  Tensor out = Tensor::empty(shape, {.dtype = dt, .device = a.device()});
+  auto body = [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    cpu::map<T, T, T>(make_loop<3>(shape, {&out, &A, &B}), [&](T x, T y) -> T { return f(x, y); });
+  };
+  if (floating_only) dispatch_floating(dt, op, body);
+  else dispatch_numeric(dt, op, body);
+  timer.set_output(out);
+  return out;
+}
+
+// bool out = f(a, b), compared in the promoted dtype.
+template <typename F>
+Tensor compare(const char* op, const Tensor& a, const Tensor& b, const F& f) {
+  check_devices(op, a, b);
+  const Shape shape = broadcast_shapes(a.sizes(), b.sizes(), op);
+  DType dt = promote_types(a.dtype(), b.dtype());
+  if (dt == DType::boolean) dt = DType::u8;
+  Tensor A = as_dtype(a, dt), B = as_dtype(b, dt);
+  Tensor out = Tensor::empty(shape, {.dtype = DType::boolean, .device = a.device()});
+  dispatch_numeric(dt, op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    cpu::map<bool, T, T>(make_loop<3>(shape, {&out, &A, &B}), [&](T x, T y) -> bool { return f(x, y); });
+  });
+  return out;
+}
+
+Tensor scalar_like(const Tensor& a, double s) { return scalar_tensor(s, options_of(a)); }
+
+bool wants(const Tensor& t) { return t.defined() && t.requires_grad(); }
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+// arithmetic
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor y = binary("add", a, b, [](auto x, auto z) { return x + z; });
+  record("add", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
+    return TensorList{ra ? reduce_to(g[0], a) : Tensor(), rb ? reduce_to(g[0], b) : Tensor()};
+  });
+  return y;
+}
+
+Tensor sub(const Tensor& a, const Tensor& b) {
+  Tensor y = binary("sub", a, b, [](auto x, auto z) { return x - z; });
+  record("sub", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
+    return TensorList{ra ? reduce_to(g[0], a) : Tensor(), rb ? reduce_to(neg(g[0]), b) : Tensor()};
+  });
+  return y;
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor y = binary("mul", a, b, [](auto x, auto z) { return x * z; });
+  record("mul", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
+    return TensorList{ra ? reduce_to(mul(g[0], b), a) : Tensor(), rb ? reduce_to(mul(g[0], a), b) : Tensor()};
+  }, {a, b});
+  return y;
+}
+
+Tensor div(const Tensor& a, const Tensor& b) {
+  Tensor y = binary("div", a, b, [](auto x, auto z) { return x / z; }, /*floating_only=*/true);
+  record("div", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
+    // d(a/b)/db = -a / b^2
+    return TensorList{ra ? reduce_to(div(g[0], b), a) : Tensor(),
+                      rb ? reduce_to(neg(div(mul(g[0], a), square(b))), b) : Tensor()};
+  }, {a, b});
+  return y;
+}
+
+Tensor add(const Tensor& a, double s) {
+  Tensor y = unary("add", a, [s](auto x) { return x + static_cast<decltype(x)>(s); });
+  record("add_scalar", {a}, y, [](const TensorList& g, const TensorList&) { return TensorList{g[0]}; });
+  return y;
+}
+Tensor sub(const Tensor& a, double s) { return add(a, -s); }
+
+Tensor rsub(const Tensor& a, double s) {
+  Tensor y = unary("rsub", a, [s](auto x) { return static_cast<decltype(x)>(s) - x; });
+  record("rsub_scalar", {a}, y, [](const TensorList& g, const TensorList&) { return TensorList{neg(g[0])}; });
+  return y;
+}
+
+Tensor mul(const Tensor& a, double s) {
+  Tensor y = unary("mul", a, [s](auto x) { return x * static_cast<decltype(x)>(s); });
+  record("mul_scalar", {a}, y, [s](const TensorList& g, const TensorList&) { return TensorList{mul(g[0], s)}; });
+  return y;
+}
+Tensor div(const Tensor& a, double s) { return mul(a, 1.0 / s); }
+
+Tensor rdiv(const Tensor& a, double s) { return mul(reciprocal(a), s); }
+
+Tensor neg(const Tensor& a) {
+  Tensor y = unary("neg", a, [](auto x) { return -x; });
+  record("neg", {a}, y, [](const TensorList& g, const TensorList&) { return TensorList{neg(g[0])}; });
+  return y;
+}
+
+Tensor pow(const Tensor& a, const Tensor& e) {
+  Tensor y = binary("pow", a, e, [](auto x, auto z) { return std::pow(x, z); }, true);
+  record("pow", {a, e}, y, [a, e, ra = wants(a), re = wants(e)](const TensorList& g, const TensorList& out) {
+    // d/da = e a^(e-1);  d/de = a^e log a
+    return TensorList{ra ? reduce_to(mul(g[0], mul(e, pow(a, sub(e, 1.0)))), a) : Tensor(),
+                      re ? reduce_to(mul(g[0], mul(out[0], log(a))), e) : Tensor()};
+  }, {a, e}, /*save_outputs=*/true);
+  return y;
+}
+
+Tensor pow(const Tensor& a, double p) {
+  if (p == 1.0) return mul(a, 1.0);
+  if (p == 2.0) return square(a);
+  Tensor y = unary("pow", a, [p](auto x) { return std::pow(x, static_cast<decltype(x)>(p)); });
+  record("pow_scalar", {a}, y, [a, p](const TensorList& g, const TensorList&) {
+    return TensorList{mul(g[0], mul(pow(a, p - 1.0), p))};
+  }, {a});
+  return y;
+}
+
+// Ties send half the gradient each way, so max(a, a) has gradient 1 (as PyTorch).
+Tensor maximum(const Tensor& a, const Tensor& b) {
+  Tensor y = binary("maximum", a, b, [](auto x, auto z) { return (x > z || x != x) ? x : z; }  /* NaN wins */);
+  record("maximum", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
+    Tensor share_a = add(gt(a, b).to(g[0].dtype()), mul(eq(a, b).to(g[0].dtype()), 0.5));
+    return TensorList{ra ? reduce_to(mul(g[0], share_a), a) : Tensor(),
+                      rb ? reduce_to(mul(g[0], rsub(share_a, 1.0)), b) : Tensor()};
+  }, {a, b});
+  return y;
+}
+
+Tensor minimum(const Tensor& a, const Tensor& b) {
+  Tensor y = binary("minimum", a, b, [](auto x, auto z) { return (x < z || x != x) ? x : z; });
+  record("minimum", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
+    Tensor share_a = add(lt(a, b).to(g[0].dtype()), mul(eq(a, b).to(g[0].dtype()), 0.5));
+    return TensorList{ra ? reduce_to(mul(g[0], share_a), a) : Tensor(),
+                      rb ? reduce_to(mul(g[0], rsub(share_a, 1.0)), b) : Tensor()};
+  }, {a, b});
+  return y;
+}
+
+// ------------------------------------------------------------------------------------------
+// math: y = f(a), then dy/da written in ops (using y where it is cheaper)
+
+Tensor exp(const Tensor& a) {
+  Tensor y = unary("exp", a, [](auto x) { return std::exp(x); });
+  record("exp", {a}, y, [](const TensorList& g, const TensorList& out) { return TensorList{mul(g[0], out[0])}; }, {},
+         true);
+  return y;
+}
+
+Tensor log(const Tensor& a) {
+  Tensor y = unary("log", a, [](auto x) { return std::log(x); });
+  record("log", {a}, y, [a](const TensorList& g, const TensorList&) { return TensorList{div(g[0], a)}; }, {a});
+  return y;
+}
+
+Tensor log1p(const Tensor& a) {
+  Tensor y = unary("log1p", a, [](auto x) { return std::log1p(x); });
+  record("log1p", {a}, y, [a](const TensorList& g, const TensorList&) { return TensorList{div(g[0], add(a, 1.0))}; },
+         {a});
+  return y;
+}
+
+Tensor expm1(const Tensor& a) {
+  Tensor y = unary("expm1", a, [](auto x) { return std::expm1(x); });
+  record("expm1", {a}, y, [](const TensorList& g, const TensorList& out) {
+    return TensorList{mul(g[0], add(out[0], 1.0))};
+  }, {}, true);
+  return y;
+}
+
+Tensor sqrt(const Tensor& a) {
+  Tensor y = unary("sqrt", a, [](auto x) { return std::sqrt(x); });
+  record("sqrt", {a}, y, [](const TensorList& g, const TensorList& out) {
+    return TensorList{div(g[0], mul(out[0], 2.0))};
+  }, {}, true);
+  return y;
+}
+
+Tensor rsqrt(const Tensor& a) {
+  Tensor y = unary("rsqrt", a, [](auto x) { return decltype(x)(1) / std::sqrt(x); });
+  record("rsqrt", {a}, y, [a](const TensorList& g, const TensorList& out) {
+    // d a^(-1/2) = -1/2 a^(-3/2) = -1/2 y / a
+    return TensorList{mul(g[0], mul(div(out[0], a), -0.5))};
+  }, {a}, true);
+  return y;
+}
+
+Tensor abs(const Tensor& a) {
+  Tensor y = unary("abs", a, [](auto x) { return std::abs(x); });
+  record("abs", {a}, y, [a](const TensorList& g, const TensorList&) { return TensorList{mul(g[0], sign(a))}; }, {a});
+  return y;
+}
+
+Tensor sign(const Tensor& a) {
+  return unary("sign", a, [](auto x) { using T = decltype(x); return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0)); });
+}
+
+Tensor sin(const Tensor& a) {
+  Tensor y = unary("sin", a, [](auto x) { return std::sin(x); });
+  record("sin", {a}, y, [a](const TensorList& g, const TensorList&) { return TensorList{mul(g[0], cos(a))}; }, {a});
+  return y;
+}
+
+Tensor cos(const Tensor& a) {
+  Tensor y = unary("cos", a, [](auto x) { return std::cos(x); });
+  record("cos", {a}, y, [a](const TensorList& g, const TensorList&) { return TensorList{neg(mul(g[0], sin(a)))}; },
+         {a});
+  return y;
+}
+
+Tensor tanh(const Tensor& a) {
+  Tensor y = unary("tanh", a, [](auto x) { return std::tanh(x); });
+  record("tanh", {a}, y, [](const TensorList& g, const TensorList& out) {
+    return TensorList{mul(g[0], rsub(square(out[0]), 1.0))};
+  }, {}, true);
+  return y;
+}
+
+Tensor erf(const Tensor& a) {
+  Tensor y = unary("erf", a, [](auto x) { return std::erf(x); });
+  record("erf", {a}, y, [a](const TensorList& g, const TensorList&) {
+    return TensorList{mul(g[0], mul(exp(neg(square(a))), 2.0 / std::sqrt(std::numbers::pi)))};
+  }, {a});
+  return y;
+}
+
+Tensor square(const Tensor& a) {
+  Tensor y = unary("square", a, [](auto x) { return x * x; });
+  record("square", {a}, y, [a](const TensorList& g, const TensorList&) { return TensorList{mul(g[0], mul(a, 2.0))}; },
+         {a});
+  return y;
+}
+
+Tensor reciprocal(const Tensor& a) {
+  Tensor y = unary("reciprocal", a, [](auto x) { return decltype(x)(1) / x; });
+  record("reciprocal", {a}, y, [](const TensorList& g, const TensorList& out) {
+    return TensorList{neg(mul(g[0], square(out[0])))};
+  }, {}, true);
+  return y;
+}
+
+Tensor clamp(const Tensor& a, std::optional<double> lo, std::optional<double> hi) {
+  EMBER_CHECK(!lo || !hi || *lo <= *hi, "clamp: min ", *lo, " > max ", *hi);
+  const double l = lo.value_or(-INFINITY), h = hi.value_or(INFINITY);
+  Tensor y = unary("clamp", a, [l, h](auto x) {
+    using T = decltype(x);
+    return x < T(l) ? T(l) : (x > T(h) ? T(h) : x);
+  });
+  record("clamp", {a}, y, [a, l, h](const TensorList& g, const TensorList&) {
+    Tensor inside = logical_and(ge(a, l), le(a, h));
+    return TensorList{mul(g[0], inside.to(g[0].dtype()))};
+  }, {a});
+  return y;
+}
+
+// ------------------------------------------------------------------------------------------
+// activations
+
+namespace {
+template <typename T>
+T sigmoid_value(T x) {
+  // Two branches keep exp's argument <= 0: no overflow for large |x|.
+  if (x >= T(0)) return T(1) / (T(1) + std::exp(-x));
+  T e = std::exp(x);
+  return e / (T(1) + e);
+}
+}  // namespace
+
+Tensor sigmoid(const Tensor& a) {
+  Tensor y = unary("sigmoid", a, [](auto x) { return sigmoid_value(x); });
+  record("sigmoid", {a}, y, [](const TensorList& g, const TensorList& out) {
+    return TensorList{mul(g[0], mul(out[0], rsub(out[0], 1.0)))};
+  }, {}, true);
+  return y;
+}
+
+Tensor logsigmoid(const Tensor& a) {
+  // log sigmoid(x) = min(x, 0) - log1p(exp(-|x|))
+  Tensor y = unary("logsigmoid", a, [](auto x) {
+    using T = decltype(x);
+    return std::min(x, T(0)) - std::log1p(std::exp(-std::abs(x)));
+  });
+  record("logsigmoid", {a}, y, [a](const TensorList& g, const TensorList&) {
+    return TensorList{mul(g[0], sigmoid(neg(a)))};
+  }, {a});
+  return y;
+}
+
+Tensor relu(const Tensor& a) {
+  Tensor y = unary("relu", a, [](auto x) { using T = decltype(x); return x > T(0) ? x : T(0); });
+  record("relu", {a}, y, [a](const TensorList& g, const TensorList&) {
+    return TensorList{mul(g[0], gt(a, 0.0).to(g[0].dtype()))};
+  }, {a});
+  return y;
+}
+
+Tensor leaky_relu(const Tensor& a, double slope) {
+  Tensor y = unary("leaky_relu", a, [slope](auto x) { using T = decltype(x); return x > T(0) ? x : x * T(slope); });
+  record("leaky_relu", {a}, y, [a, slope](const TensorList& g, const TensorList&) {
+    Tensor pos = gt(a, 0.0).to(g[0].dtype());  // 1 or 0
+    return TensorList{mul(g[0], add(mul(pos, 1.0 - slope), slope))};
+  }, {a});
+  return y;
+}
+
+Tensor elu(const Tensor& a, double alpha) {
+  Tensor y = unary("elu", a, [alpha](auto x) { using T = decltype(x); return x > T(0) ? x : T(alpha) * std::expm1(x); });
+  record("elu", {a}, y, [a, alpha](const TensorList& g, const TensorList&) {
+    // 1 for a > 0, alpha e^a below
+    Tensor slope = where(gt(a, 0.0), ones_like(a), mul(exp(a), alpha));
+    return TensorList{mul(g[0], slope)};
+  }, {a});
+  return y;
+}
+
+Tensor softplus(const Tensor& a, double beta, double threshold) {
+  EMBER_CHECK(beta > 0, "softplus: beta must be > 0, got ", beta);
+  Tensor y = unary("softplus", a, [beta, threshold](auto x) {
+    using T = decltype(x);
+    T bx = x * T(beta);
+    if (bx > T(threshold)) return x;
+    // log1p(exp(bx)) computed as max(bx,0) + log1p(exp(-|bx|)): no overflow, full precision
+    return (std::max(bx, T(0)) + std::log1p(std::exp(-std::abs(bx)))) / T(beta);
+  });
+  record("softplus", {a}, y, [a, beta, threshold](const TensorList& g, const TensorList&) {
+    // d/da = sigmoid(beta a); the linear region above the threshold has slope 1.
+    Tensor s = sigmoid(mul(a, beta));
+    Tensor slope = where(gt(a, threshold / beta), ones_like(a), s);
+    return TensorList{mul(g[0], slope)};
+  }, {a});
+  return y;
+}
+
+Tensor silu(const Tensor& a) {
+  Tensor y = unary("silu", a, [](auto x) { return x * sigmoid_value(x); });
+  record("silu", {a}, y, [a](const TensorList& g, const TensorList&) {
+    // d/da a s(a) = s (1 + a (1 - s))
+    Tensor s = sigmoid(a);
+    return TensorList{mul(g[0], mul(s, add(mul(a, rsub(s, 1.0)), 1.0)))};
+  }, {a});
+  return y;
+}
+
+Tensor gelu(const Tensor& a) {
+  Tensor y = unary("gelu", a, [](auto x) {
+    using T = decltype(x);
+    return T(0.5) * x * (T(1) + std::erf(x * T(std::numbers::sqrt2 / 2)));
+  });
+  record("gelu", {a}, y, [a](const TensorList& g, const TensorList&) {
+    // d/da a Phi(a) = Phi(a) + a phi(a)
+    Tensor cdf = mul(add(erf(mul(a, std::numbers::sqrt2 / 2)), 1.0), 0.5);
+    Tensor pdf = mul(exp(mul(square(a), -0.5)), 1.0 / std::sqrt(2 * std::numbers::pi));
+    return TensorList{mul(g[0], add(cdf, mul(a, pdf)))};
+  }, {a});
+  return y;
+}
+
+// ------------------------------------------------------------------------------------------
+// comparisons and selection
+
+Tensor eq(const Tensor& a, const Tensor& b) { return compare("eq", a, b, [](auto x, auto y) { return x == y; }); }
+Tensor ne(const Tensor& a, const Tensor& b) { return compare("ne", a, b, [](auto x, auto y) { return x != y; }); }
+Tensor lt(const Tensor& a, const Tensor& b) { return compare("lt", a, b, [](auto x, auto y) { return x < y; }); }
+Tensor le(const Tensor& a, const Tensor& b) { return compare("le", a, b, [](auto x, auto y) { return x <= y; }); }
+Tensor gt(const Tensor& a, const Tensor& b) { return compare("gt", a, b, [](auto x, auto y) { return x > y; }); }
+Tensor ge(const Tensor& a, const Tensor& b) { return compare("ge", a, b, [](auto x, auto y) { return x >= y; }); }
+Tensor eq(const Tensor& a, double s) { return eq(a, scalar_like(a, s)); }
+Tensor ne(const Tensor& a, double s) { return ne(a, scalar_like(a, s)); }
+Tensor lt(const Tensor& a, double s) { return lt(a, scalar_like(a, s)); }
+Tensor le(const Tensor& a, double s) { return le(a, scalar_like(a, s)); }
+Tensor gt(const Tensor& a, double s) { return gt(a, scalar_like(a, s)); }
+Tensor ge(const Tensor& a, double s) { return ge(a, scalar_like(a, s)); }
+
+Tensor logical_not(const Tensor& a) { return eq(a, scalar_tensor(0, {.dtype = a.dtype(), .device = a.device()})); }
+Tensor logical_and(const Tensor& a, const Tensor& b) {
+  return compare("logical_and", a, b, [](auto x, auto y) { return x != decltype(x)(0) && y != decltype(y)(0); });
+}
+Tensor logical_or(const Tensor& a, const Tensor& b) {
+  return compare("logical_or", a, b, [](auto x, auto y) { return x != decltype(x)(0) || y != decltype(y)(0); });
+}
+Tensor isfinite(const Tensor& a) {
+  if (!a.is_floating_point()) return ones(a.sizes(), {.dtype = DType::boolean, .device = a.device()});
+  return compare("isfinite", a, a, [](auto x, auto) { return std::isfinite(static_cast<double>(x)); });
+}
+
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  check_devices("where", a, b);
+  check_devices("where", cond, a);
+  trace::OpTimer timer("where", {cond, a, b});
+  const Shape shape = broadcast_shapes(broadcast_shapes(cond.sizes(), a.sizes(), "where"), b.sizes(), "where");
+  const DType dt = promote_types(a.dtype(), b.dtype());
+  Tensor A = as_dtype(a, dt), B = as_dtype(b, dt), C = as_dtype(cond, DType::boolean);
+  Tensor out = Tensor::empty(shape, {.dtype = dt, .device = a.device()});
+  dispatch_all(dt, "where", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    cpu::map<T, bool, T, T>(make_loop<4>(shape, {&out, &C, &A, &B}), [](bool c, T x, T y) -> T { return c ? x : y; });
+  });
+  record("where", {a, b}, out, [C, a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
+    Tensor z = zeros({}, options_of(g[0]));
+    return TensorList{ra ? reduce_to(where(C, g[0], z), a) : Tensor(), rb ? reduce_to(where(C, z, g[0]), b) : Tensor()};
+  });
+  return out;
+}
+
+Tensor where(const Tensor& cond, const Tensor& a, double b) { return where(cond, a, scalar_like(a, b)); }
+
+}  // namespace ember

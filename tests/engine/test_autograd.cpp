@@ -1,0 +1,222 @@
+// The autograd engine: graph shapes (diamonds, reuse), accumulation, higher orders, the DDE
+// case, functional helpers and the error paths.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "ember/ember.h"
+
+using namespace ember;
+
+namespace {
+Tensor leaf64(const Shape& s, uint64_t seed) {
+  Generator g(seed);
+  Tensor t = randn(s, {.dtype = DType::f64}, &g);
+  t.requires_grad_(true);
+  return t;
+}
+}  // namespace
+
+TEST(Autograd, DiamondAndReuse) {
+  Tensor x = tensor({0.3, -1.2, 2.0}, {}, {.dtype = DType::f64});
+  x.requires_grad_(true);
+  // y = sin(x) * x + exp(x) * x : x used four times, two paths meet at the add
+  Tensor y = sum(add(mul(sin(x), x), mul(exp(x), x)));
+  y.backward();
+  auto g = x.grad().to_vector<double>();
+  auto xv = x.to_vector<double>();
+  for (int i = 0; i < 3; ++i) {
+    double v = xv[i];
+    double want = std::cos(v) * v + std::sin(v) + std::exp(v) * v + std::exp(v);
+    EXPECT_NEAR(g[i], want, 1e-12);
+  }
+}
+
+TEST(Autograd, AccumulatesAcrossBackwardCalls) {
+  Tensor x = leaf64({4}, 1);
+  sum(square(x)).backward();
+  sum(mul(x, 3.0)).backward();
+  auto g = x.grad().to_vector<double>();
+  auto xv = x.to_vector<double>();
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(g[i], 2 * xv[i] + 3, 1e-12);
+}
+
+TEST(Autograd, ThirdDerivativeOfSin) {
+  Tensor x = tensor({0.7}, {}, {.dtype = DType::f64});
+  x.requires_grad_(true);
+  Tensor y = sin(x);
+  Tensor d1 = grad({y}, {x}, {}, {.create_graph = true})[0];
+  Tensor d2 = grad({d1}, {x}, {}, {.create_graph = true})[0];
+  Tensor d3 = grad({d2}, {x})[0];
+  EXPECT_NEAR(d1.item(), std::cos(0.7), 1e-12);
+  EXPECT_NEAR(d2.item(), -std::sin(0.7), 1e-12);
+  EXPECT_NEAR(d3.item(), -std::cos(0.7), 1e-12);
+}
+
+TEST(Autograd, HessianOfSoftplusMlpMatchesFiniteDifferences) {
+  Tensor w1 = leaf64({5, 3}, 2), b1 = leaf64({5}, 3), w2 = leaf64({1, 5}, 4);
+  auto f = [&](const Tensor& x) { return sum(linear(softplus(linear(x, w1, b1)), w2)); };
+  Tensor x0 = leaf64({3}, 5);
+  Tensor H = hessian(f, x0);
+  ASSERT_EQ(H.sizes(), (Shape{3, 3}));
+  auto h = H.to_vector<double>();
+  // central differences of the analytic gradient
+  auto gradient = [&](const Tensor& x) {
+    Tensor xs = x.detach().clone();
+    xs.requires_grad_(true);
+    return grad({f(xs)}, {xs})[0].to_vector<double>();
+  };
+  const double eps = 1e-5;
+  for (int j = 0; j < 3; ++j) {
+    Tensor xp = x0.detach().clone(), xm = x0.detach().clone();
+    xp.data<double>()[j] += eps;
+    xm.data<double>()[j] -= eps;
+    auto gp = gradient(xp), gm = gradient(xm);
+    for (int i = 0; i < 3; ++i) EXPECT_NEAR(h[i * 3 + j], (gp[i] - gm[i]) / (2 * eps), 1e-7);
+  }
+}
+
+// The DDE loss: L = || d s(x+e)/dx + e / sigma^2 ||^2 with s a scalar MLP. Its gradient with
+// respect to the parameters needs the backward of a backward.
+TEST(Autograd, DdeLossParameterGradientMatchesCentralDifferences) {
+  const double sigma = 0.3;
+  Tensor w1 = leaf64({8, 2}, 10), b1 = leaf64({8}, 11), w2 = leaf64({8, 8}, 12), b2 = leaf64({8}, 13),
+         w3 = leaf64({1, 8}, 14);
+  Generator g(15);
+  Tensor x = randn({6, 2}, {.dtype = DType::f64}, &g);
+  Tensor e = mul(randn({6, 2}, {.dtype = DType::f64}, &g), sigma);
+  TensorList params{w1, b1, w2, b2, w3};
+  auto loss_fn = [&](const TensorList& p) {
+    Tensor xe = add(x, e).detach();
+    xe.requires_grad_(true);
+    Tensor s = linear(softplus(linear(softplus(linear(xe, p[0], p[1])), p[2], p[3])), p[4]);
+    Tensor ds = grad({sum(s)}, {xe}, {}, {.create_graph = true})[0];
+    return sum(square(add(ds, div(e, sigma * sigma))));
+  };
+  GradcheckResult r = gradcheck(loss_fn, params, {.eps = 1e-6, .atol = 1e-6, .rtol = 1e-5});
+  EXPECT_TRUE(r.ok) << r.message;
+}
+
+TEST(Autograd, GradWithAllowUnusedAndErrors) {
+  Tensor a = leaf64({3}, 20), b = leaf64({3}, 21);
+  Tensor y = sum(square(a));
+  EXPECT_THROW(grad({y}, {a, b}, {}, {.retain_graph = true}), Error);
+  TensorList g = grad({y}, {a, b}, {}, {.allow_unused = true});
+  EXPECT_TRUE(g[0].defined());
+  EXPECT_FALSE(g[1].defined());
+  EXPECT_FALSE(a.grad().defined());  // grad() never touches .grad
+}
+
+TEST(Autograd, BackwardTwiceWithoutRetainGraphIsAnError) {
+  Tensor a = leaf64({3}, 30);
+  Tensor y = sum(exp(a));
+  y.backward();
+  try {
+    y.backward();
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("retain_graph"), std::string::npos) << e.what();
+  }
+  Tensor z = sum(exp(a));
+  z.backward({}, /*retain_graph=*/true);
+  EXPECT_NO_THROW(z.backward());
+}
+
+TEST(Autograd, InPlaceModificationOfSavedTensorIsAnErrorNamingTheOp) {
+  Tensor a = leaf64({3}, 40);
+  Tensor b = exp(a).detach();  // a plain tensor, saved by mul
+  Tensor y = sum(mul(a, b));
+  b.add_(ones_like(b));
+  try {
+    y.backward();
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("mul"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("in place"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Autograd, InPlaceOnTensorRequiringGradIsRefused) {
+  Tensor a = leaf64({3}, 41);
+  EXPECT_THROW(a.add_(ones_like(a)), Error);
+  NoGrad ng;
+  EXPECT_NO_THROW(a.add_(ones_like(a)));
+}
+
+TEST(Autograd, NoGradAndDetach) {
+  Tensor a = leaf64({3}, 50);
+  {
+    NoGrad ng;
+    Tensor y = exp(a);
+    EXPECT_FALSE(y.requires_grad());
+    {
+      EnableGrad eg;
+      EXPECT_TRUE(exp(a).requires_grad());
+    }
+  }
+  EXPECT_FALSE(exp(a).detach().requires_grad());
+  EXPECT_TRUE(exp(a).requires_grad());
+}
+
+TEST(Autograd, ShapeMismatchAndDtypeMismatchErrorsNameOpAndShapes) {
+  Tensor a = randn({2, 3}), b = randn({4, 3});
+  try {
+    add(a, b);
+    FAIL();
+  } catch (const Error& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("add"), std::string::npos);
+    EXPECT_NE(m.find("[2, 3]"), std::string::npos);
+    EXPECT_NE(m.find("[4, 3]"), std::string::npos);
+  }
+  try {
+    matmul(randn({2, 3}), randn({3, 2}, {.dtype = DType::f64}));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("matmul"), std::string::npos);
+  }
+  EXPECT_THROW(sum(a, {5}), Error);
+  EXPECT_THROW(a.permute({0, 0}), Error);
+  EXPECT_THROW(randn({2}).item(), Error);
+}
+
+TEST(Autograd, FunctionalHelpers) {
+  // f(x) = x^3 elementwise: J = diag(3x^2), H of sum = diag(6x)
+  Tensor x = tensor({0.5, -1.0, 2.0}, {}, {.dtype = DType::f64});
+  Tensor v = tensor({1.0, 2.0, -1.0}, {}, {.dtype = DType::f64});
+  Function f = [](const TensorList& xs) { return pow(xs[0], 3.0); };
+  auto [y, vj] = vjp(f, {x}, v);
+  auto [y2, jv] = jvp(f, {x}, {v});
+  auto [y3, hv] = hvp([](const TensorList& xs) { return sum(pow(xs[0], 3.0)); }, {x}, {v});
+  auto xv = x.to_vector<double>(), vv = v.to_vector<double>();
+  auto a = vj[0].to_vector<double>(), b = jv.to_vector<double>(), c = hv[0].to_vector<double>();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_NEAR(a[i], 3 * xv[i] * xv[i] * vv[i], 1e-12);
+    EXPECT_NEAR(b[i], 3 * xv[i] * xv[i] * vv[i], 1e-12);
+    EXPECT_NEAR(c[i], 6 * xv[i] * vv[i], 1e-12);
+  }
+  Tensor J = jacobian([](const Tensor& t) { return pow(t, 3.0); }, x);
+  EXPECT_NEAR(J.to_vector<double>()[4], 3.0, 1e-12);
+  EXPECT_NEAR(J.to_vector<double>()[1], 0.0, 1e-12);
+  // Hutchinson with Rademacher probes is exact for a diagonal Jacobian.
+  Tensor xl = x.detach().clone();
+  xl.requires_grad_(true);
+  Tensor tr = hutchinson_trace(pow(xl, 3.0), xl, 3);
+  EXPECT_NEAR(tr.item(), 3 * (0.25 + 1 + 4), 1e-10);
+}
+
+TEST(Autograd, GraphExportAndTrace) {
+  Tensor a = leaf64({2, 2}, 60);
+  Tensor y = sum(exp(matmul(a, a)));
+  std::string dot = graph_to_dot({y});
+  EXPECT_NE(dot.find("digraph"), std::string::npos);
+  EXPECT_NE(dot.find("matmul"), std::string::npos);
+  EXPECT_NE(dot.find("leaf"), std::string::npos);
+  TraceScope trace;
+  Tensor z = exp(matmul(a, a));
+  auto ev = trace.events();
+  ASSERT_GE(ev.size(), 2u);
+  EXPECT_EQ(ev[0].op, "matmul");
+  EXPECT_EQ(ev[0].output_shape, (Shape{2, 2}));
+  EXPECT_NE(trace.table().find("exp"), std::string::npos);
+}
