@@ -13,6 +13,7 @@
 #include "ember/engine/dispatch.h"
 #include "ember/engine/factory.h"
 #include "ember/engine/loop_builder.h"
+#include "ember/kernels/cpu/fast_math.h"
 #include "ember/ops/reduce.h"
 
 namespace ember {
@@ -220,7 +221,7 @@ Tensor minimum(const Tensor& a, const Tensor& b) {
 // math: y = f(a), then dy/da written in ops (using y where it is cheaper)
 
 Tensor exp(const Tensor& a) {
-  Tensor y = unary("exp", a, [](auto x) { return std::exp(x); });
+  Tensor y = unary("exp", a, [](auto x) { return cpu::fast_exp(x); });
   record("exp", {a}, y, [](const TensorList& g, const TensorList& out) { return TensorList{mul(g[0], out[0])}; }, {},
          true);
   return y;
@@ -288,7 +289,20 @@ Tensor cos(const Tensor& a) {
 }
 
 Tensor tanh(const Tensor& a) {
-  Tensor y = unary("tanh", a, [](auto x) { return std::tanh(x); });
+  Tensor y = unary("tanh", a, [](auto x) {
+    using T = decltype(x);
+    if constexpr (std::is_same_v<T, double>) {
+      return std::tanh(x);
+    } else {
+      // tanh x = sign(x) (1 - e) / (1 + e) with e = exp(-2|x|) <= 1: no overflow; below
+      // |x| = 0.04 the cancellation in 1 - e costs digits, so use x - x^3/3 + 2x^5/15 there.
+      T ax = std::abs(x), e = cpu::fast_exp(T(-2) * ax);
+      T big = (T(1) - e) / (T(1) + e), x2 = x * x;
+      T small = ax * (T(1) + x2 * (T(-1) / T(3) + x2 * T(2) / T(15)));
+      T r = ax < T(0.04) ? small : big;
+      return x < T(0) ? -r : r;
+    }
+  });
   record("tanh", {a}, y, [](const TensorList& g, const TensorList& out) {
     return TensorList{mul(g[0], rsub(square(out[0]), 1.0))};
   }, {}, true);
@@ -338,10 +352,10 @@ Tensor clamp(const Tensor& a, std::optional<double> lo, std::optional<double> hi
 namespace {
 template <typename T>
 T sigmoid_value(T x) {
-  // Two branches keep exp's argument <= 0: no overflow for large |x|.
-  if (x >= T(0)) return T(1) / (T(1) + std::exp(-x));
-  T e = std::exp(x);
-  return e / (T(1) + e);
+  // exp's argument is kept <= 0 (no overflow); a select, not a branch, so loops vectorise.
+  T e = cpu::fast_exp(-std::abs(x));
+  T r = T(1) / (T(1) + e);
+  return x >= T(0) ? r : e * r;
 }
 }  // namespace
 
@@ -357,7 +371,7 @@ Tensor logsigmoid(const Tensor& a) {
   // log sigmoid(x) = min(x, 0) - log1p(exp(-|x|))
   Tensor y = unary("logsigmoid", a, [](auto x) {
     using T = decltype(x);
-    return std::min(x, T(0)) - std::log1p(std::exp(-std::abs(x)));
+    return std::min(x, T(0)) - cpu::log1p_unit(cpu::fast_exp(-std::abs(x)));
   });
   record("logsigmoid", {a}, y, [a](const TensorList& g, const TensorList&) {
     return TensorList{mul(g[0], sigmoid(neg(a)))};
@@ -397,9 +411,9 @@ Tensor softplus(const Tensor& a, double beta, double threshold) {
   Tensor y = unary("softplus", a, [beta, threshold](auto x) {
     using T = decltype(x);
     T bx = x * T(beta);
-    if (bx > T(threshold)) return x;
     // log1p(exp(bx)) computed as max(bx,0) + log1p(exp(-|bx|)): no overflow, full precision
-    return (std::max(bx, T(0)) + std::log1p(std::exp(-std::abs(bx)))) / T(beta);
+    T y = (std::max(bx, T(0)) + cpu::log1p_unit(cpu::fast_exp(-std::abs(bx)))) / T(beta);
+    return bx > T(threshold) ? x : y;
   });
   record("softplus", {a}, y, [a, beta, threshold](const TensorList& g, const TensorList&) {
     // d/da = sigmoid(beta a); the linear region above the threshold has slope 1.

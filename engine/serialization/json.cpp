@@ -440,6 +440,16 @@ class JsonParser {
 
 Json parse_json(std::string_view text, const std::string& what) { return JsonParser(text, what).parse_document(); }
 
+bool is_valid_utf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  for (size_t i = 0; i < s.size();) {
+    const size_t len = utf8_sequence_length(p + i, s.size() - i);
+    if (len == 0) return false;
+    i += len;
+  }
+  return true;
+}
+
 // ---- Json members -----------------------------------------------------------------------
 
 Json::Json(double v) {
@@ -471,7 +481,9 @@ const char* Json::type_name(Type t) {
 
 namespace {
 [[noreturn]] void wrong_type(const char* wanted, const Json& j) {
-  EMBER_FAIL("JSON value is ", j.type_name(), ", expected ", wanted);
+  const Json::Type t = j.type();
+  const char* article = t == Json::Type::Array || t == Json::Type::Object ? "an " : "a ";
+  EMBER_FAIL("JSON value is ", t == Json::Type::Null ? "" : article, j.type_name(), ", expected ", wanted);
 }
 }  // namespace
 
@@ -481,12 +493,12 @@ bool Json::is_integer() const {
 }
 
 bool Json::as_bool() const {
-  if (!is_bool()) wrong_type("bool", *this);
+  if (!is_bool()) wrong_type("a bool", *this);
   return std::get<bool>(value_);
 }
 
 const std::string& Json::number_text() const {
-  if (!is_number()) wrong_type("number", *this);
+  if (!is_number()) wrong_type("a number", *this);
   return std::get<Number>(value_).text;
 }
 
@@ -529,31 +541,31 @@ uint64_t Json::as_uint64() const {
 }
 
 const std::string& Json::as_string() const {
-  if (!is_string()) wrong_type("string", *this);
+  if (!is_string()) wrong_type("a string", *this);
   return std::get<std::string>(value_);
 }
 
 const Json::Array& Json::items() const {
-  if (!is_array()) wrong_type("array", *this);
+  if (!is_array()) wrong_type("an array", *this);
   return std::get<Array>(value_);
 }
 Json::Array& Json::items() {
-  if (!is_array()) wrong_type("array", *this);
+  if (!is_array()) wrong_type("an array", *this);
   return std::get<Array>(value_);
 }
 const Json::Object& Json::members() const {
-  if (!is_object()) wrong_type("object", *this);
+  if (!is_object()) wrong_type("an object", *this);
   return std::get<Object>(value_);
 }
 Json::Object& Json::members() {
-  if (!is_object()) wrong_type("object", *this);
+  if (!is_object()) wrong_type("an object", *this);
   return std::get<Object>(value_);
 }
 
 size_t Json::size() const {
   if (is_array()) return std::get<Array>(value_).size();
   if (is_object()) return std::get<Object>(value_).size();
-  wrong_type("array or object", *this);
+  wrong_type("an array or an object", *this);
 }
 
 const Json& Json::at(size_t index) const {

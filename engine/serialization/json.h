@@ -129,6 +129,10 @@ class Json {
 // input in error messages (a file name, "safetensors header of x.safetensors", ...).
 Json parse_json(std::string_view text, const std::string& what);
 
+// True if `s` is well-formed UTF-8 (no overlong forms, surrogates or code points above
+// U+10FFFF): the strings parse_json accepts and dump writes unchanged.
+bool is_valid_utf8(std::string_view s);
+
 // Maximum nesting depth of arrays / objects accepted by parse_json.
 inline constexpr int kJsonMaxDepth = 64;
 

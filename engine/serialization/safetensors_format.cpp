@@ -259,7 +259,10 @@ std::string build_safetensors_header(const std::vector<TensorRecord>& tensors,
   // Same rules as the reader, so that what we write always reads back.
   std::unordered_set<std::string_view> names;
   uint64_t data_size = 0;
+  // Names must be valid UTF-8: the JSON writer would replace invalid bytes by U+FFFD,
+  // writing another name than the one given (or two equal names).
   for (const auto& r : tensors) {
+    EMBER_CHECK(is_valid_utf8(r.name), where, "tensor name ", quoted(r.name), " is not valid UTF-8");
     EMBER_CHECK(r.name != kMetadataKey, where, "a tensor cannot be named ", kMetadataKey);
     EMBER_CHECK(names.insert(r.name).second, where, "tensor name ", quoted(r.name), " appears twice");
     check_record(r, where);
@@ -268,6 +271,8 @@ std::string build_safetensors_header(const std::vector<TensorRecord>& tensors,
   check_layout(tensors, data_size, where);
   std::unordered_set<std::string_view> keys;
   for (const auto& m : metadata) {
+    EMBER_CHECK(is_valid_utf8(m.first) && is_valid_utf8(m.second), where, "metadata ", quoted(m.first),
+                " is not valid UTF-8");
     EMBER_CHECK(keys.insert(m.first).second, where, "metadata key ", quoted(m.first), " appears twice");
   }
 

@@ -1,0 +1,68 @@
+// The DDE workloads of ../shared/reference/torch_workloads.py, same names, shapes and
+// precision: one iteration = one real-data DDE step, one generator-DDE step and one generator
+// step (Algorithm 1 of the DDE paper with the generator updated every iteration).
+#include <benchmark/benchmark.h>
+
+#include "ember/ember.h"
+#include "ember/models/dde/dde.h"
+#include "ember/models/mlp.h"
+#include "ember/nn/optim.h"
+
+using namespace ember;
+namespace dde = ember::models::dde;
+
+namespace {
+
+struct Setup {
+  std::shared_ptr<nn::Module> gen, dreal, dgen;
+  std::vector<std::unique_ptr<nn::Adam>> opts;
+  int64_t batch, zdim, data_dim;
+  double sigma;
+  bool uniform_data;
+};
+
+void iteration(Setup& s) {
+  Tensor x = s.uniform_data ? rand({s.batch, s.data_dim}) : randn({s.batch, s.data_dim});
+  s.opts[1]->zero_grad();
+  dde::dde_loss(*s.dreal, x, s.sigma).backward();
+  s.opts[1]->step();
+
+  s.opts[2]->zero_grad();
+  Tensor gx;
+  {
+    NoGrad ng;
+    gx = (*s.gen)(randn({s.batch, s.zdim}));
+  }
+  dde::dde_loss(*s.dgen, gx, s.sigma).backward();
+  s.opts[2]->step();
+
+  s.opts[0]->zero_grad();
+  Tensor gz = (*s.gen)(randn({s.batch, s.zdim}));
+  dde::generator_loss(*s.dgen, *s.dreal, gz, s.sigma).backward();
+  s.opts[0]->step();
+}
+
+void run(benchmark::State& state, Setup s) {
+  for (auto* m : {s.gen.get(), s.dreal.get(), s.dgen.get()})
+    s.opts.push_back(std::make_unique<nn::Adam>(m->parameters(), nn::AdamOptions{.lr = 1e-3}));
+  iteration(s);  // warm-up
+  for (auto _ : state) iteration(s);
+}
+
+void BM_dde_toy_iteration(benchmark::State& state) {
+  manual_seed(0);
+  run(state, Setup{std::make_shared<models::MLP>(2, 32, 25, 2, true), std::make_shared<models::MLP>(2, 32, 25, 1),
+                   std::make_shared<models::MLP>(2, 32, 25, 1), {}, 2048, 2, 2, 0.2, false});
+}
+
+void BM_dde_mnist_iteration(benchmark::State& state) {
+  manual_seed(0);
+  run(state, Setup{std::make_shared<models::DenseNetMLP>(16, 64, 16, 784, true),
+                   std::make_shared<models::DenseNetMLP>(784, 256, 16, 1),
+                   std::make_shared<models::DenseNetMLP>(784, 256, 16, 1), {}, 100, 16, 784, 0.5, true});
+}
+
+}  // namespace
+
+BENCHMARK(BM_dde_toy_iteration)->Name("dde_toy_iteration(b2048,25x32)")->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK(BM_dde_mnist_iteration)->Name("dde_mnist_iteration(b100,dense16x256)")->Unit(benchmark::kMillisecond)->MinTime(3.0);

@@ -1,0 +1,240 @@
+#include "ember/nn/optim.h"
+
+#include <cmath>
+
+#include "ember/engine/autograd/grad_mode.h"
+#include "ember/engine/dispatch.h"
+#include "ember/engine/factory.h"
+#include "ember/kernels/cpu/parallel.h"
+
+namespace ember::nn {
+
+namespace {
+// Calls f(T* p, const T* g, int64_t n, slots...) on raw contiguous memory.
+template <typename F>
+void with_raw(const Tensor& p, const Tensor& g, const char* op, const F& f) {
+  EMBER_CHECK(p.is_contiguous(), op, ": parameter ", p.str(), " is not contiguous");
+  EMBER_CHECK(g.sizes() == p.sizes(), op, ": gradient ", g.str(), " does not match parameter ", p.str());
+  Tensor gc = g.dtype() == p.dtype() ? g.contiguous() : g.to(p.dtype()).contiguous();
+  dispatch_floating(p.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    f(p.data<T>(), gc.template data<T>(), p.numel(), tag);
+  });
+  p.bump_version();
+}
+}  // namespace
+
+Optimizer::Optimizer(std::vector<Tensor> params, double lr_, const char* name)
+    : lr(lr_), params_(std::move(params)), state_(params_.size()), name_(name) {
+  EMBER_CHECK(lr_ >= 0, name, ": learning rate must be >= 0, got ", lr_);
+  for (size_t i = 0; i < params_.size(); ++i)
+    EMBER_CHECK(params_[i].defined() && params_[i].requires_grad() && params_[i].is_leaf(), name, ": parameter ", i,
+                " must be a leaf tensor that requires grad");
+}
+
+void Optimizer::zero_grad() {
+  for (auto& p : params_) p.set_grad(Tensor());
+}
+
+Tensor& Optimizer::slot(size_t i, const std::string& name) {
+  auto& s = state_[i][name];
+  if (!s.defined()) s = zeros_like(params_[i].detach());
+  return s;
+}
+
+std::map<std::string, Tensor> Optimizer::state_dict() const {
+  std::map<std::string, Tensor> d;
+  for (size_t i = 0; i < state_.size(); ++i)
+    for (auto& [n, t] : state_[i]) d[std::to_string(i) + "." + n] = t;
+  d["step"] = scalar_tensor(static_cast<double>(steps_), {.dtype = DType::i64});
+  return d;
+}
+
+void Optimizer::load_state_dict(const std::map<std::string, Tensor>& state) {
+  auto it = state.find("step");
+  EMBER_CHECK(it != state.end(), name_, ".load_state_dict: no 'step' entry");
+  steps_ = static_cast<int64_t>(it->second.item());
+  for (auto& s : state_) s.clear();
+  for (auto& [key, t] : state) {
+    if (key == "step") continue;
+    size_t dot = key.find('.');
+    EMBER_CHECK(dot != std::string::npos, name_, ".load_state_dict: unexpected key '", key, "'");
+    size_t i = std::stoul(key.substr(0, dot));
+    EMBER_CHECK(i < params_.size(), name_, ".load_state_dict: state for parameter ", i, " but the optimizer has ",
+                params_.size());
+    EMBER_CHECK(t.sizes() == params_[i].sizes(), name_, ".load_state_dict: '", key, "' has shape ",
+                shape_str(t.sizes()), " but parameter ", i, " has ", shape_str(params_[i].sizes()));
+    state_[i][key.substr(dot + 1)] = t.to(params_[i].dtype()).contiguous().clone();
+  }
+}
+
+SGD::SGD(std::vector<Tensor> params, SGDOptions o) : Optimizer(std::move(params), o.lr, "SGD"), opts(o) {
+  EMBER_CHECK(!o.nesterov || (o.momentum > 0 && o.dampening == 0), "SGD: nesterov needs momentum > 0 and dampening 0");
+}
+
+void SGD::step() {
+  NoGrad ng;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor g = params_[i].grad();
+    if (!g.defined()) continue;
+    Tensor buf = opts.momentum != 0 ? slot(i, "momentum") : Tensor();
+    const bool first = steps_ == 0;
+    with_raw(params_[i], g, "SGD", [&](auto* p, const auto* gr, int64_t n, auto tag) {
+      using T = typename decltype(tag)::type;
+      T* b = buf.defined() ? buf.data<T>() : nullptr;
+      const T lr_ = T(lr), wd = T(opts.weight_decay), mom = T(opts.momentum), damp = T(opts.dampening);
+      for (int64_t k = 0; k < n; ++k) {
+        T d = gr[k] + wd * p[k];
+        if (b) {
+          b[k] = first ? d : mom * b[k] + (T(1) - damp) * d;
+          d = opts.nesterov ? d + mom * b[k] : b[k];
+        }
+        p[k] -= lr_ * d;
+      }
+    });
+  }
+  ++steps_;
+}
+
+Adam::Adam(std::vector<Tensor> params, AdamOptions o, bool decoupled)
+    : Optimizer(std::move(params), o.lr, decoupled ? "AdamW" : "Adam"), opts(o), decoupled_(decoupled) {
+  EMBER_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, name_, ": betas must be in [0, 1)");
+}
+
+void Adam::step() {
+  NoGrad ng;
+  ++steps_;
+  const double bc1 = 1 - std::pow(opts.beta1, static_cast<double>(steps_));
+  const double bc2 = 1 - std::pow(opts.beta2, static_cast<double>(steps_));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor g = params_[i].grad();
+    if (!g.defined()) continue;
+    Tensor m = slot(i, "exp_avg"), v = slot(i, "exp_avg_sq");
+    with_raw(params_[i], g, name_, [&](auto* p, const auto* gr, int64_t n, auto tag) {
+      using T = typename decltype(tag)::type;
+      T* mp = m.data<T>();
+      T* vp = v.data<T>();
+      const T b1 = T(opts.beta1), b2 = T(opts.beta2), eps = T(opts.eps), wd = T(opts.weight_decay);
+      const T step_size = T(lr / bc1), inv_sqrt_bc2 = T(1 / std::sqrt(bc2)), decay = T(1 - lr * opts.weight_decay);
+      for (int64_t k = 0; k < n; ++k) {
+        T d = gr[k];
+        if (decoupled_) p[k] *= decay;
+        else d += wd * p[k];
+        mp[k] = b1 * mp[k] + (T(1) - b1) * d;
+        vp[k] = b2 * vp[k] + (T(1) - b2) * d * d;
+        p[k] -= step_size * mp[k] / (std::sqrt(vp[k]) * inv_sqrt_bc2 + eps);
+      }
+    });
+  }
+}
+
+Adamax::Adamax(std::vector<Tensor> params, AdamOptions o) : Optimizer(std::move(params), o.lr, "Adamax"), opts(o) {}
+
+void Adamax::step() {
+  NoGrad ng;
+  ++steps_;
+  const double bc1 = 1 - std::pow(opts.beta1, static_cast<double>(steps_));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor g = params_[i].grad();
+    if (!g.defined()) continue;
+    Tensor m = slot(i, "exp_avg"), u = slot(i, "exp_inf");
+    with_raw(params_[i], g, "Adamax", [&](auto* p, const auto* gr, int64_t n, auto tag) {
+      using T = typename decltype(tag)::type;
+      T* mp = m.data<T>();
+      T* up = u.data<T>();
+      const T b1 = T(opts.beta1), b2 = T(opts.beta2), eps = T(opts.eps), wd = T(opts.weight_decay);
+      const T clr = T(lr / bc1);
+      for (int64_t k = 0; k < n; ++k) {
+        T d = gr[k] + wd * p[k];
+        mp[k] = b1 * mp[k] + (T(1) - b1) * d;
+        up[k] = std::max(b2 * up[k], std::abs(d) + eps);
+        p[k] -= clr * mp[k] / up[k];
+      }
+    });
+  }
+}
+
+LRScheduler::LRScheduler(Optimizer& opt, std::function<double(int64_t)> factor)
+    : opt_(opt), base_lr_(opt.lr), factor_(std::move(factor)) {
+  opt_.lr = base_lr_ * factor_(0);
+}
+void LRScheduler::step() { set_step(step_ + 1); }
+void LRScheduler::set_step(int64_t s) {
+  step_ = s;
+  opt_.lr = base_lr_ * factor_(step_);
+}
+LRScheduler StepLR(Optimizer& opt, int64_t step_size, double gamma) {
+  EMBER_CHECK(step_size > 0, "StepLR: step_size must be > 0");
+  return LRScheduler(opt, [=](int64_t s) { return std::pow(gamma, static_cast<double>(s / step_size)); });
+}
+LRScheduler CosineLR(Optimizer& opt, int64_t total, double min_factor) {
+  EMBER_CHECK(total > 0, "CosineLR: total_steps must be > 0");
+  return LRScheduler(opt, [=](int64_t s) {
+    double t = std::min<double>(static_cast<double>(s), static_cast<double>(total)) / static_cast<double>(total);
+    return min_factor + (1 - min_factor) * 0.5 * (1 + std::cos(M_PI * t));
+  });
+}
+LRScheduler LinearWarmupLR(Optimizer& opt, int64_t warmup) {
+  EMBER_CHECK(warmup > 0, "LinearWarmupLR: warmup_steps must be > 0");
+  return LRScheduler(opt, [=](int64_t s) { return std::min(1.0, static_cast<double>(s + 1) / static_cast<double>(warmup)); });
+}
+LRScheduler LambdaLR(Optimizer& opt, std::function<double(int64_t)> f) { return LRScheduler(opt, std::move(f)); }
+
+double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
+  NoGrad ng;
+  double total = 0;
+  for (const auto& p : params) {
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    for (double v : g.to_vector<double>()) total += v * v;
+  }
+  total = std::sqrt(total);
+  EMBER_CHECK(std::isfinite(total), "clip_grad_norm_: the gradient norm is ", total,
+              " (a NaN or Inf reached the gradients; check the loss and the learning rate)");
+  if (total > max_norm && total > 0) {
+    double scale = max_norm / (total + 1e-6);
+    for (const auto& p : params)
+      if (p.grad().defined()) p.set_grad(p.grad().detach().clone().mul_(scale));
+  }
+  return total;
+}
+
+void clip_grad_value_(const std::vector<Tensor>& params, double clip) {
+  NoGrad ng;
+  for (const auto& p : params) {
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    Tensor c = g.detach().contiguous().clone();
+    dispatch_floating(c.dtype(), "clip_grad_value_", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      T* d = c.data<T>();
+      for (int64_t k = 0; k < c.numel(); ++k) d[k] = std::clamp(d[k], T(-clip), T(clip));
+    });
+    p.set_grad(c);
+  }
+}
+
+EMA::EMA(const std::vector<Tensor>& params, double decay) : params_(params), decay_(decay) {
+  EMBER_CHECK(decay >= 0 && decay <= 1, "EMA: decay must be in [0, 1], got ", decay);
+  for (const auto& p : params) shadow_.push_back(p.detach().clone());
+}
+
+void EMA::update() {
+  NoGrad ng;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    shadow_[i].mul_(decay_);
+    shadow_[i].add_(params_[i].detach(), 1 - decay_);
+  }
+}
+
+void EMA::swap() {
+  NoGrad ng;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor live = params_[i].detach().clone();
+    Tensor p = params_[i].detach();
+    p.copy_(shadow_[i]);
+    shadow_[i] = live;
+  }
+}
+
+}  // namespace ember::nn

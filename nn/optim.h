@@ -1,0 +1,114 @@
+// Optimizers, learning-rate schedules, gradient clipping and an EMA of parameters.
+//
+// Updates run in place under NoGrad on contiguous f32/f64 parameters, one fused loop per
+// parameter (no temporaries). The formulas are PyTorch's, so hyper-parameters carry over.
+#pragma once
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ember/engine/tensor.h"
+
+namespace ember::nn {
+
+class Module;
+
+class Optimizer {
+ public:
+  Optimizer(std::vector<Tensor> params, double lr, const char* name);
+  virtual ~Optimizer() = default;
+  virtual void step() = 0;
+  void zero_grad();  // drops the gradients (the next backward allocates fresh ones)
+  double lr;
+  int64_t steps() const { return steps_; }
+  const std::vector<Tensor>& params() const { return params_; }
+
+  // Per-parameter state as "<index>.<slot>" tensors plus "step": for training checkpoints.
+  std::map<std::string, Tensor> state_dict() const;
+  void load_state_dict(const std::map<std::string, Tensor>& state);
+
+ protected:
+  Tensor& slot(size_t param, const std::string& name);  // zeros like the parameter on first use
+  std::vector<Tensor> params_;
+  std::vector<std::map<std::string, Tensor>> state_;
+  int64_t steps_ = 0;
+  const char* name_;
+};
+
+struct SGDOptions {
+  double lr = 1e-2, momentum = 0, dampening = 0, weight_decay = 0;
+  bool nesterov = false;
+};
+class SGD : public Optimizer {
+ public:
+  SGD(std::vector<Tensor> params, SGDOptions o);
+  void step() override;
+  SGDOptions opts;
+};
+
+struct AdamOptions {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+};
+// Adam (weight decay as L2 added to the gradient) and AdamW (decoupled decay: p -= lr wd p).
+class Adam : public Optimizer {
+ public:
+  Adam(std::vector<Tensor> params, AdamOptions o, bool decoupled_weight_decay = false);
+  void step() override;
+  AdamOptions opts;
+
+ private:
+  bool decoupled_;
+};
+class AdamW : public Adam {
+ public:
+  AdamW(std::vector<Tensor> params, AdamOptions o) : Adam(std::move(params), o, true) {}
+};
+// Adamax: the infinity-norm variant of Adam (Kingma & Ba, section 7.1).
+class Adamax : public Optimizer {
+ public:
+  Adamax(std::vector<Tensor> params, AdamOptions o);
+  void step() override;
+  AdamOptions opts;
+};
+
+// ---- learning-rate schedules: lr = base_lr * factor(step); call step() once per optimizer step
+class LRScheduler {
+ public:
+  LRScheduler(Optimizer& opt, std::function<double(int64_t)> factor);
+  void step();
+  int64_t last_step() const { return step_; }
+  double lr() const { return opt_.lr; }
+  void set_step(int64_t s);  // for resuming
+
+ private:
+  Optimizer& opt_;
+  double base_lr_;
+  std::function<double(int64_t)> factor_;
+  int64_t step_ = 0;
+};
+LRScheduler StepLR(Optimizer& opt, int64_t step_size, double gamma = 0.1);
+LRScheduler CosineLR(Optimizer& opt, int64_t total_steps, double min_factor = 0.0);
+LRScheduler LinearWarmupLR(Optimizer& opt, int64_t warmup_steps);
+LRScheduler LambdaLR(Optimizer& opt, std::function<double(int64_t)> factor);
+
+// Scales all gradients so their global 2-norm is at most max_norm; returns the norm before.
+// A non-finite norm is an ember::Error (a NaN in the loss is never silently trained on).
+double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm);
+void clip_grad_value_(const std::vector<Tensor>& params, double clip);
+
+// Exponential moving average of parameters: shadow = decay shadow + (1 - decay) p.
+// swap() exchanges the shadow and the live values (call again to swap back), for sampling.
+class EMA {
+ public:
+  EMA(const std::vector<Tensor>& params, double decay);
+  void update();
+  void swap();
+  const std::vector<Tensor>& shadow() const { return shadow_; }
+
+ private:
+  std::vector<Tensor> params_, shadow_;
+  double decay_;
+};
+
+}  // namespace ember::nn
