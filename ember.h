@@ -17,3 +17,7 @@
 #include "ember/ops/linalg.h"
 #include "ember/ops/reduce.h"
 #include "ember/ops/shape.h"
+#include "ember/ops/attention.h"
+#include "ember/ops/conv.h"
+#include "ember/ops/loss.h"
+#include "ember/ops/norm.h"

@@ -22,6 +22,23 @@ Tensor MLP::forward(const Tensor& x) {
   return residual_ ? add(y, x) : y;
 }
 
+ResidualMLP::ResidualMLP(int64_t in, int64_t hidden, int64_t layers, int64_t out, bool residual_output)
+    : residual_output_(residual_output) {
+  EMBER_CHECK(layers >= 2, "ResidualMLP: needs at least 2 layers, got ", layers);
+  EMBER_CHECK(!residual_output || in == out, "ResidualMLP: residual_output needs in == out, got ", in, " and ", out);
+  in_ = register_module("in", std::make_shared<nn::Linear>(in, hidden));
+  blocks_ = register_module("blocks", std::make_shared<nn::ModuleList>());
+  for (int64_t i = 0; i < layers - 2; ++i) blocks_->push_back(std::make_shared<nn::Linear>(hidden, hidden));
+  out_ = register_module("out", std::make_shared<nn::Linear>(hidden, out));
+}
+
+Tensor ResidualMLP::forward(const Tensor& x) {
+  Tensor h = (*in_)(x);
+  for (size_t i = 0; i < blocks_->size(); ++i) h = add(h, (*blocks_)[i](softplus(h)));
+  Tensor y = (*out_)(softplus(h));
+  return residual_output_ ? add(y, x) : y;
+}
+
 DenseNetMLP::DenseNetMLP(int64_t in, int64_t growth, int64_t layers, int64_t out, bool end_sigmoid)
     : end_sigmoid_(end_sigmoid) {
   ls_ = register_module("ls", std::make_shared<nn::ModuleList>());

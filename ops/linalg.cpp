@@ -1,13 +1,21 @@
 // Matrix products on the CPU GEMM (kernels/cpu/gemm.h). A 2-D operand whose rows or columns
 // are unit-stride is handed to the GEMM as is (transposed views cost nothing); anything else
 // is made contiguous first. Backwards are matmuls again, so they differentiate further.
+// Then the small factorizations (inverse, slogdet, det, lu) on an f64 LU with partial pivoting.
 #include "ember/ops/linalg.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <mutex>
+#include <vector>
 
 #include "ember/engine/autograd/graph_export.h"
 #include "ember/engine/autograd/node.h"
 #include "ember/engine/dispatch.h"
 #include "ember/engine/factory.h"
 #include "ember/kernels/cpu/gemm.h"
+#include "ember/kernels/cpu/parallel.h"
 #include "ember/ops/elementwise.h"
 #include "ember/ops/reduce.h"
 #include "ember/ops/shape.h"
@@ -187,6 +195,212 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
          },
          {x, w});
   return out;
+}
+
+// ------------------------------------------------------------------------------------------
+// Small dense factorizations: inverse, slogdet, det, lu. Each matrix of the batch is copied
+// into an f64 scratch buffer and factored by LU with partial pivoting (Doolittle, row swaps),
+// one matrix per task on the thread pool. The sizes Glow needs (n = channels, <= a few
+// hundred) make the O(n^3) loops cheap next to the convolutions around them.
+
+namespace {
+
+// PA = LU in place on the row-major n x n matrix m (L below the diagonal, unit diagonal
+// implied; U on and above). perm[i] = the row of A that row i of PA came from. Returns the
+// first column with an exactly zero (or non-finite) pivot, or -1 when every pivot is usable;
+// such a column is left unreduced, so the factorization of a singular matrix still holds.
+// `swaps` counts the row exchanges (the permutation's parity).
+int64_t lu_factor_inplace(double* m, int64_t n, int64_t* perm, int64_t& swaps) {
+  for (int64_t i = 0; i < n; ++i) perm[i] = i;
+  swaps = 0;
+  int64_t bad = -1;
+  for (int64_t k = 0; k < n; ++k) {
+    int64_t p = k;
+    double best = std::abs(m[k * n + k]);
+    for (int64_t i = k + 1; i < n; ++i) {
+      const double v = std::abs(m[i * n + k]);
+      if (v > best) {
+        best = v;
+        p = i;
+      }
+    }
+    if (!(best > 0.0) || !std::isfinite(best)) {  // zero column below the diagonal, or NaN/inf
+      if (bad < 0) bad = k;
+      continue;
+    }
+    if (p != k) {
+      for (int64_t j = 0; j < n; ++j) std::swap(m[k * n + j], m[p * n + j]);
+      std::swap(perm[k], perm[p]);
+      ++swaps;
+    }
+    const double piv = m[k * n + k];
+    for (int64_t i = k + 1; i < n; ++i) {
+      const double l = m[i * n + k] / piv;
+      m[i * n + k] = l;
+      if (l == 0.0) continue;
+      double* ri = m + i * n;
+      const double* rk = m + k * n;
+      for (int64_t j = k + 1; j < n; ++j) ri[j] -= l * rk[j];
+    }
+  }
+  return bad;
+}
+
+struct SquareBatch {
+  Tensor data;  // contiguous, detached: [B, n, n]
+  int64_t batch = 1, n = 0;
+  Shape batch_shape;
+};
+
+SquareBatch square_batch(const Tensor& a, const char* op) {
+  EMBER_CHECK(a.defined(), op, ": input is undefined");
+  EMBER_CHECK(a.dim() >= 2 && a.size(-1) == a.size(-2), op, ": expected a square matrix or a batch of them [..., n, n], got ",
+              a.str());
+  EMBER_CHECK(a.device().is_cpu(), op, ": only the CPU backend implements it; got ", a.str(),
+              " (move it with .to(Device::cpu()))");
+  dispatch_floating(a.dtype(), op, [](auto) {});  // f32 / f64 only, with the op's name in the error
+  SquareBatch s;
+  s.n = a.size(-1);
+  s.batch_shape.assign(a.sizes().begin(), a.sizes().end() - 2);
+  s.batch = shape_numel(s.batch_shape);
+  s.data = a.detach().contiguous();
+  return s;
+}
+
+// Runs fn(b, scratch matrix in f64, perm) for every matrix b of the batch, in parallel.
+template <typename T, typename F>
+void for_each_lu(const SquareBatch& s, const F& fn) {
+  const int64_t n = s.n;
+  const T* src = s.data.data<T>();
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(n * n * n, 1));
+  kernels::cpu::parallel_for(0, s.batch, grain, [&](int64_t b0, int64_t b1) {
+    std::vector<double> m(static_cast<size_t>(n * n));
+    std::vector<int64_t> perm(static_cast<size_t>(n));
+    for (int64_t b = b0; b < b1; ++b) {
+      const T* x = src + b * n * n;
+      for (int64_t i = 0; i < n * n; ++i) m[i] = static_cast<double>(x[i]);
+      int64_t swaps = 0;
+      const int64_t bad = lu_factor_inplace(m.data(), n, perm.data(), swaps);
+      fn(b, m.data(), perm.data(), swaps, bad);
+    }
+  });
+}
+
+}  // namespace
+
+Tensor inverse(const Tensor& a) {
+  SquareBatch s = square_batch(a, "inverse");
+  trace::OpTimer timer("inverse", {a});
+  Tensor out = Tensor::empty(a.sizes(), options_of(a));
+  const int64_t n = s.n;
+  int64_t first_bad = -1, bad_col = -1;  // the lowest singular batch index, for the error
+  std::mutex bad_mutex;
+  dispatch_floating(a.dtype(), "inverse", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T* y = out.data<T>();
+    for_each_lu<T>(s, [&](int64_t b, const double* m, const int64_t* perm, int64_t, int64_t bad) {
+      if (bad >= 0) {
+        std::lock_guard<std::mutex> lock(bad_mutex);
+        if (first_bad < 0 || b < first_bad) {
+          first_bad = b;
+          bad_col = bad;
+        }
+        return;
+      }
+      // Column j of A^{-1} solves L U x = P e_j, where (P e_j)[i] = [perm[i] == j].
+      std::vector<double> x(static_cast<size_t>(n));
+      T* yb = y + b * n * n;
+      for (int64_t j = 0; j < n; ++j) {
+        for (int64_t i = 0; i < n; ++i) {  // forward substitution, unit diagonal
+          double v = perm[i] == j ? 1.0 : 0.0;
+          for (int64_t k = 0; k < i; ++k) v -= m[i * n + k] * x[k];
+          x[i] = v;
+        }
+        for (int64_t i = n - 1; i >= 0; --i) {  // back substitution
+          double v = x[i];
+          for (int64_t k = i + 1; k < n; ++k) v -= m[i * n + k] * x[k];
+          x[i] = v / m[i * n + i];
+        }
+        for (int64_t i = 0; i < n; ++i) yb[i * n + j] = static_cast<T>(x[i]);
+      }
+    });
+  });
+  EMBER_CHECK(first_bad < 0, "inverse: matrix ", first_bad, " of the batch (input ", a.str(),
+              ") is singular or not finite (no usable pivot in column ", bad_col,
+              "); it has no inverse. Check the matrix, or regularise it (e.g. add a small multiple of eye(n)).");
+  timer.set_output(out);
+  record("inverse", {a}, out, [](const TensorList& g, const TensorList& outs) {
+    // Y = A^{-1}: dA = -Y^T g Y^T (out is re-attached to this node, so this differentiates again)
+    Tensor yt = outs[0].transpose(-1, -2);
+    return TensorList{neg(matmul(matmul(yt, g[0]), yt))};
+  }, {}, /*save_outputs=*/true);
+  return out;
+}
+
+std::pair<Tensor, Tensor> slogdet(const Tensor& a) {
+  SquareBatch s = square_batch(a, "slogdet");
+  trace::OpTimer timer("slogdet", {a});
+  Tensor sign = Tensor::empty(s.batch_shape, options_of(a));
+  Tensor logabs = Tensor::empty(s.batch_shape, options_of(a));
+  const int64_t n = s.n;
+  dispatch_floating(a.dtype(), "slogdet", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T* sp = sign.data<T>();
+    T* lp = logabs.data<T>();
+    for_each_lu<T>(s, [&](int64_t b, const double* m, const int64_t*, int64_t swaps, int64_t bad) {
+      if (bad >= 0) {  // det = 0 (a NaN entry gives NaN)
+        bool nan = false;
+        for (int64_t i = 0; i < n * n; ++i) nan = nan || std::isnan(m[i]);
+        sp[b] = nan ? T(NAN) : T(0);
+        lp[b] = nan ? T(NAN) : -std::numeric_limits<T>::infinity();
+        return;
+      }
+      double sg = (swaps % 2) ? -1.0 : 1.0, la = 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        const double d = m[i * n + i];
+        if (d < 0) sg = -sg;
+        la += std::log(std::abs(d));
+      }
+      sp[b] = static_cast<T>(sg);
+      lp[b] = static_cast<T>(la);
+    });
+  });
+  timer.set_output(logabs);
+  // Only logabsdet is recorded: sign is piecewise constant (no gradient).
+  record("slogdet", {a}, logabs, [a](const TensorList& g, const TensorList&) {
+    // d log|det A| / dA = A^{-T}; inverse records itself, so this differentiates again.
+    return TensorList{mul(g[0].unsqueeze(-1).unsqueeze(-1), inverse(a).transpose(-1, -2))};
+  }, {a});
+  return {sign, logabs};
+}
+
+Tensor det(const Tensor& a) {
+  auto [sign, logabs] = slogdet(a);
+  return mul(sign, exp(logabs));
+}
+
+std::tuple<Tensor, Tensor, Tensor> lu(const Tensor& a) {
+  SquareBatch s = square_batch(a, "lu");
+  trace::OpTimer timer("lu", {a});
+  TensorOptions o = options_of(a);
+  Tensor P = zeros(a.sizes(), o), L = zeros(a.sizes(), o), U = zeros(a.sizes(), o);
+  const int64_t n = s.n;
+  dispatch_floating(a.dtype(), "lu", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T *pp = P.data<T>(), *lp = L.data<T>(), *up = U.data<T>();
+    for_each_lu<T>(s, [&](int64_t b, const double* m, const int64_t* perm, int64_t, int64_t) {
+      const int64_t off = b * n * n;
+      for (int64_t i = 0; i < n; ++i) {
+        // (PA)[i] = A[perm[i]], so A = P^T L U: the returned P has P[perm[i]][i] = 1.
+        pp[off + perm[i] * n + i] = T(1);
+        lp[off + i * n + i] = T(1);
+        for (int64_t j = 0; j < i; ++j) lp[off + i * n + j] = static_cast<T>(m[i * n + j]);
+        for (int64_t j = i; j < n; ++j) up[off + i * n + j] = static_cast<T>(m[i * n + j]);
+      }
+    });
+  });
+  timer.set_output(U);
+  return {P, L, U};
 }
 
 Tensor Tensor::matmul(const Tensor& other) const { return ember::matmul(*this, other); }

@@ -67,13 +67,23 @@ class GzReader {
   }
 
   // A note for messages about missing bytes: whether zlib saw the gzip stream cut short.
-  std::string ended_early_note() {
-    int err = Z_OK;
-    gzerror(file_, &err);
-    return err == Z_BUF_ERROR ? " (the gzip stream is cut short)" : "";
+  std::string ended_early_note() { return cut_short() ? " (the gzip stream is cut short)" : ""; }
+
+  // Call once all data has been read: a gzip file that lost only its last bytes (the
+  // CRC-32 and length trailer) can still deliver the whole payload, but it is damaged all
+  // the same, and its CRC was never checked.
+  void check_complete() {
+    EMBER_CHECK(!cut_short(), op_, ": '", path_, "' is truncated: the gzip stream is cut short ",
+                "(an interrupted download?)");
   }
 
  private:
+  bool cut_short() {
+    int err = Z_OK;
+    gzerror(file_, &err);
+    return err == Z_BUF_ERROR;
+  }
+
   [[noreturn]] void fail_stream() {
     int err = Z_OK;
     const char* msg = gzerror(file_, &err);
@@ -166,6 +176,7 @@ IdxArray read_idx(const std::string& path) {
   uint8_t extra;
   EMBER_CHECK(in.read(&extra, 1) == 0, "read_idx: '", path, "' has trailing bytes after its ", bytes,
               "-byte payload; wrong dims in the header, or two files joined?");
+  in.check_complete();
 
   if constexpr (std::endian::native == std::endian::little) {
     if (elem > 1)
@@ -179,9 +190,10 @@ Cifar10Batch read_cifar10_batch(const std::string& path) {
   std::vector<uint8_t> raw = read_up_to(in, kMaxPayloadBytes + 1);
   EMBER_CHECK(raw.size() <= kMaxPayloadBytes, "read_cifar10_batch: '", path, "' is larger than ",
               kMaxPayloadBytes, " bytes; not a CIFAR-10 batch");
+  in.check_complete();
   EMBER_CHECK(!raw.empty() && raw.size() % kCifarRecordBytes == 0, "read_cifar10_batch: '", path, "' has ",
               raw.size(), " bytes, not a positive multiple of the ", kCifarRecordBytes,
-              "-byte record (1 label + 3x32x32 pixels)", in.ended_early_note(),
+              "-byte record (1 label + 3x32x32 pixels)",
               "; is it a CIFAR-10 binary batch (not the Python or CIFAR-100 version)?");
   Cifar10Batch b;
   b.n = int64_t(raw.size()) / kCifarRecordBytes;

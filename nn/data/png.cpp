@@ -251,9 +251,11 @@ std::vector<uint8_t> inflate_idat(const std::vector<std::pair<const uint8_t*, si
     int ret = inflate_step();
     if (ret == Z_BUF_ERROR || (produced == before && !ended)) break;
   }
+  PNG_CHECK(produced <= expected, "image data inflates to more than the expected ", expected, " bytes");
   PNG_CHECK(ended, "compressed image data ends early after ", produced, " of ", expected,
             " bytes (truncated or corrupt IDAT)");
-  PNG_CHECK(produced == expected, "image data inflates to ", produced, " bytes, expected ", expected);
+  PNG_CHECK(produced == expected, "image data inflates to ", produced, " bytes, expected ", expected,
+            " for the size in IHDR");
   out.resize(produced);
   return out;
 }

@@ -1,0 +1,199 @@
+// Softmax and attention. softmax / log_softmax are fused kernels over a contiguous copy seen
+// as [outer, n, inner] (n the softmax dim): one pass for the max, one for the sum of
+// exponentials (accumulated in f64), one to write. Their backwards use the op's own output
+// (save_outputs), written in ops so they differentiate again:
+//   softmax:      dx = y * (g - sum(g * y))
+//   log_softmax:  dx = g - exp(y) * sum(g)
+// Attention is a composite of those ops (matmul, softmax, matmul).
+#include "ember/ops/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "ember/engine/autograd/graph_export.h"
+#include "ember/engine/autograd/node.h"
+#include "ember/engine/dispatch.h"
+#include "ember/engine/factory.h"
+#include "ember/kernels/cpu/parallel.h"
+#include "ember/ops/elementwise.h"
+#include "ember/ops/linalg.h"
+#include "ember/ops/reduce.h"
+
+namespace ember {
+
+using autograd::record;
+namespace cpu = kernels::cpu;
+
+namespace {
+
+// y = softmax or log_softmax of x along the middle dim of [outer, n, inner] (contiguous).
+template <typename T>
+void softmax_kernel(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, bool log) {
+  if (inner == 1) {
+    cpu::parallel_for(0, outer, std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t o = b; o < e; ++o) {
+        const T* xr = x + o * n;
+        T* yr = y + o * n;
+        T m = -std::numeric_limits<T>::infinity();
+        for (int64_t j = 0; j < n; ++j) m = std::max(m, xr[j]);
+        if (std::isnan(static_cast<double>(m)) || m == -std::numeric_limits<T>::infinity())
+          m = T(0);  // all -inf (or NaN) rows: let the arithmetic give NaN / -inf
+        // exp into y (a loop of its own, free of the f64 sum's dependency chain), then the sum
+        for (int64_t j = 0; j < n; ++j) yr[j] = std::exp(xr[j] - m);
+        double s = 0;
+        for (int64_t j = 0; j < n; ++j) s += yr[j];
+        if (log) {
+          const T ls = static_cast<T>(std::log(s));
+          for (int64_t j = 0; j < n; ++j) yr[j] = xr[j] - m - ls;
+        } else {
+          const T inv = static_cast<T>(1.0 / s);
+          for (int64_t j = 0; j < n; ++j) yr[j] *= inv;
+        }
+      }
+    });
+    return;
+  }
+  // Softmax dim not innermost: work on blocks of up to 256 inner columns at once, so the
+  // loops run along contiguous memory.
+  constexpr int64_t kBlock = 256;
+  const int64_t nblocks = (inner + kBlock - 1) / kBlock;
+  cpu::parallel_for(0, outer * nblocks, std::max<int64_t>(1, 64 / std::max<int64_t>(n, 1)), [&](int64_t b, int64_t e) {
+    std::vector<T> mx(kBlock);
+    std::vector<double> sm(kBlock);
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t o = t / nblocks, c0 = (t % nblocks) * kBlock, w = std::min(kBlock, inner - c0);
+      const T* xb = x + o * n * inner + c0;
+      T* yb = y + o * n * inner + c0;
+      std::fill(mx.begin(), mx.begin() + w, -std::numeric_limits<T>::infinity());
+      std::fill(sm.begin(), sm.begin() + w, 0.0);
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t i = 0; i < w; ++i) mx[i] = std::max(mx[i], xb[j * inner + i]);
+      for (int64_t i = 0; i < w; ++i)
+        if (std::isnan(static_cast<double>(mx[i])) || mx[i] == -std::numeric_limits<T>::infinity()) mx[i] = T(0);
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t i = 0; i < w; ++i) {
+          T ex = std::exp(xb[j * inner + i] - mx[i]);
+          if (!log) yb[j * inner + i] = ex;
+          sm[i] += ex;
+        }
+      if (log) {
+        for (int64_t i = 0; i < w; ++i) mx[i] += static_cast<T>(std::log(sm[i]));
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t i = 0; i < w; ++i) yb[j * inner + i] = xb[j * inner + i] - mx[i];
+      } else {
+        for (int64_t i = 0; i < w; ++i) sm[i] = 1.0 / sm[i];
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t i = 0; i < w; ++i) yb[j * inner + i] *= static_cast<T>(sm[i]);
+      }
+    }
+  });
+}
+
+Tensor softmax_forward(const char* op, const Tensor& x, int64_t dim, bool log) {
+  EMBER_CHECK(x.defined(), op, ": input is undefined");
+  EMBER_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::f64, op, ": expected a f32 or f64 input, got ", x.str(),
+              " (convert with .to(DType::f32))");
+  const int64_t d = wrap_dim(dim, x.dim(), op);
+  int64_t outer = 1, inner = 1;
+  for (int64_t i = 0; i < d; ++i) outer *= x.sizes()[i];
+  for (int64_t i = d + 1; i < x.dim(); ++i) inner *= x.sizes()[i];
+  const int64_t n = x.sizes()[d];
+  Tensor out = Tensor::empty(x.sizes(), {.dtype = x.dtype(), .device = x.device()});
+  if (out.numel() > 0) {
+    Tensor xc = x.detach().contiguous();
+    dispatch_floating(x.dtype(), op, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      softmax_kernel(xc.data<T>(), out.data<T>(), outer, n, inner, log);
+    });
+  }
+  return out;
+}
+
+}  // namespace
+
+Tensor softmax(const Tensor& x, int64_t dim) {
+  EMBER_CHECK(x.defined(), "softmax: input is undefined");
+  if (x.dim() == 0) {
+    wrap_dim(dim, 1, "softmax");
+    return softmax(x.reshape({1}), 0).reshape({});
+  }
+  trace::OpTimer timer("softmax", {x});
+  Tensor y = softmax_forward("softmax", x, dim, false);
+  timer.set_output(y);
+  const int64_t d = wrap_dim(dim, x.dim(), "softmax");
+  record("softmax", {x}, y, [d](const TensorList& g, const TensorList& out) {
+    const Tensor& s = out[0];
+    return TensorList{mul(s, sub(g[0], sum(mul(g[0], s), {d}, true)))};
+  }, {}, /*save_outputs=*/true);
+  return y;
+}
+
+Tensor log_softmax(const Tensor& x, int64_t dim) {
+  EMBER_CHECK(x.defined(), "log_softmax: input is undefined");
+  if (x.dim() == 0) {
+    wrap_dim(dim, 1, "log_softmax");
+    return log_softmax(x.reshape({1}), 0).reshape({});
+  }
+  trace::OpTimer timer("log_softmax", {x});
+  Tensor y = softmax_forward("log_softmax", x, dim, true);
+  timer.set_output(y);
+  const int64_t d = wrap_dim(dim, x.dim(), "log_softmax");
+  record("log_softmax", {x}, y, [d](const TensorList& g, const TensorList& out) {
+    return TensorList{sub(g[0], mul(exp(out[0]), sum(g[0], {d}, true)))};
+  }, {}, /*save_outputs=*/true);
+  return y;
+}
+
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& attn_mask,
+                                    bool is_causal, std::optional<double> scale) {
+  const char* op = "scaled_dot_product_attention";
+  EMBER_CHECK(q.defined() && k.defined() && v.defined(), op, ": q, k and v must all be defined");
+  EMBER_CHECK(q.dim() >= 2 && k.dim() >= 2 && v.dim() >= 2, op,
+              ": expected q [..., Tq, D], k [..., Tk, D] and v [..., Tk, Dv], got ", shape_str(q.sizes()), ", ",
+              shape_str(k.sizes()), " and ", shape_str(v.sizes()));
+  EMBER_CHECK(q.device() == k.device() && q.device() == v.device(), op, ": q, k and v on different devices (",
+              q.str(), ", ", k.str(), ", ", v.str(), ")");
+  EMBER_CHECK(q.dtype() == k.dtype() && q.dtype() == v.dtype() && q.is_floating_point(), op,
+              ": q, k and v need one floating dtype, got ", q.str(), ", ", k.str(), " and ", v.str());
+  const int64_t Tq = q.size(-2), D = q.size(-1), Tk = k.size(-2);
+  EMBER_CHECK(k.size(-1) == D, op, ": q ", shape_str(q.sizes()), " and k ", shape_str(k.sizes()),
+              " differ in the feature dim (", D, " vs ", k.size(-1), ")");
+  EMBER_CHECK(v.size(-2) == Tk, op, ": k ", shape_str(k.sizes()), " and v ", shape_str(v.sizes()),
+              " differ in the number of keys (", Tk, " vs ", v.size(-2), ")");
+  Shape bq(q.sizes().begin(), q.sizes().end() - 2), bk(k.sizes().begin(), k.sizes().end() - 2),
+      bv(v.sizes().begin(), v.sizes().end() - 2);
+  Shape scores_shape = broadcast_shapes(broadcast_shapes(bq, bk, op), bv, op);
+  scores_shape.push_back(Tq);
+  scores_shape.push_back(Tk);
+  if (attn_mask.defined()) {
+    EMBER_CHECK(attn_mask.device() == q.device(), op, ": attn_mask is on ", attn_mask.device().str(), ", q on ",
+                q.device().str());
+    EMBER_CHECK(attn_mask.dtype() == DType::boolean || attn_mask.dtype() == q.dtype(), op, ": attn_mask is ",
+                attn_mask.str(), "; expected bool or the dtype of q (", dtype_name(q.dtype()), ")");
+    bool ok = attn_mask.dim() <= static_cast<int64_t>(scores_shape.size());
+    for (int64_t i = 1; ok && i <= attn_mask.dim(); ++i) {
+      const int64_t m = attn_mask.size(-i), s = scores_shape[scores_shape.size() - i];
+      ok = m == s || m == 1;
+    }
+    EMBER_CHECK(ok, op, ": attn_mask of shape ", shape_str(attn_mask.sizes()),
+                " does not broadcast to the attention scores' shape ", shape_str(scores_shape),
+                " ([..., Tq, Tk] for q ", shape_str(q.sizes()), " and k ", shape_str(k.sizes()), ")");
+  }
+  const double s = scale ? *scale : 1.0 / std::sqrt(static_cast<double>(D));
+
+  Tensor scores = matmul(mul(q, s), k.transpose(-2, -1));  // [..., Tq, Tk]
+  if (attn_mask.defined()) {
+    if (attn_mask.dtype() == DType::boolean) scores = where(attn_mask, scores, -INFINITY);
+    else scores = add(scores, attn_mask);
+  }
+  if (is_causal) {
+    Tensor rows = arange(static_cast<double>(Tq), {.dtype = DType::i64, .device = q.device()}).reshape({Tq, 1});
+    Tensor cols = arange(static_cast<double>(Tk), {.dtype = DType::i64, .device = q.device()}).reshape({1, Tk});
+    scores = where(le(cols, rows), scores, -INFINITY);
+  }
+  return matmul(softmax(scores, -1), v);
+}
+
+}  // namespace ember

@@ -1,0 +1,25 @@
+// Softmax, log-softmax and scaled dot-product attention.
+#pragma once
+#include <optional>
+
+#include "ember/engine/tensor.h"
+
+namespace ember {
+
+// exp(x) / sum(exp(x)) along dim, computed stably (the max is subtracted first).
+Tensor softmax(const Tensor& x, int64_t dim);
+// x - logsumexp(x) along dim, stable.
+Tensor log_softmax(const Tensor& x, int64_t dim);
+
+// softmax(q k^T * scale + mask) v for q [..., Tq, D], k [..., Tk, D], v [..., Tk, Dv]; the
+// leading (batch) dims broadcast. scale defaults to 1 / sqrt(D).
+// attn_mask (optional) broadcasts to [..., Tq, Tk]: a floating mask is added to the scores
+// (use -inf to block a position); a bool mask keeps the positions where it is true.
+// is_causal blocks key j for query i when j > i (PyTorch's top-left alignment); it may be
+// combined with attn_mask. A query whose keys are all blocked gets NaN, as in PyTorch.
+// A composite of matmul, softmax and matmul, so it differentiates to any order.
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const Tensor& attn_mask = Tensor(), bool is_causal = false,
+                                    std::optional<double> scale = std::nullopt);
+
+}  // namespace ember
