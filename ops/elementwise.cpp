@@ -416,12 +416,37 @@ Tensor softplus(const Tensor& a, double beta, double threshold) {
     return bx > T(threshold) ? x : y;
   });
   record("softplus", {a}, y, [a, beta, threshold](const TensorList& g, const TensorList&) {
-    // d/da = sigmoid(beta a); the linear region above the threshold has slope 1.
-    Tensor s = sigmoid(mul(a, beta));
-    Tensor slope = where(gt(a, threshold / beta), ones_like(a), s);
-    return TensorList{mul(g[0], slope)};
+    return TensorList{softplus_backward(g[0], a, beta, threshold)};
   }, {a});
   return y;
+}
+
+// g * d softplus(a)/da = g * sigmoid(beta a) (1 above the threshold) in one pass: it is half
+// of every softplus network's backward, and under create_graph (DDE) it is differentiated
+// again, so its own backward is written out too.
+Tensor softplus_backward(const Tensor& g, const Tensor& a, double beta, double threshold) {
+  Tensor out = binary("softplus_backward", g, a, [beta, threshold](auto gv, auto x) {
+    using T = decltype(x);
+    if constexpr (!std::is_floating_point_v<T>) {
+      return gv;  // never reached: floating_only rejects integer dtypes before the kernel
+    } else {
+      T bx = x * T(beta);
+      return bx > T(threshold) ? gv : gv * sigmoid_value(bx);
+    }
+  }, /*floating_only=*/true);
+  record("softplus_backward", {g, a}, out,
+         [g, a, beta, threshold, rg = wants(g), ra = wants(a)](const TensorList& gg, const TensorList&) {
+           // d/dg = slope(a);  d/da = g * beta * s (1 - s) below the threshold, 0 above
+           Tensor ba = beta == 1.0 ? a : mul(a, beta);
+           Tensor s = sigmoid(ba);
+           Tensor below = le(ba, threshold).to(a.dtype());
+           Tensor slope = add(mul(s, below), rsub(below, 1.0));
+           Tensor curv = mul(mul(s, rsub(s, 1.0)), mul(below, beta));
+           return TensorList{rg ? reduce_to(mul(gg[0], slope), g) : Tensor(),
+                             ra ? reduce_to(mul(gg[0], mul(g, curv)), a) : Tensor()};
+         },
+         {g, a});
+  return out;
 }
 
 Tensor silu(const Tensor& a) {

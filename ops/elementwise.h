@@ -69,6 +69,8 @@ Tensor leaky_relu(const Tensor& a, double negative_slope = 0.01);
 Tensor elu(const Tensor& a, double alpha = 1.0);
 // log(1 + exp(beta a)) / beta, and a itself where beta a > threshold (as PyTorch).
 Tensor softplus(const Tensor& a, double beta = 1.0, double threshold = 20.0);
+// g * softplus'(a): softplus's backward as one differentiable op.
+Tensor softplus_backward(const Tensor& g, const Tensor& a, double beta = 1.0, double threshold = 20.0);
 Tensor silu(const Tensor& a);  // a * sigmoid(a)
 Tensor gelu(const Tensor& a);  // exact: a * Phi(a)
 

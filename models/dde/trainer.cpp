@@ -279,6 +279,8 @@ void apply_defaults(TrainConfig& c, const Data& d) {
   if (c.steps < 0) c.steps = toy ? 1500 : image ? 2000 : 8000;
   if (c.gen_steps < 0) c.gen_steps = (!c.generator || d.kind == "tabular") ? 0 : (toy ? 150 : 500);
   if (!c.generator) c.gen_steps = 0;
+  if (c.gen_lr < 0) c.gen_lr = toy ? 1e-2 : c.lr;  // measured: 1e-3 barely moves a toy generator in 300 steps
+  if (c.sq_init_steps < 0) c.sq_init_steps = std::max<int64_t>(1, c.steps / 4);
   if (c.eval_every < 0) c.eval_every = std::max<int64_t>(1, c.steps / 10);
   EMBER_CHECK(c.sigma > 0 && c.batch > 0 && c.steps >= 0 && c.gen_steps >= 0 && c.k_dde > 0 && c.lr > 0,
               "dde: sigma, batch, k and lr must be > 0 and steps >= 0");
@@ -431,6 +433,7 @@ struct Run {
   Generator gen;
   int64_t step = 0;      // DDE steps done on the data
   int64_t gen_step = 0;  // generator iterations done
+  bool sq_ready = false;  // Algorithm 1, line 2: s_q fitted to the initial generator
   double sigma_now = 0;
   std::string dir;
 };
@@ -459,6 +462,7 @@ void save_checkpoint(const Run& r) {
   std::map<std::string, std::string> meta{{"format", "ember-dde-checkpoint-1"},
                                           {"step", std::to_string(r.step)},
                                           {"gen_step", std::to_string(r.gen_step)},
+                                          {"sq_ready", r.sq_ready ? "1" : "0"},
                                           {"rng_seed", std::to_string(st[0])},
                                           {"rng_offset", std::to_string(st[1])},
                                           {"args", join(r.cfg.args_for_resume, "\x1f")}};
@@ -480,6 +484,7 @@ void load_checkpoint(Run& r, const SafetensorsFile& f) {
   r.opt_g->load_state_dict(with_prefix(f.tensors, "opt_g."));
   r.step = std::stoll(need("step"));
   r.gen_step = std::stoll(need("gen_step"));
+  r.sq_ready = need("sq_ready") == "1";
   r.gen.set_state({std::stoull(need("rng_seed")), std::stoull(need("rng_offset"))});
 }
 
@@ -572,7 +577,7 @@ std::string train(TrainConfig cfg) {
   r.gen = Generator(r.cfg.seed + 1);  // every training draw comes from here (checkpointed)
   r.opt_sp = std::make_unique<nn::Adam>(r.nets.sp->parameters(), nn::AdamOptions{.lr = r.cfg.lr});
   r.opt_sq = std::make_unique<nn::Adam>(r.nets.sq->parameters(), nn::AdamOptions{.lr = r.cfg.lr});
-  r.opt_g = std::make_unique<nn::Adam>(r.nets.g->parameters(), nn::AdamOptions{.lr = r.cfg.lr});
+  r.opt_g = std::make_unique<nn::Adam>(r.nets.g->parameters(), nn::AdamOptions{.lr = r.cfg.gen_lr});
 
   bool resumed = false;
   if (!r.cfg.resume.empty()) {
@@ -650,6 +655,23 @@ std::string train(TrainConfig cfg) {
   // ---- phase 2: the generator (Algorithm 1) ----
   if (r.cfg.gen_steps > 0) {
     set_trainable(*r.nets.sp, false);  // s_p is fixed: no parameter gradients needed through it
+    if (!r.sq_ready) {
+      // Algorithm 1, line 2: s_q = argmin L_DDE on the initial generator's samples, so the
+      // first generator steps already follow the right density difference.
+      nn::Progress init_bar("fit s_q", r.cfg.sq_init_steps);
+      for (int64_t i = 0; i < r.cfg.sq_init_steps; ++i) {
+        if (interrupted()) return r.dir;
+        Tensor gx = generate(*r.nets.g, r.cfg.batch, r.nets.zdim, r.gen);
+        r.opt_sq->zero_grad();
+        Tensor loss = dde_loss(*r.nets.sq, gx, r.cfg.sigma, &r.gen);
+        loss.backward();
+        r.opt_sq->step();
+        init_bar.update(i + 1, loss.item() / static_cast<double>(r.cfg.batch));
+      }
+      init_bar.finish();
+      r.sq_ready = true;
+      save_checkpoint(r);
+    }
     nn::Progress bar("generator", r.cfg.gen_steps, r.gen_step);
     double last_mmd = NAN;
     while (r.gen_step < r.cfg.gen_steps) {
@@ -699,7 +721,7 @@ std::string train(TrainConfig cfg) {
 // command line
 
 std::string train_usage() {
-  return "usage: ember dde [--data NAME] [--sigma S] [--steps N] [--gen-steps N] [--k K] [--batch B] [--lr LR]\n"
+  return "usage: ember dde [--data NAME] [--sigma S] [--steps N] [--gen-steps N] [--k K] [--sq-init-steps N] [--batch B] [--lr LR] [--gen-lr LR]\n"
          "                [--width W] [--depth D] [--no-generator] [--device cpu] [--seed S] [--out DIR]\n"
          "                [--resume DIR] [--eval-every N] [--checkpoint-every N] [--grid N] [--threads N]\n"
          "                [--sigma-min S] [--anneal-every N] [--lr-decay F --lr-decay-every N] [--data-dir DIR]\n"
@@ -743,8 +765,10 @@ TrainConfig parse_train_args(const std::vector<std::string>& args) {
     else if (a == "--steps") c.steps = integer();
     else if (a == "--gen-steps") c.gen_steps = integer();
     else if (a == "--k") c.k_dde = integer();
+    else if (a == "--sq-init-steps") c.sq_init_steps = integer();
     else if (a == "--batch") c.batch = integer();
     else if (a == "--lr") c.lr = num();
+    else if (a == "--gen-lr") c.gen_lr = num();
     else if (a == "--lr-decay") c.lr_decay = num();
     else if (a == "--lr-decay-every") c.lr_decay_every = integer();
     else if (a == "--width") c.width = integer();
@@ -783,7 +807,7 @@ Run open_run(const std::string& dir) {
   r.nets = make_nets(r.cfg, r.data);
   r.opt_sp = std::make_unique<nn::Adam>(r.nets.sp->parameters(), nn::AdamOptions{.lr = r.cfg.lr});
   r.opt_sq = std::make_unique<nn::Adam>(r.nets.sq->parameters(), nn::AdamOptions{.lr = r.cfg.lr});
-  r.opt_g = std::make_unique<nn::Adam>(r.nets.g->parameters(), nn::AdamOptions{.lr = r.cfg.lr});
+  r.opt_g = std::make_unique<nn::Adam>(r.nets.g->parameters(), nn::AdamOptions{.lr = r.cfg.gen_lr});
   r.dir = dir;
   load_checkpoint(r, f);
   r.sigma_now = sigma_at(r, r.step);

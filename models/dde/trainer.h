@@ -19,8 +19,10 @@ struct TrainConfig {
   int64_t steps = -1;                 // DDE steps on the data (default per data kind)
   int64_t gen_steps = -1;             // generator iterations (0 = none)
   int64_t k_dde = 10;                 // s_q steps per generator step (Algorithm 1's K)
+  int64_t sq_init_steps = -1;         // Algorithm 1, line 2: s_q fitted first (default steps / 4)
   int64_t batch = -1;
   double lr = 1e-3;
+  double gen_lr = -1;                 // generator's learning rate (default: 1e-2 toys, else lr)
   double lr_decay = 1.0;              // step decay factor ...
   int64_t lr_decay_every = 0;         // ... every this many steps (0: constant)
   int64_t width = -1, depth = -1;     // network size (defaults per data kind)
