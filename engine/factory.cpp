@@ -46,7 +46,7 @@ Tensor linspace(double start, double end, int64_t steps, TensorOptions opts) {
     double h = steps > 1 ? (end - start) / static_cast<double>(steps - 1) : 0.0;
     // Fill from both ends so the last value is exactly `end`, as NumPy does.
     for (int64_t i = 0; i < steps; ++i)
-      p[i] = static_cast<T>(i < steps / 2 ? start + h * static_cast<double>(i)
+      p[i] = static_cast<T>(2 * i < steps ? start + h * static_cast<double>(i)
                                           : end - h * static_cast<double>(steps - 1 - i));
   });
   if (opts.requires_grad) t.requires_grad_(true);
