@@ -34,7 +34,9 @@ Tensor arange(double start, double end, double step, TensorOptions opts) {
     T* p = t.data<T>();
     for (int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(start + static_cast<double>(i) * step);
   });
-  return opts.device.is_cpu() ? t : t.to(opts.device);
+  if (!opts.device.is_cpu()) t = t.to(opts.device);
+  if (opts.requires_grad) t.requires_grad_(true);
+  return t;
 }
 
 Tensor linspace(double start, double end, int64_t steps, TensorOptions opts) {

@@ -5,6 +5,7 @@
 #include "ember/ops/elementwise.h"
 
 #include <cmath>
+#include <limits>
 #include <numbers>
 
 #include "ember/engine/autograd/graph_export.h"
@@ -106,6 +107,21 @@ Tensor compare(const char* op, const Tensor& a, const Tensor& b, const F& f) {
 }
 
 Tensor scalar_like(const Tensor& a, double s) { return scalar_tensor(s, options_of(a)); }
+
+// The scalar of a comparison: in a's dtype when that holds it exactly (so large i64 values
+// compare exactly), else in f64, so lt(int_tensor, 2.5) and gt(u8_tensor, -1) are right.
+Tensor compare_scalar(const Tensor& a, double s) {
+  const bool exact = a.is_floating_point() || dispatch_all(a.dtype(), "compare", [s](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (std::is_floating_point_v<T> || !std::is_arithmetic_v<T>) {
+      return true;
+    } else {
+      return std::trunc(s) == s && s >= static_cast<double>(std::numeric_limits<T>::lowest()) &&
+             s < std::ldexp(1.0, std::numeric_limits<T>::digits);
+    }
+  });
+  return scalar_tensor(s, {.dtype = exact ? a.dtype() : DType::f64, .device = a.device()});
+}
 
 bool wants(const Tensor& t) { return t.defined() && t.requires_grad(); }
 
@@ -482,12 +498,12 @@ Tensor lt(const Tensor& a, const Tensor& b) { return compare("lt", a, b, [](auto
 Tensor le(const Tensor& a, const Tensor& b) { return compare("le", a, b, [](auto x, auto y) { return x <= y; }); }
 Tensor gt(const Tensor& a, const Tensor& b) { return compare("gt", a, b, [](auto x, auto y) { return x > y; }); }
 Tensor ge(const Tensor& a, const Tensor& b) { return compare("ge", a, b, [](auto x, auto y) { return x >= y; }); }
-Tensor eq(const Tensor& a, double s) { return eq(a, scalar_like(a, s)); }
-Tensor ne(const Tensor& a, double s) { return ne(a, scalar_like(a, s)); }
-Tensor lt(const Tensor& a, double s) { return lt(a, scalar_like(a, s)); }
-Tensor le(const Tensor& a, double s) { return le(a, scalar_like(a, s)); }
-Tensor gt(const Tensor& a, double s) { return gt(a, scalar_like(a, s)); }
-Tensor ge(const Tensor& a, double s) { return ge(a, scalar_like(a, s)); }
+Tensor eq(const Tensor& a, double s) { return eq(a, compare_scalar(a, s)); }
+Tensor ne(const Tensor& a, double s) { return ne(a, compare_scalar(a, s)); }
+Tensor lt(const Tensor& a, double s) { return lt(a, compare_scalar(a, s)); }
+Tensor le(const Tensor& a, double s) { return le(a, compare_scalar(a, s)); }
+Tensor gt(const Tensor& a, double s) { return gt(a, compare_scalar(a, s)); }
+Tensor ge(const Tensor& a, double s) { return ge(a, compare_scalar(a, s)); }
 
 Tensor logical_not(const Tensor& a) { return eq(a, scalar_tensor(0, {.dtype = a.dtype(), .device = a.device()})); }
 Tensor logical_and(const Tensor& a, const Tensor& b) {

@@ -164,6 +164,7 @@ Tensor Tensor::permute(const Shape& dims) const {
 Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
   d0 = wrap_dim(d0, dim(), "transpose");
   d1 = wrap_dim(d1, dim(), "transpose");
+  if (dim() == 0) return permute({});  // dims 0 / -1 of a 0-dim tensor: nothing to swap
   Shape p(dim());
   std::iota(p.begin(), p.end(), 0);
   std::swap(p[d0], p[d1]);
@@ -242,6 +243,7 @@ Tensor slice_backward(const Tensor& g, const Shape& in_shape, int64_t dim, int64
 }  // namespace
 
 Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const {
+  EMBER_CHECK(dim() > 0, "slice: a 0-dim tensor has no dim to slice (", str(), ")");
   d = wrap_dim(d, dim(), "slice");
   EMBER_CHECK(step > 0, "slice: step must be > 0, got ", step);
   const int64_t n = sizes()[d];
@@ -260,6 +262,7 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
 }
 
 Tensor Tensor::select(int64_t d, int64_t index) const {
+  EMBER_CHECK(dim() > 0, "select: a 0-dim tensor has no dim to index (", str(), "); use item()");
   d = wrap_dim(d, dim(), "select");
   const int64_t n = sizes()[d];
   EMBER_CHECK(index >= -n && index < n, "select: index ", index, " is out of range for dim ", d, " of size ", n,
@@ -273,6 +276,7 @@ Tensor Tensor::select(int64_t d, int64_t index) const {
 Tensor cat(const TensorList& ts, int64_t dim) {
   EMBER_CHECK(!ts.empty(), "cat: no tensors given");
   const Tensor& first = ts[0];
+  EMBER_CHECK(first.dim() > 0, "cat: 0-dim tensors cannot be concatenated (", first.str(), "); use stack");
   dim = wrap_dim(dim, first.dim(), "cat");
   Shape out_shape = first.sizes();
   int64_t total = 0;
@@ -322,6 +326,7 @@ Tensor stack(const TensorList& ts, int64_t dim) {
 }
 
 TensorList split(const Tensor& a, const Shape& sizes, int64_t dim) {
+  EMBER_CHECK(a.dim() > 0, "split: a 0-dim tensor cannot be split (", a.str(), ")");
   dim = wrap_dim(dim, a.dim(), "split");
   int64_t total = 0;
   for (int64_t s : sizes) {
@@ -341,6 +346,7 @@ TensorList split(const Tensor& a, const Shape& sizes, int64_t dim) {
 
 TensorList split(const Tensor& a, int64_t split_size, int64_t dim) {
   EMBER_CHECK(split_size > 0, "split: split_size must be > 0, got ", split_size);
+  EMBER_CHECK(a.dim() > 0, "split: a 0-dim tensor cannot be split (", a.str(), ")");
   dim = wrap_dim(dim, a.dim(), "split");
   Shape sizes;
   for (int64_t pos = 0; pos < a.sizes()[dim]; pos += split_size)
@@ -350,6 +356,7 @@ TensorList split(const Tensor& a, int64_t split_size, int64_t dim) {
 
 TensorList chunk(const Tensor& a, int64_t chunks, int64_t dim) {
   EMBER_CHECK(chunks > 0, "chunk: chunks must be > 0, got ", chunks);
+  EMBER_CHECK(a.dim() > 0, "chunk: a 0-dim tensor cannot be split (", a.str(), ")");
   dim = wrap_dim(dim, a.dim(), "chunk");
   int64_t n = a.sizes()[dim];
   return split(a, std::max<int64_t>(1, (n + chunks - 1) / chunks), dim);

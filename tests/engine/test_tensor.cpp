@@ -69,6 +69,9 @@ TEST(TensorCore, RangesAndEye) {
   EXPECT_EQ(ai.dtype(), DType::i64);
   EXPECT_EQ(ai.to_vector<int64_t>(), (std::vector<int64_t>{0, 1, 2, 3}));
   EXPECT_EQ(arange(3, 3).numel(), 0);
+  Tensor ag = arange(0, 3, 1, {.dtype = DType::f64, .requires_grad = true});
+  EXPECT_TRUE(ag.requires_grad());
+  EXPECT_TRUE(ag.is_leaf());
   EXPECT_THROW(arange(0, 1, 0), Error);
   EXPECT_THROW(arange(0, 5, -1), Error);
 
@@ -394,6 +397,11 @@ TEST(TensorCore, ContiguityReshapeAndView) {
   EXPECT_EQ(a.stride(-2), 4);
   EXPECT_THROW(a.size(3), Error);
   EXPECT_THROW(a.transpose(0, 3), Error);
+  // A 0-dim tensor has no sizes to ask for.
+  Tensor s = scalar_tensor(1.0);
+  EXPECT_THROW(s.size(0), Error);
+  EXPECT_THROW(s.stride(-1), Error);
+  EXPECT_TRUE(s.is_contiguous());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -346,6 +346,29 @@ TEST(LinalgOps, InverseMatchesNaiveGaussJordan) {
   EXPECT_EQ(inverse(zeros({0, 0}, {.dtype = DType::f64})).sizes(), (Shape{0, 0}));
 }
 
+TEST(LinalgOps, LargerMatricesAsGlowUsesThem) {
+  // Glow's 1x1 convolution weights: [C, C] with C up to a few hundred; here 48 and 96, batched.
+  for (DType dt : {DType::f32, DType::f64}) {
+    const double tol = dt == DType::f32 ? 2e-4 : 1e-11;
+    for (int64_t n : {48, 96}) {
+      Generator g(700 + n);
+      Tensor a = add(div(randn({2, n, n}, {.dtype = dt}, &g), std::sqrt(static_cast<double>(n))),
+                     eye(n, {.dtype = dt}));
+      Tensor inv = inverse(a);
+      auto idv = matmul(a, inv).to_vector<double>();
+      for (int64_t k = 0; k < static_cast<int64_t>(idv.size()); ++k) {
+        const int64_t i = (k / n) % n, j = k % n;
+        ASSERT_NEAR(idv[k], i == j ? 1.0 : 0.0, tol) << "n " << n << " element " << k;
+      }
+      auto [P, L, U] = lu(a);
+      expect_close(matmul(P, matmul(L, U)).to_vector<double>(), a.to_vector<double>(), tol, "large P L U");
+      // log|det| agrees with the sum of log|U_ii|, and with inverse: det(A^{-1}) = 1 / det(A)
+      auto la = slogdet(a).second.to_vector<double>(), li = slogdet(inv).second.to_vector<double>();
+      for (int b = 0; b < 2; ++b) EXPECT_NEAR(la[b], -li[b], 50 * tol);
+    }
+  }
+}
+
 TEST(LinalgOps, InverseGradients) {
   Tensor a = well_conditioned({3, 3}, 201);
   expect_grads_ok([](const TensorList& x) { return inverse(x[0]); }, {a});
