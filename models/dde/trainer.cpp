@@ -11,6 +11,7 @@
 #include <ctime>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include "ember/engine/autograd/engine.h"
@@ -574,6 +575,24 @@ void final_outputs(Run& r, nn::MetricsLog& log) {
 }  // namespace
 
 std::string train(TrainConfig cfg) {
+  std::optional<SafetensorsFile> resume_from;
+  if (!cfg.resume.empty()) {
+    // The run's own arguments, then the ones given now (later ones win: --steps extends a run).
+    resume_from = load_safetensors(cfg.resume + "/checkpoint.safetensors");
+    auto it = resume_from->metadata.find("args");
+    EMBER_CHECK(it != resume_from->metadata.end(), cfg.resume, "/checkpoint.safetensors: no saved arguments; not a DDE run");
+    std::vector<std::string> merged = split_str(it->second, '\x1f');
+    for (size_t i = 0; i < cfg.args_for_resume.size(); ++i) {
+      if (cfg.args_for_resume[i] == "--resume") {
+        ++i;
+        continue;
+      }
+      merged.push_back(cfg.args_for_resume[i]);
+    }
+    std::string dir = cfg.resume;
+    cfg = parse_train_args(merged);
+    cfg.resume = dir;
+  }
   if (cfg.threads > 0) kernels::cpu::set_num_threads(static_cast<int>(cfg.threads));
   Run r;
   r.cfg = cfg;
@@ -589,7 +608,7 @@ std::string train(TrainConfig cfg) {
   bool resumed = false;
   if (!r.cfg.resume.empty()) {
     r.dir = r.cfg.resume;
-    load_checkpoint(r, load_safetensors(r.dir + "/checkpoint.safetensors"));
+    load_checkpoint(r, *resume_from);
     resumed = true;
   } else {
     if (r.cfg.out.empty()) {
