@@ -22,7 +22,7 @@ struct TrainConfig {
   int64_t sq_init_steps = -1;         // Algorithm 1, line 2: s_q fitted first (default steps / 4)
   int64_t batch = -1;
   double lr = 1e-3;
-  double gen_lr = -1;                 // generator's learning rate (default: 1e-2 toys, else lr)
+  double gen_lr = -1;                 // generator's learning rate (default: 3e-3 toys, else lr)
   std::string lr_schedule;            // DDE phase: "cosine" (to 10%; toys' default) or "step" (below)
   double lr_decay = 1.0;              // step decay factor ...
   int64_t lr_decay_every = 0;         // ... every this many steps (0: constant)
