@@ -24,7 +24,9 @@
 #include "ember/models/dde/dde.h"
 #include "ember/models/mlp.h"
 #include "ember/nn/data/colormap.h"
+#include "ember/nn/data/dataset.h"
 #include "ember/nn/data/idx.h"
+#include "ember/nn/data/transforms.h"
 #include "ember/nn/data/png.h"
 #include "ember/nn/data/toy.h"
 #include "ember/nn/optim.h"
@@ -217,16 +219,15 @@ Data load_data(const TrainConfig& cfg) {
     return d;
   }
   if (name == "fashion-mnist" || name == "mnist") {
-    std::string dir = cfg.data_dir.empty() ? (name == "mnist" ? "/usr/share/datasets/mnist" : data::default_fashion_mnist_dir())
-                                           : cfg.data_dir;
-    data::IdxArray a = data::read_idx(dir + "/train-images-idx3-ubyte.gz");
-    EMBER_CHECK(a.dims.size() == 3 && a.type_code == 0x08, dir, "/train-images-idx3-ubyte.gz: expected u8 images [N, H, W]");
-    const int64_t n = a.dims[0], D = a.dims[1] * a.dims[2];
-    std::vector<float> v(a.data.size());
-    for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(a.data[i]) / 255.0f;
+    EMBER_CHECK(!cfg.data_dir.empty() || name == "fashion-mnist", "dde: --data mnist needs --data-dir with its IDX files");
+    data::TensorDataset ds = name == "fashion-mnist" && cfg.data_dir.empty()
+                                 ? data::load_fashion_mnist("train")
+                                 : data::load_mnist_idx(cfg.data_dir + "/train-images-idx3-ubyte.gz",
+                                                        cfg.data_dir + "/train-labels-idx1-ubyte.gz");
+    Tensor x = data::to_float_unit(ds.data());
     d.kind = "image";
-    d.dim = D;
-    d.train = from_vector(v, {n, D});
+    d.dim = x.numel() / x.size(0);
+    d.train = x.reshape({x.size(0), d.dim}).contiguous();
     return d;
   }
   if (name == "gaussian6d") {
