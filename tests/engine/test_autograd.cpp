@@ -5,16 +5,12 @@
 #include <cmath>
 
 #include "ember/ember.h"
+#include "test_util.h"
 
 using namespace ember;
+using namespace ember::test;
 
 namespace {
-Tensor leaf64(const Shape& s, uint64_t seed) {
-  Generator g(seed);
-  Tensor t = randn(s, {.dtype = DType::f64}, &g);
-  t.requires_grad_(true);
-  return t;
-}
 }  // namespace
 
 TEST(Autograd, DiamondAndReuse) {

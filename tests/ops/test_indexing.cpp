@@ -7,42 +7,14 @@
 #include <string>
 
 #include "ember/ember.h"
+#include "test_util.h"
 
 using namespace ember;
+using namespace ember::test;
 
 namespace {
 
-Tensor leaf64(const Shape& s, uint64_t seed) {
-  Generator g(seed);
-  Tensor t = randn(s, {.dtype = DType::f64}, &g);
-  t.requires_grad_(true);
-  return t;
-}
-
 Tensor i64(std::initializer_list<double> v, const Shape& s) { return tensor(v, s, {.dtype = DType::i64}); }
-
-void expect_grads_ok(const TensorFunction& f, const TensorList& in) {
-  GradcheckResult r1 = gradcheck(f, in);
-  EXPECT_TRUE(r1.ok) << r1.message;
-  GradcheckResult r2 = gradgradcheck(f, in);
-  EXPECT_TRUE(r2.ok) << r2.message;
-}
-
-// Row-major multi-index of element k of `shape`.
-Shape unravel(int64_t k, const Shape& shape) {
-  Shape idx(shape.size());
-  for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d >= 0; --d) {
-    idx[d] = k % shape[d];
-    k /= shape[d];
-  }
-  return idx;
-}
-
-int64_t ravel(const Shape& idx, const Shape& shape) {
-  int64_t k = 0;
-  for (size_t d = 0; d < shape.size(); ++d) k = k * shape[d] + idx[d];
-  return k;
-}
 
 // Checks y[i] == a[src(i)] for every output element (src returns the source multi-index, or
 // an empty Shape for `fill`).

@@ -9,22 +9,12 @@
 #include <vector>
 
 #include "ember/ember.h"
+#include "test_util.h"
 
 using namespace ember;
+using namespace ember::test;
 
 namespace {
-
-Tensor leaf64(const Shape& s, uint64_t seed) {
-  Generator g(seed);
-  Tensor t = randn(s, {.dtype = DType::f64}, &g);
-  t.requires_grad_(true);
-  return t;
-}
-
-Tensor rnd(const Shape& s, uint64_t seed, DType dt = DType::f32) {
-  Generator g(seed);
-  return randn(s, {.dtype = dt}, &g);
-}
 
 // A well-conditioned random [..., n, n] leaf: randn + 3 I.
 Tensor well_conditioned(const Shape& s, uint64_t seed, DType dt = DType::f64, bool grad = true) {
@@ -32,22 +22,6 @@ Tensor well_conditioned(const Shape& s, uint64_t seed, DType dt = DType::f64, bo
   Tensor a = (rnd(s, seed, dt) + mul(eye(n, {.dtype = dt}), 3.0)).detach();
   if (grad) a.requires_grad_(true);
   return a;
-}
-
-void expect_grads_ok(const TensorFunction& f, const TensorList& in) {
-  GradcheckResult r1 = gradcheck(f, in);
-  EXPECT_TRUE(r1.ok) << r1.message;
-  GradcheckResult r2 = gradgradcheck(f, in);
-  EXPECT_TRUE(r2.ok) << r2.message;
-}
-
-Shape unravel(int64_t k, const Shape& shape) {
-  Shape idx(shape.size());
-  for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d >= 0; --d) {
-    idx[d] = k % shape[d];
-    k /= shape[d];
-  }
-  return idx;
 }
 
 // Element `idx` (indices of a shape `full` that `s` broadcasts to, aligned at the right) of a

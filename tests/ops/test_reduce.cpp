@@ -10,17 +10,12 @@
 #include <numeric>
 
 #include "ember/ember.h"
+#include "test_util.h"
 
 using namespace ember;
+using namespace ember::test;
 
 namespace {
-
-Tensor leaf64(const Shape& s, uint64_t seed) {
-  Generator g(seed);
-  Tensor t = randn(s, {.dtype = DType::f64}, &g);
-  t.requires_grad_(true);
-  return t;
-}
 
 // Sorted non-negative dims; empty = all.
 std::vector<int64_t> norm_dims(const Shape& dims, int64_t nd) {
@@ -94,13 +89,6 @@ double naive_var(const std::vector<double>& x, bool unbiased) {
   double s = 0;
   for (double v : x) s += (v - m) * (v - m);
   return s / (x.size() - (unbiased ? 1 : 0));
-}
-
-void expect_grads_ok(const TensorFunction& f, const TensorList& in) {
-  GradcheckResult r1 = gradcheck(f, in);
-  EXPECT_TRUE(r1.ok) << r1.message;
-  GradcheckResult r2 = gradgradcheck(f, in);
-  EXPECT_TRUE(r2.ok) << r2.message;
 }
 
 const std::vector<Shape> kDimSets = {{}, {0}, {1}, {-1}, {0, 2}, {1, 2}};

@@ -10,37 +10,17 @@
 #include <vector>
 
 #include "ember/ember.h"
+#include "test_util.h"
 
 using namespace ember;
+using namespace ember::test;
 
 namespace {
-
-Tensor leaf64(const Shape& s, uint64_t seed) {
-  Generator g(seed);
-  Tensor t = randn(s, {.dtype = DType::f64}, &g);
-  t.requires_grad_(true);
-  return t;
-}
 
 // 0, 1, 2, ... in shape s: every value names its position.
 Tensor iota(const Shape& s, DType dt = DType::f64) { return arange(shape_numel(s), {.dtype = dt}).reshape(s); }
 
 std::vector<double> vals(const Tensor& t) { return t.to_vector<double>(); }
-
-Shape unravel(int64_t k, const Shape& shape) {
-  Shape idx(shape.size());
-  for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d >= 0; --d) {
-    idx[d] = k % shape[d];
-    k /= shape[d];
-  }
-  return idx;
-}
-
-int64_t ravel(const Shape& idx, const Shape& shape) {
-  int64_t k = 0;
-  for (size_t d = 0; d < shape.size(); ++d) k = k * shape[d] + idx[d];
-  return k;
-}
 
 // y[i] == a[src(i)] for every element i of y (a holds iota values, so src is checked exactly).
 void expect_gather(const Tensor& y, const Shape& want_shape, const Shape& a_shape,
