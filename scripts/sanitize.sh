@@ -18,7 +18,7 @@ cmake -S . -B "$build" \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DEMBER_CUDA=OFF \
   -DEMBER_BUILD_BENCH=OFF
-cmake --build "$build" -j"$jobs" --target ember_tests
+cmake --build "$build" -j"$jobs" --target ember_tests ember_cli  # the CLI for the kill-and-resume test
 
 # detect_leaks: LeakSanitizer at exit (a reference cycle in the autograd graph shows up here).
 # ASan stops at its first report; UBSan too (the build passes -fno-sanitize-recover=all, and
