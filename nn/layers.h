@@ -28,6 +28,11 @@ class AvgPool2d : public Module {
   int64_t kernel, stride;
 };
 
+class Identity : public Module {  // keeps a slot in a ModuleList where PyTorch has nn.Identity
+ public:
+  Tensor forward(const Tensor& x) override { return x; }
+};
+
 class Flatten : public Module {  // [N, ...] -> [N, prod(...)]
  public:
   Tensor forward(const Tensor& x) override { return x.flatten(1); }

@@ -1,0 +1,148 @@
+#include "ember/models/unet.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "ember/engine/factory.h"
+#include "ember/ops/attention.h"
+#include "ember/ops/elementwise.h"
+#include "ember/ops/shape.h"
+
+namespace ember::models {
+
+Tensor timestep_embedding(const Tensor& t, int64_t dim) {
+  EMBER_CHECK(t.dim() == 1 && dim >= 4 && dim % 2 == 0, "timestep_embedding: t must be [N] and dim even >= 4, got ",
+              shape_str(t.sizes()), " and ", dim);
+  const int64_t half = dim / 2;
+  DType dt = t.is_floating_point() ? t.dtype() : DType::f32;
+  Tensor f = exp(mul(arange(static_cast<double>(half), {.dtype = dt}), -std::log(10000.0) / static_cast<double>(half - 1)));
+  Tensor e = mul(t.to(dt).unsqueeze(1), f.unsqueeze(0));
+  return cat({sin(e), cos(e)}, 1);
+}
+
+ResBlock::ResBlock(int64_t cin, int64_t cout, int64_t temb, double dropout) {
+  n1_ = register_module("n1", std::make_shared<nn::GroupNorm>(32, cin));
+  c1_ = register_module("c1", std::make_shared<nn::Conv2d>(cin, cout, 3, 1, 1));
+  t_ = register_module("t", std::make_shared<nn::Linear>(temb, cout));
+  n2_ = register_module("n2", std::make_shared<nn::GroupNorm>(32, cout));
+  drop_ = register_module("drop", std::make_shared<nn::Dropout>(dropout));
+  c2_ = register_module("c2", std::make_shared<nn::Conv2d>(cout, cout, 3, 1, 1));
+  skip_ = cin != cout ? std::static_pointer_cast<nn::Module>(std::make_shared<nn::Conv2d>(cin, cout, 1))
+                      : std::static_pointer_cast<nn::Module>(std::make_shared<nn::Identity>());
+  register_module("skip", skip_);
+}
+
+Tensor ResBlock::forward(const Tensor& x, const Tensor& temb) {
+  Tensor h = add((*c1_)(silu((*n1_)(x))), (*t_)(silu(temb)).unsqueeze(2).unsqueeze(3));
+  h = (*c2_)((*drop_)(silu((*n2_)(h))));
+  return add((*skip_)(x), h);
+}
+
+SelfAttention2d::SelfAttention2d(int64_t c) {
+  n_ = register_module("n", std::make_shared<nn::GroupNorm>(32, c));
+  qkv_ = register_module("qkv", std::make_shared<nn::Conv2d>(c, 3 * c, 1));
+  o_ = register_module("o", std::make_shared<nn::Conv2d>(c, c, 1));
+}
+
+Tensor SelfAttention2d::forward(const Tensor& x) {
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  Tensor qkv = (*qkv_)((*n_)(x)).reshape({B, 3, C, H * W}).permute({1, 0, 3, 2});  // [3, B, HW, C]
+  Tensor h = scaled_dot_product_attention(qkv.select(0, 0), qkv.select(0, 1), qkv.select(0, 2));
+  return add(x, (*o_)(h.permute({0, 2, 1}).reshape({B, C, H, W})));
+}
+
+namespace {
+// [block, attention-or-identity], as the reference's nn.ModuleList pairs.
+std::shared_ptr<nn::ModuleList> block_pair(int64_t cin, int64_t cout, int64_t temb, double dropout, bool attn) {
+  auto pair = std::make_shared<nn::ModuleList>();
+  pair->push_back(std::make_shared<ResBlock>(cin, cout, temb, dropout));
+  if (attn) pair->push_back(std::make_shared<SelfAttention2d>(cout));
+  else pair->push_back(std::make_shared<nn::Identity>());
+  return pair;
+}
+}  // namespace
+
+UNet::UNet(UNetConfig cfg) : cfg_(std::move(cfg)) {
+  const int64_t ch = cfg_.base_channels, temb = 4 * ch;
+  EMBER_CHECK(ch % 32 == 0, "UNet: base_channels must be a multiple of 32 (GroupNorm(32)), got ", ch);
+  EMBER_CHECK(!cfg_.channel_mult.empty() && cfg_.num_res_blocks > 0, "UNet: channel_mult and num_res_blocks must be set");
+  auto has_attn = [&](int64_t r) {
+    return std::find(cfg_.attn_resolutions.begin(), cfg_.attn_resolutions.end(), r) != cfg_.attn_resolutions.end();
+  };
+  temb_ = register_module("temb", std::make_shared<nn::Sequential>());
+  temb_->push_back(std::make_shared<nn::Linear>(ch, temb));
+  temb_->push_back(nn::SiLU());
+  temb_->push_back(std::make_shared<nn::Linear>(temb, temb));
+  cin_ = register_module("cin", std::make_shared<nn::Conv2d>(cfg_.in_channels, ch, 3, 1, 1));
+  down_ = register_module("down", std::make_shared<nn::ModuleList>());
+  std::vector<int64_t> chans{ch};
+  int64_t c = ch, r = cfg_.resolution;
+  const int64_t levels = static_cast<int64_t>(cfg_.channel_mult.size());
+  for (int64_t i = 0; i < levels; ++i) {
+    const int64_t m = cfg_.channel_mult[i];
+    for (int64_t b = 0; b < cfg_.num_res_blocks; ++b) {
+      down_->push_back(block_pair(c, ch * m, temb, cfg_.dropout, has_attn(r)));
+      c = ch * m;
+      chans.push_back(c);
+    }
+    if (i != levels - 1) {
+      down_->push_back(std::make_shared<nn::Conv2d>(c, c, 3, 2, 1));
+      chans.push_back(c);
+      r /= 2;
+    }
+  }
+  mid_ = register_module("mid", std::make_shared<nn::ModuleList>());
+  mid_->push_back(std::make_shared<ResBlock>(c, c, temb, cfg_.dropout));
+  mid_->push_back(std::make_shared<SelfAttention2d>(c));
+  mid_->push_back(std::make_shared<ResBlock>(c, c, temb, cfg_.dropout));
+  up_ = register_module("up", std::make_shared<nn::ModuleList>());
+  for (int64_t i = levels - 1; i >= 0; --i) {
+    const int64_t m = cfg_.channel_mult[i];
+    for (int64_t b = 0; b < cfg_.num_res_blocks + 1; ++b) {
+      up_->push_back(block_pair(c + chans.back(), ch * m, temb, cfg_.dropout, has_attn(r)));
+      chans.pop_back();
+      c = ch * m;
+    }
+    if (i != 0) {
+      auto upsample = std::make_shared<nn::Sequential>();
+      upsample->push_back(std::make_shared<nn::Upsample>(2));
+      upsample->push_back(std::make_shared<nn::Conv2d>(c, c, 3, 1, 1));
+      up_->push_back(upsample);
+      r *= 2;
+    }
+  }
+  out_ = register_module("out", std::make_shared<nn::Sequential>());
+  out_->push_back(std::make_shared<nn::GroupNorm>(32, c));
+  out_->push_back(nn::SiLU());
+  out_->push_back(std::make_shared<nn::Conv2d>(c, cfg_.in_channels, 3, 1, 1));
+}
+
+Tensor UNet::forward(const Tensor& x, const Tensor& t) {
+  EMBER_CHECK(x.dim() == 4 && x.size(1) == cfg_.in_channels && t.dim() == 1 && t.size(0) == x.size(0),
+              "UNet: expected x [N, ", cfg_.in_channels, ", H, W] and t [N], got ", shape_str(x.sizes()), " and ",
+              shape_str(t.sizes()));
+  Tensor temb = (*temb_)(timestep_embedding(t.to(x.dtype()), cfg_.base_channels));
+  std::vector<Tensor> hs{(*cin_)(x)};
+  for (size_t i = 0; i < down_->size(); ++i) {
+    if (auto* pair = dynamic_cast<nn::ModuleList*>(&(*down_)[i])) {
+      hs.push_back((*pair)[1](pair->at<ResBlock>(0).forward(hs.back(), temb)));
+    } else {
+      hs.push_back((*down_)[i](hs.back()));
+    }
+  }
+  Tensor h = hs.back();
+  h = mid_->at<ResBlock>(0).forward(h, temb);
+  h = (*mid_)[1](h);
+  h = mid_->at<ResBlock>(2).forward(h, temb);
+  for (size_t i = 0; i < up_->size(); ++i) {
+    if (auto* pair = dynamic_cast<nn::ModuleList*>(&(*up_)[i])) {
+      h = (*pair)[1](pair->at<ResBlock>(0).forward(cat({h, hs.back()}, 1), temb));
+      hs.pop_back();
+    } else {
+      h = (*up_)[i](h);
+    }
+  }
+  return (*out_)(h);
+}
+
+}  // namespace ember::models

@@ -1,0 +1,67 @@
+// The DDPM U-Net (Ho et al., 2020), configurable, with the module names of
+// ../shared/reference/torch_workloads.py (temb, cin, down, mid, up, out; ResBlock n1 c1 t n2
+// drop c2 skip; Attn n qkv o), so a state_dict moves between ember and that PyTorch model.
+// The CIFAR-10 configuration (base 128, mult {1,2,2,2}, 2 blocks, attention at 16x16,
+// dropout 0.1) has 35,746,307 parameters, the paper's 35.7M.
+#pragma once
+#include <vector>
+
+#include "ember/nn/conv.h"
+#include "ember/nn/layers.h"
+#include "ember/nn/linear.h"
+#include "ember/nn/norm.h"
+
+namespace ember::models {
+
+struct UNetConfig {
+  int64_t in_channels = 3, base_channels = 128;
+  std::vector<int64_t> channel_mult = {1, 2, 2, 2};
+  int64_t num_res_blocks = 2;
+  std::vector<int64_t> attn_resolutions = {16};
+  double dropout = 0.1;
+  int64_t resolution = 32;
+};
+
+// DDPM's timestep embedding: [sin(t f_i), cos(t f_i)], f_i = exp(-log(10000) i / (half - 1)).
+Tensor timestep_embedding(const Tensor& t, int64_t dim);
+
+// GroupNorm(32) + SiLU + conv3x3, the time embedding added per channel, GroupNorm + SiLU +
+// dropout + conv3x3, and a 1x1 conv on the skip path when the channel count changes.
+class ResBlock : public nn::Module {
+ public:
+  ResBlock(int64_t cin, int64_t cout, int64_t temb, double dropout);
+  Tensor forward(const Tensor& x, const Tensor& temb);
+
+ private:
+  std::shared_ptr<nn::GroupNorm> n1_, n2_;
+  std::shared_ptr<nn::Conv2d> c1_, c2_;
+  std::shared_ptr<nn::Linear> t_;
+  std::shared_ptr<nn::Dropout> drop_;
+  std::shared_ptr<nn::Module> skip_;
+};
+
+// Self-attention over the H*W positions: GroupNorm, 1x1 conv to q, k, v, softmax(q k^T / sqrt(C)) v,
+// 1x1 output conv, residual.
+class SelfAttention2d : public nn::Module {
+ public:
+  explicit SelfAttention2d(int64_t channels);
+  Tensor forward(const Tensor& x) override;
+
+ private:
+  std::shared_ptr<nn::GroupNorm> n_;
+  std::shared_ptr<nn::Conv2d> qkv_, o_;
+};
+
+class UNet : public nn::Module {
+ public:
+  explicit UNet(UNetConfig cfg = {});
+  Tensor forward(const Tensor& x, const Tensor& t);  // x [N, C, H, W], t [N] timesteps
+
+ private:
+  UNetConfig cfg_;
+  std::shared_ptr<nn::Sequential> temb_, out_;
+  std::shared_ptr<nn::Conv2d> cin_;
+  std::shared_ptr<nn::ModuleList> down_, mid_, up_;
+};
+
+}  // namespace ember::models
