@@ -28,3 +28,6 @@
 #include "ember/nn/module.h"
 #include "ember/nn/norm.h"
 #include "ember/nn/optim.h"
+#include "ember/nn/attention.h"
+#include "ember/nn/flow.h"
+#include "ember/nn/wrappers.h"

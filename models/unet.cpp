@@ -10,16 +10,6 @@
 
 namespace ember::models {
 
-Tensor timestep_embedding(const Tensor& t, int64_t dim) {
-  EMBER_CHECK(t.dim() == 1 && dim >= 4 && dim % 2 == 0, "timestep_embedding: t must be [N] and dim even >= 4, got ",
-              shape_str(t.sizes()), " and ", dim);
-  const int64_t half = dim / 2;
-  DType dt = t.is_floating_point() ? t.dtype() : DType::f32;
-  Tensor f = exp(mul(arange(static_cast<double>(half), {.dtype = dt}), -std::log(10000.0) / static_cast<double>(half - 1)));
-  Tensor e = mul(t.to(dt).unsqueeze(1), f.unsqueeze(0));
-  return cat({sin(e), cos(e)}, 1);
-}
-
 ResBlock::ResBlock(int64_t cin, int64_t cout, int64_t temb, double dropout) {
   n1_ = register_module("n1", std::make_shared<nn::GroupNorm>(32, cin));
   c1_ = register_module("c1", std::make_shared<nn::Conv2d>(cin, cout, 3, 1, 1));
@@ -38,25 +28,12 @@ Tensor ResBlock::forward(const Tensor& x, const Tensor& temb) {
   return add((*skip_)(x), h);
 }
 
-SelfAttention2d::SelfAttention2d(int64_t c) {
-  n_ = register_module("n", std::make_shared<nn::GroupNorm>(32, c));
-  qkv_ = register_module("qkv", std::make_shared<nn::Conv2d>(c, 3 * c, 1));
-  o_ = register_module("o", std::make_shared<nn::Conv2d>(c, c, 1));
-}
-
-Tensor SelfAttention2d::forward(const Tensor& x) {
-  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  Tensor qkv = (*qkv_)((*n_)(x)).reshape({B, 3, C, H * W}).permute({1, 0, 3, 2});  // [3, B, HW, C]
-  Tensor h = scaled_dot_product_attention(qkv.select(0, 0), qkv.select(0, 1), qkv.select(0, 2));
-  return add(x, (*o_)(h.permute({0, 2, 1}).reshape({B, C, H, W})));
-}
-
 namespace {
 // [block, attention-or-identity], as the reference's nn.ModuleList pairs.
 std::shared_ptr<nn::ModuleList> block_pair(int64_t cin, int64_t cout, int64_t temb, double dropout, bool attn) {
   auto pair = std::make_shared<nn::ModuleList>();
   pair->push_back(std::make_shared<ResBlock>(cin, cout, temb, dropout));
-  if (attn) pair->push_back(std::make_shared<SelfAttention2d>(cout));
+  if (attn) pair->push_back(std::make_shared<nn::SelfAttention2d>(cout));
   else pair->push_back(std::make_shared<nn::Identity>());
   return pair;
 }
@@ -93,7 +70,7 @@ UNet::UNet(UNetConfig cfg) : cfg_(std::move(cfg)) {
   }
   mid_ = register_module("mid", std::make_shared<nn::ModuleList>());
   mid_->push_back(std::make_shared<ResBlock>(c, c, temb, cfg_.dropout));
-  mid_->push_back(std::make_shared<SelfAttention2d>(c));
+  mid_->push_back(std::make_shared<nn::SelfAttention2d>(c));
   mid_->push_back(std::make_shared<ResBlock>(c, c, temb, cfg_.dropout));
   up_ = register_module("up", std::make_shared<nn::ModuleList>());
   for (int64_t i = levels - 1; i >= 0; --i) {
@@ -121,7 +98,7 @@ Tensor UNet::forward(const Tensor& x, const Tensor& t) {
   EMBER_CHECK(x.dim() == 4 && x.size(1) == cfg_.in_channels && t.dim() == 1 && t.size(0) == x.size(0),
               "UNet: expected x [N, ", cfg_.in_channels, ", H, W] and t [N], got ", shape_str(x.sizes()), " and ",
               shape_str(t.sizes()));
-  Tensor temb = (*temb_)(timestep_embedding(t.to(x.dtype()), cfg_.base_channels));
+  Tensor temb = (*temb_)(nn::timestep_embedding(t.to(x.dtype()), cfg_.base_channels));
   std::vector<Tensor> hs{(*cin_)(x)};
   for (size_t i = 0; i < down_->size(); ++i) {
     if (auto* pair = dynamic_cast<nn::ModuleList*>(&(*down_)[i])) {

@@ -6,6 +6,7 @@
 #pragma once
 #include <vector>
 
+#include "ember/nn/attention.h"
 #include "ember/nn/conv.h"
 #include "ember/nn/layers.h"
 #include "ember/nn/linear.h"
@@ -22,9 +23,6 @@ struct UNetConfig {
   int64_t resolution = 32;
 };
 
-// DDPM's timestep embedding: [sin(t f_i), cos(t f_i)], f_i = exp(-log(10000) i / (half - 1)).
-Tensor timestep_embedding(const Tensor& t, int64_t dim);
-
 // GroupNorm(32) + SiLU + conv3x3, the time embedding added per channel, GroupNorm + SiLU +
 // dropout + conv3x3, and a 1x1 conv on the skip path when the channel count changes.
 class ResBlock : public nn::Module {
@@ -38,18 +36,6 @@ class ResBlock : public nn::Module {
   std::shared_ptr<nn::Linear> t_;
   std::shared_ptr<nn::Dropout> drop_;
   std::shared_ptr<nn::Module> skip_;
-};
-
-// Self-attention over the H*W positions: GroupNorm, 1x1 conv to q, k, v, softmax(q k^T / sqrt(C)) v,
-// 1x1 output conv, residual.
-class SelfAttention2d : public nn::Module {
- public:
-  explicit SelfAttention2d(int64_t channels);
-  Tensor forward(const Tensor& x) override;
-
- private:
-  std::shared_ptr<nn::GroupNorm> n_;
-  std::shared_ptr<nn::Conv2d> qkv_, o_;
 };
 
 class UNet : public nn::Module {

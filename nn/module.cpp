@@ -148,6 +148,16 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& dict, bool str
   }
 }
 
+Tensor Module::take_parameter(const std::string& name) {
+  for (auto it = params_.begin(); it != params_.end(); ++it) {
+    if (it->first != name) continue;
+    Tensor t = *it->second;
+    params_.erase(it);
+    return t;
+  }
+  EMBER_FAIL("take_parameter: this module has no parameter '", name, "'");
+}
+
 void Module::zero_grad() {
   for (auto& [n, t] : named_parameters()) t.set_grad(Tensor());
 }

@@ -47,6 +47,10 @@ class Module {
 
   void zero_grad();
 
+  // Removes a registered parameter of this module (not of a submodule) and returns it; used by
+  // wrappers that re-parameterise a weight (WeightNorm, SpectralNorm).
+  Tensor take_parameter(const std::string& name);
+
  protected:
   // Registration returns the stored tensor / module; the Module keeps a pointer to the
   // member, so `to()` and `load_state_dict` update the member itself.
