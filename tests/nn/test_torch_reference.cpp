@@ -65,6 +65,19 @@ TEST(TorchReferenceNn, LayersMatchPyTorch) {
   check_layer("batchnorm", bn);
   nn::LayerNorm ln({3, 4});
   check_layer("layernorm", ln);
+  nn::Upsample up(2);
+  check_layer("upsample", up);
+  nn::AvgPool2d pool(2);
+  check_layer("avgpool", pool);
+  nn::SelfAttention2d att(32);
+  check_layer("attention", att);
+  nn::WeightNorm wn(std::make_shared<nn::Linear>(5, 4));
+  check_layer("weightnorm", wn);
+}
+
+TEST(TorchReferenceNn, SinusoidalEmbeddingMatchesTheReferenceUNets) {
+  nn::SinusoidalEmbedding emb(32);
+  expect_close(emb(get("embedding.t")), get("embedding.out"), "embedding", 1e-12);
 }
 
 TEST(TorchReferenceNn, OptimizerStepsMatchPyTorch) {

@@ -8,6 +8,7 @@ For each optimizer: a start point, three fixed gradients, and the point after th
 Regenerate (needs torch and safetensors; written with torch 2.15.0):
     python3 tests/reference/make_nn_fixtures.py
 """
+import math
 import os
 import torch
 import torch.nn as nn
@@ -18,11 +19,13 @@ here = os.path.dirname(os.path.abspath(__file__))
 out = {}
 
 
-def layer(name, module, x):
+def layer(name, module, x, rename=None):
+    """rename maps a PyTorch parameter name to ember's where they differ."""
+    rename = rename or {}
     module = module.double()
     x = x.double().requires_grad_(True)
     for pname, p in module.named_parameters():
-        out[f"{name}.param.{pname}"] = p.detach().clone()
+        out[f"{name}.param.{rename.get(pname, pname)}"] = p.detach().clone()
     y = module(x)
     w = torch.randn_like(y)
     (y * w).sum().backward()
@@ -31,7 +34,7 @@ def layer(name, module, x):
     out[f"{name}.w"] = w
     out[f"{name}.grad.x"] = x.grad
     for pname, p in module.named_parameters():
-        out[f"{name}.grad.{pname}"] = p.grad
+        out[f"{name}.grad.{rename.get(pname, pname)}"] = p.grad
     for bname, b in module.named_buffers():
         if b.is_floating_point():
             out[f"{name}.buffer.{bname}"] = b.detach().clone()
@@ -52,6 +55,22 @@ ln = nn.LayerNorm([3, 4])
 with torch.no_grad():
     ln.weight.uniform_(0.5, 1.5); ln.bias.uniform_(-0.5, 0.5)
 layer("layernorm", ln, torch.randn(2, 5, 3, 4))
+layer("upsample", nn.Upsample(scale_factor=2, mode="nearest"), torch.randn(2, 3, 3, 4))
+layer("avgpool", nn.AvgPool2d(2), torch.randn(2, 3, 6, 4))
+import sys
+sys.path.insert(0, os.path.join(here, "..", "..", "..", "shared", "reference"))
+import torch_workloads as tw  # noqa: E402  (DDPM's attention block: GroupNorm(32), qkv, o)
+att = tw.Attn(32)
+with torch.no_grad():
+    att.n.weight.uniform_(0.5, 1.5); att.n.bias.uniform_(-0.5, 0.5)
+layer("attention", att, torch.randn(2, 32, 3, 2))
+layer("weightnorm", nn.utils.weight_norm(nn.Linear(5, 4)), torch.randn(3, 5), rename={"bias": "module.bias"})
+t = torch.tensor([0.0, 3.0, 517.0, 999.0], dtype=torch.float64)
+half = 16
+f = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float64) / (half - 1))
+e = t[:, None] * f[None]
+out["embedding.t"] = t
+out["embedding.out"] = torch.cat([e.sin(), e.cos()], 1)  # the reference U-Net's embedding, dim 32
 
 p0 = torch.randn(4, 3, dtype=torch.float64)
 grads = [torch.randn(4, 3, dtype=torch.float64) for _ in range(3)]
