@@ -119,6 +119,21 @@ void for_each(Loop<N> l, const Inner& inner) {
   parallel_for(0, n, kParallelGrain, [&](int64_t b, int64_t e) { run_range(l, b, e, inner); });
 }
 
+// The contiguous inner loop, compiled once per x86-64 ISA level and chosen at load time (GCC /
+// Clang function multiversioning), so the activations' loops run 8 or 16 lanes wide where the
+// host has AVX2 or AVX-512 while the library still runs on any x86-64 (elsewhere: one version).
+// Results can differ in the last bit between ISAs, never between runs on one machine.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(EMBER_NO_CLONES)
+#define EMBER_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define EMBER_ISA_CLONES
+#endif
+
+template <typename Out, typename F, typename... In>
+EMBER_ISA_CLONES void map_contiguous(Out* __restrict out, int64_t n, const F& f, const In* __restrict... in) {
+  for (int64_t i = 0; i < n; ++i) out[i] = f(in[i]...);
+}
+
 // out = f(in...) elementwise with typed pointers. Out and In are C++ element types.
 template <typename Out, typename... In, typename F>
 void map(Loop<1 + sizeof...(In)> l, const F& f) {
@@ -130,8 +145,7 @@ void map(Loop<1 + sizeof...(In)> l, const F& f) {
     [&]<size_t... I>(std::index_sequence<I...>) {
       Out* out = reinterpret_cast<Out*>(p[0]);
       if (contiguous) {
-        std::tuple<const In*...> in{reinterpret_cast<const In*>(p[1 + I])...};
-        for (int64_t i = 0; i < n; ++i) out[i] = f(std::get<I>(in)[i]...);
+        map_contiguous<Out>(out, n, f, reinterpret_cast<const In*>(p[1 + I])...);
       } else if constexpr (N == 3) {
         // one contiguous operand and one broadcast scalar: bias adds, scalar ops
         if (s[0] == sizeof(Out) && s[1] == sizeof(std::tuple_element_t<0, std::tuple<In...>>) && s[2] == 0) {
