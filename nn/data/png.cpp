@@ -401,8 +401,8 @@ Image decode_png(const uint8_t* bytes, size_t size, const std::string& name) {
   std::vector<std::pair<const uint8_t*, size_t>> idat;
   size_t pos = 8;
   for (;;) {
-    PNG_CHECK(size - pos >= 12, "file truncated at byte ", size, ": a chunk header needs 12 bytes at byte ", pos,
-              (seen_idat ? " (missing IEND)" : " (no image data)"));
+    PNG_CHECK(size - pos >= 12, "file truncated: ", size, " bytes end before the IEND chunk (the next chunk ",
+              "would start at byte ", pos, ")");
     const uint32_t len = load_be32(bytes + pos);
     const uint8_t* type = bytes + pos + 4;
     const uint8_t* data = type + 4;
