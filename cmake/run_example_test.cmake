@@ -32,7 +32,8 @@ endif()
 set(prefix "${EMBER_EXAMPLE_WORK_DIR}/prefix")
 set(build "${EMBER_EXAMPLE_WORK_DIR}/build")
 
-# Runs one step; on failure stops with the step's name, its command and its output.
+# Runs one step; on failure stops with the step's name, its command, its output and
+# ${hint} when set.
 function(run_step name)
   string(REPLACE ";" " " shown "${ARGN}")
   message(STATUS "embedding_example: ${name}: ${shown}")
@@ -43,7 +44,7 @@ function(run_step name)
   if(NOT rc STREQUAL "0")
     message(FATAL_ERROR "embedding_example: step '${name}' failed (exit ${rc}).\n"
                         "command: ${shown}\n"
-                        "---- output ----\n${out}\n---- end of output ----")
+                        "---- output ----\n${out}\n---- end of output ----\n${hint}")
   endif()
 endfunction()
 
@@ -53,7 +54,11 @@ set(install_cmd ${CMAKE_COMMAND} --install "${EMBER_BUILD_DIR}" --prefix "${pref
 if(EMBER_EXAMPLE_CONFIG)
   list(APPEND install_cmd --config "${EMBER_EXAMPLE_CONFIG}")
 endif()
+set(hint "Is the build complete? The install needs every installed target built: run "
+         "`cmake --build ${EMBER_BUILD_DIR}` (all targets) before ctest.")
+string(CONCAT hint ${hint})
 run_step("install ember" ${install_cmd})
+set(hint "")
 
 # ---- 2. configure the example against the prefix only ----
 set(configure_cmd ${CMAKE_COMMAND} -S "${EMBER_EXAMPLE_SOURCE_DIR}" -B "${build}"

@@ -43,6 +43,12 @@ UNet::UNet(UNetConfig cfg) : cfg_(std::move(cfg)) {
   const int64_t ch = cfg_.base_channels, temb = 4 * ch;
   EMBER_CHECK(ch % 32 == 0, "UNet: base_channels must be a multiple of 32 (GroupNorm(32)), got ", ch);
   EMBER_CHECK(!cfg_.channel_mult.empty() && cfg_.num_res_blocks > 0, "UNet: channel_mult and num_res_blocks must be set");
+  EMBER_CHECK(cfg_.in_channels > 0 && cfg_.out_channels > 0, "UNet: in_channels and out_channels must be > 0, got ",
+              cfg_.in_channels, " and ", cfg_.out_channels);
+  for (int64_t m : cfg_.channel_mult) EMBER_CHECK(m > 0, "UNet: channel_mult entries must be > 0");
+  const int64_t scale = int64_t{1} << (cfg_.channel_mult.size() - 1);
+  EMBER_CHECK(cfg_.resolution > 0 && cfg_.resolution % scale == 0, "UNet: resolution ", cfg_.resolution,
+              " must be divisible by 2^(levels - 1) = ", scale, " (", cfg_.channel_mult.size(), " levels)");
   auto has_attn = [&](int64_t r) {
     return std::find(cfg_.attn_resolutions.begin(), cfg_.attn_resolutions.end(), r) != cfg_.attn_resolutions.end();
   };
@@ -91,13 +97,18 @@ UNet::UNet(UNetConfig cfg) : cfg_(std::move(cfg)) {
   out_ = register_module("out", std::make_shared<nn::Sequential>());
   out_->push_back(std::make_shared<nn::GroupNorm>(32, c));
   out_->push_back(nn::SiLU());
-  out_->push_back(std::make_shared<nn::Conv2d>(c, cfg_.in_channels, 3, 1, 1));
+  out_->push_back(std::make_shared<nn::Conv2d>(c, cfg_.out_channels, 3, 1, 1));
 }
 
 Tensor UNet::forward(const Tensor& x, const Tensor& t) {
+  EMBER_CHECK(x.defined() && t.defined(), "UNet: x and t must be defined");
+  const int64_t scale = int64_t{1} << (cfg_.channel_mult.size() - 1);
   EMBER_CHECK(x.dim() == 4 && x.size(1) == cfg_.in_channels && t.dim() == 1 && t.size(0) == x.size(0),
               "UNet: expected x [N, ", cfg_.in_channels, ", H, W] and t [N], got ", shape_str(x.sizes()), " and ",
               shape_str(t.sizes()));
+  EMBER_CHECK(x.size(2) % scale == 0 && x.size(3) % scale == 0, "UNet: H and W of x ", shape_str(x.sizes()),
+              " must be divisible by ", scale, " (", cfg_.channel_mult.size(), " levels, ", cfg_.channel_mult.size() - 1,
+              " downsamplings)");
   Tensor temb = (*temb_)(nn::timestep_embedding(t.to(x.dtype()), cfg_.base_channels));
   std::vector<Tensor> hs{(*cin_)(x)};
   for (size_t i = 0; i < down_->size(); ++i) {

@@ -20,7 +20,8 @@ struct UNetConfig {
   int64_t num_res_blocks = 2;
   std::vector<int64_t> attn_resolutions = {16};
   double dropout = 0.1;
-  int64_t resolution = 32;
+  int64_t resolution = 32;  // the input's H = W; attention goes where the feature map is attn_resolutions
+  int64_t out_channels = 3;  // the reference model has out_channels = in_channels
 };
 
 // GroupNorm(32) + SiLU + conv3x3, the time embedding added per channel, GroupNorm + SiLU +
@@ -41,7 +42,10 @@ class ResBlock : public nn::Module {
 class UNet : public nn::Module {
  public:
   explicit UNet(UNetConfig cfg = {});
-  Tensor forward(const Tensor& x, const Tensor& t);  // x [N, C, H, W], t [N] timesteps
+  // x [N, in_channels, H, W] with H, W divisible by 2^(levels - 1); t [N] timesteps (float or
+  // integer) -> [N, out_channels, H, W].
+  Tensor forward(const Tensor& x, const Tensor& t);
+  const UNetConfig& config() const { return cfg_; }
 
  private:
   UNetConfig cfg_;

@@ -7,7 +7,9 @@
 
 namespace ember::nn {
 
-// [sin(t f_i), cos(t f_i)] with f_i = exp(-log(10000) i / (half - 1)), i < half = dim / 2.
+// DDPM's get_timestep_embedding: [sin(t f_i), cos(t f_i)] with f_i = exp(-log(10000) i /
+// (half - 1)), i < half = dim / 2, and a zero column at the end when dim is odd. t: [N] (any
+// dtype; integer timesteps are taken as f32) -> [N, dim]. dim >= 4.
 Tensor timestep_embedding(const Tensor& t, int64_t dim);
 
 class SinusoidalEmbedding : public Module {
@@ -17,12 +19,15 @@ class SinusoidalEmbedding : public Module {
   int64_t dim;
 };
 
-// GroupNorm(32), a 1x1 conv to q, k, v, softmax(q k^T / sqrt(C)) v over the H*W positions,
-// a 1x1 output conv, and the residual.
+// DDPM's AttnBlock: GroupNorm(32), a 1x1 conv to q, k, v (one conv "qkv" to 3C channels, split
+// in that order), softmax(q k^T / sqrt(C)) v over the H*W positions, a 1x1 output conv "o",
+// and the residual. channels: a multiple of 32. Parameters n.{weight,bias}, qkv.{weight,bias},
+// o.{weight,bias}.
 class SelfAttention2d : public Module {
  public:
   explicit SelfAttention2d(int64_t channels);
-  Tensor forward(const Tensor& x) override;
+  Tensor forward(const Tensor& x) override;  // [N, C, H, W] -> [N, C, H, W]
+  int64_t channels;
 
  private:
   std::shared_ptr<GroupNorm> n_;

@@ -1,31 +1,49 @@
 // Normalisation layers over ops/norm.h, with PyTorch's parameter and buffer names
-// (weight, bias, running_mean, running_var, num_batches_tracked).
+// (weight, bias, running_mean, running_var, num_batches_tracked) and initialisation
+// (weight 1, bias 0).
 #pragma once
 #include "ember/nn/module.h"
 
 namespace ember::nn {
 
+// Per (sample, group of num_channels / num_groups channels) statistics; weight, bias [C].
 class GroupNorm : public Module {
  public:
   GroupNorm(int64_t num_groups, int64_t num_channels, double eps = 1e-5, bool affine = true);
-  Tensor forward(const Tensor& x) override;
+  Tensor forward(const Tensor& x) override;  // [N, C, ...]
   Tensor weight, bias;
-  int64_t num_groups;
+  int64_t num_groups, num_channels;
   double eps;
 };
 
-// Batch statistics in training (running statistics updated with `momentum`, unbiased
-// variance), running statistics in eval. BatchNorm1d takes [N, C] or [N, C, L]; 2d [N, C, H, W].
+// Batch statistics in training (running statistics updated with `momentum` from the unbiased
+// batch variance, num_batches_tracked counted), running statistics in eval. Takes any
+// [N, C, ...]; BatchNorm1d takes [N, C] or [N, C, L] only and BatchNorm2d [N, C, H, W] only.
 class BatchNorm : public Module {
  public:
   BatchNorm(int64_t num_features, double eps = 1e-5, double momentum = 0.1, bool affine = true);
   Tensor forward(const Tensor& x) override;
-  Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+  Tensor weight, bias, running_mean, running_var, num_batches_tracked;  // the counter is i64 []
+  int64_t num_features;
   double eps, momentum;
-};
-using BatchNorm1d = BatchNorm;
-using BatchNorm2d = BatchNorm;
 
+ protected:
+  Tensor run(const char* layer, const Tensor& x);
+};
+
+class BatchNorm1d : public BatchNorm {
+ public:
+  using BatchNorm::BatchNorm;
+  Tensor forward(const Tensor& x) override;
+};
+
+class BatchNorm2d : public BatchNorm {
+ public:
+  using BatchNorm::BatchNorm;
+  Tensor forward(const Tensor& x) override;
+};
+
+// Statistics over the trailing dims normalized_shape; weight, bias of that shape.
 class LayerNorm : public Module {
  public:
   explicit LayerNorm(Shape normalized_shape, double eps = 1e-5, bool affine = true);
