@@ -4,6 +4,9 @@
 
 #include "ember/engine/dispatch.h"
 #include "ember/engine/loop_builder.h"
+#if EMBER_WITH_CUDA
+#include "ember/engine/cuda/bridge.h"
+#endif
 
 namespace ember {
 
@@ -18,13 +21,42 @@ bool broadcastable_to(const Shape& from, const Shape& to) {
 }
 }  // namespace
 
+#if EMBER_WITH_CUDA
+namespace {
+// Between the host and a GPU, or two GPUs: bytes move only between dense buffers of one dtype,
+// so the source is first made dense (and broadcast) on its own device, and a destination that
+// is not dense of that dtype receives through a dense buffer on its device.
+void copy_across_devices(const Tensor& dst, const Tensor& src) {
+  Tensor s = src.detach();
+  if (s.sizes() != dst.sizes()) s = s.expand(dst.sizes());
+  if (!s.is_contiguous()) {
+    Tensor dense = Tensor::empty(dst.sizes(), {.dtype = s.dtype(), .device = s.device()});
+    copy_into(dense, s);
+    s = dense;
+  }
+  const bool direct = dst.is_contiguous() && dst.dtype() == s.dtype();
+  Tensor landing = direct ? dst : Tensor::empty(dst.sizes(), {.dtype = s.dtype(), .device = dst.device()});
+  cuda::copy_bytes(landing.device_data(), landing.device(), s.device_data(), s.device(),
+                   static_cast<size_t>(s.numel()) * s.element_size());
+  if (!direct) copy_into(dst, landing);
+}
+}  // namespace
+#endif
+
 void copy_into(const Tensor& dst, const Tensor& src) {
-  EMBER_CHECK(dst.device() == src.device(), "copy: source on ", src.device().str(), ", destination on ",
-              dst.device().str(), "; move one with .to(device)");
-  EMBER_CHECK(dst.device().is_cpu(), "copy: the CUDA backend is not built into this ember");
   EMBER_CHECK(broadcastable_to(src.sizes(), dst.sizes()), "copy: source of shape ", shape_str(src.sizes()),
               " does not broadcast to destination shape ", shape_str(dst.sizes()));
   if (dst.numel() == 0) return;
+#if EMBER_WITH_CUDA
+  if (!(dst.device() == src.device())) return copy_across_devices(dst, src);
+  if (dst.device().is_cuda()) {
+    kernels::cuda::copy(cuda::elem_type(dst.dtype()), cuda::elem_type(src.dtype()),
+                        cuda::make_strided<2>(dst.sizes(), {&dst, &src}), cuda::stream_of(dst));
+    return;
+  }
+#endif
+  EMBER_CHECK(dst.device() == src.device(), "copy: source on ", src.device().str(), ", destination on ",
+              dst.device().str(), "; move one with .to(device)");
   // Same dtype, both contiguous, same size: one memcpy.
   if (dst.dtype() == src.dtype() && dst.is_contiguous() && src.is_contiguous() && dst.numel() == src.numel()) {
     std::memmove(dst.raw_data(), src.raw_data(), dst.numel() * dst.element_size());
@@ -41,8 +73,14 @@ void copy_into(const Tensor& dst, const Tensor& src) {
 }
 
 void fill_tensor(const Tensor& dst, double value) {
-  EMBER_CHECK(dst.device().is_cpu(), "fill: the CUDA backend is not built into this ember");
   if (dst.numel() == 0) return;
+#if EMBER_WITH_CUDA
+  if (dst.device().is_cuda()) {
+    kernels::cuda::fill(cuda::elem_type(dst.dtype()), cuda::make_strided<1>(dst.sizes(), {&dst}), value,
+                        cuda::stream_of(dst));
+    return;
+  }
+#endif
   dispatch_all(dst.dtype(), "fill", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T v = convert<T>(value);

@@ -51,6 +51,7 @@ Tensor linspace(double start, double end, int64_t steps, TensorOptions opts) {
       p[i] = static_cast<T>(2 * i < steps ? start + h * static_cast<double>(i)
                                           : end - h * static_cast<double>(steps - 1 - i));
   });
+  if (!opts.device.is_cpu()) t = t.to(opts.device);
   if (opts.requires_grad) t.requires_grad_(true);
   return t;
 }
@@ -63,6 +64,7 @@ Tensor eye(int64_t n, int64_t m, TensorOptions opts) {
     T* p = static_cast<T*>(t.raw_data());
     for (int64_t i = 0; i < std::min(n, m); ++i) p[i * m + i] = convert<T>(1.0);
   });
+  if (!opts.device.is_cpu()) t = t.to(opts.device);
   if (opts.requires_grad) t.requires_grad_(true);
   return t;
 }

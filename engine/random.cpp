@@ -12,27 +12,17 @@
 #include "ember/engine/dispatch.h"
 #include "ember/engine/factory.h"
 #include "ember/kernels/cpu/parallel.h"
+#include "ember/kernels/cuda/random.h"
+#if EMBER_WITH_CUDA
+#include "ember/engine/cuda/bridge.h"
+#endif
 
 namespace ember {
 
 namespace philox {
 std::array<uint32_t, 4> block(uint64_t counter_lo, uint64_t counter_hi, uint64_t key) {
-  constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
-  uint32_t c0 = static_cast<uint32_t>(counter_lo), c1 = static_cast<uint32_t>(counter_lo >> 32);
-  uint32_t c2 = static_cast<uint32_t>(counter_hi), c3 = static_cast<uint32_t>(counter_hi >> 32);
-  uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
-  for (int r = 0; r < 10; ++r) {
-    uint64_t p0 = static_cast<uint64_t>(M0) * c0, p1 = static_cast<uint64_t>(M1) * c2;
-    uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
-    uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
-    c0 = hi1 ^ c1 ^ k0;
-    c1 = lo1;
-    c2 = hi0 ^ c3 ^ k1;
-    c3 = lo0;
-    k0 += W0;
-    k1 += W1;
-  }
-  return {c0, c1, c2, c3};
+  const Words w = philox4x32_10(counter_lo, counter_hi, key);
+  return {w.w[0], w.w[1], w.w[2], w.w[3]};
 }
 }  // namespace philox
 
@@ -99,6 +89,23 @@ void fill_normal(T* out, int64_t n, double mean, double std, Generator& g) {
   }
 }
 
+// A uniform or normal draw made on the GPU: the same counters reserved as the CPU reserves, the
+// same words per counter (kernels/cuda/random.cu).
+Tensor draw_on_gpu(bool normal, const Shape& sizes, double a, double b, const TensorOptions& opts, Generator& g) {
+  const char* op = normal ? "normal" : "uniform";
+  dispatch_floating(opts.dtype, op, [](auto) {});
+  Tensor t = Tensor::empty(sizes, {.dtype = opts.dtype, .device = opts.device});
+#if EMBER_WITH_CUDA
+  const int64_t n = t.numel(), k = opts.dtype == DType::f32 ? 4 : 2;
+  const uint64_t base = g.reserve(static_cast<uint64_t>((n + k - 1) / k));
+  const auto et = cuda::elem_type(opts.dtype);
+  if (normal) kernels::cuda::philox_normal(et, t.device_data(), n, a, b, g.seed(), base, cuda::stream_of(t));
+  else kernels::cuda::philox_uniform(et, t.device_data(), n, a, b, g.seed(), base, cuda::stream_of(t));
+#endif
+  if (opts.requires_grad) t.requires_grad_(true);
+  return t;
+}
+
 Tensor finish(Tensor t, const TensorOptions& opts) {
   if (!opts.device.is_cpu()) t = t.to(opts.device);
   if (opts.requires_grad) t.requires_grad_(true);
@@ -108,6 +115,7 @@ Tensor finish(Tensor t, const TensorOptions& opts) {
 
 Tensor uniform(const Shape& sizes, double low, double high, TensorOptions opts, Generator* gen) {
   EMBER_CHECK(low <= high, "uniform: low ", low, " > high ", high);
+  if (opts.device.is_cuda()) return draw_on_gpu(false, sizes, low, high, opts, pick(gen));
   Tensor t = Tensor::empty(sizes, {.dtype = opts.dtype});
   dispatch_floating(opts.dtype, "uniform", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -119,6 +127,7 @@ Tensor rand(const Shape& sizes, TensorOptions opts, Generator* gen) { return uni
 
 Tensor normal(const Shape& sizes, double mean, double std, TensorOptions opts, Generator* gen) {
   EMBER_CHECK(std >= 0, "normal: std must be >= 0, got ", std);
+  if (opts.device.is_cuda()) return draw_on_gpu(true, sizes, mean, std, opts, pick(gen));
   Tensor t = Tensor::empty(sizes, {.dtype = opts.dtype});
   dispatch_floating(opts.dtype, "normal", [&](auto tag) {
     using T = typename decltype(tag)::type;

@@ -6,17 +6,14 @@
 #include <cstdint>
 
 #include "ember/engine/tensor.h"
+#include "ember/kernels/philox.h"
 
 namespace ember {
 
 namespace philox {
-// One Philox 4x32-10 block: four 32-bit outputs for a 128-bit counter and a 64-bit key.
+// One Philox 4x32-10 block: four 32-bit outputs for a 128-bit counter and a 64-bit key (the
+// function shared with the GPU kernels is in kernels/philox.h).
 std::array<uint32_t, 4> block(uint64_t counter_lo, uint64_t counter_hi, uint64_t key);
-inline float to_unit_float(uint32_t x) { return static_cast<float>(x >> 8) * (1.0f / 16777216.0f); }   // [0,1)
-inline double to_unit_double(uint32_t a, uint32_t b) {  // [0,1), 53 random bits
-  uint64_t v = (static_cast<uint64_t>(a) << 21) ^ static_cast<uint64_t>(b >> 11);
-  return static_cast<double>(v & ((1ull << 53) - 1)) * (1.0 / 9007199254740992.0);
-}
 }  // namespace philox
 
 class Generator {

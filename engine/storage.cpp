@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <new>
 
+#include "ember/engine/cuda/runtime.h"
 #include "ember/engine/error.h"
 
 namespace ember {
@@ -19,8 +20,13 @@ void* host_alloc(size_t nbytes) {
 void host_free(void* p) { std::free(p); }
 
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
-  EMBER_CHECK(device.is_cpu(), "cannot allocate on ", device.str(),
-              ": this ember was built without the CUDA backend (configure with -DEMBER_CUDA=ON where nvcc exists)");
+  if (device.is_cuda()) {
+    cuda::check_device(device, "allocate");
+    const int index = device.index;
+    data_ = cuda::device_alloc(nbytes, index);
+    deleter_ = [index](void* p) { cuda::device_free(p, index); };
+    return;
+  }
   data_ = host_alloc(nbytes);
   deleter_ = host_free;
 }

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "ember/engine/autograd/engine.h"
+#include "ember/engine/autograd/graph_export.h"
 #include "ember/engine/autograd/grad_mode.h"
 #include "ember/engine/autograd/node.h"
 #include "ember/engine/copy.h"
@@ -97,7 +98,18 @@ std::string Tensor::str() const {
 }
 
 void* Tensor::raw_data() const {
-  EMBER_CHECK(device().is_cpu(), "host access to a tensor on ", device().str(), ": copy it with .to(Device::cpu())");
+  if (!device().is_cpu()) {
+    // CPU kernels read through here, so a GPU tensor reaching one means the op has no CUDA path.
+    const char* op = trace::current_op();
+    if (op)
+      EMBER_FAIL(op, ": this op has no CUDA kernel yet (its input ", str(),
+                 " lives on the GPU); move the inputs to the CPU with .to(Device::cpu()) for this op");
+    EMBER_FAIL("host access to a tensor on ", device().str(), " (", str(), "): copy it with .to(Device::cpu())");
+  }
+  return device_data();
+}
+
+void* Tensor::device_data() const {
   return static_cast<char*>(storage()->data()) + offset() * static_cast<int64_t>(element_size());
 }
 

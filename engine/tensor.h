@@ -82,7 +82,8 @@ class Tensor {
   std::string str() const;  // "f32[2, 3] cpu"
 
   // ---- data ----
-  void* raw_data() const;  // pointer to element 0 of this view
+  void* raw_data() const;  // host pointer to element 0 of this view (an error for a GPU tensor)
+  void* device_data() const;  // pointer to element 0 wherever the tensor lives (for GPU kernels)
   template <typename T>
   T* data() const {
     EMBER_CHECK(dtype_of<T>::value == dtype(), "Tensor::data<", dtype_name(dtype_of<T>::value),

@@ -6,6 +6,10 @@
 #include "ember/engine/dispatch.h"
 #include "ember/engine/factory.h"
 #include "ember/kernels/cpu/parallel.h"
+#include "ember/kernels/cuda/optim.h"
+#if EMBER_WITH_CUDA
+#include "ember/engine/cuda/bridge.h"
+#endif
 
 namespace ember::nn {
 
@@ -106,6 +110,7 @@ void Adam::step() {
   ++steps_;
   const double bc1 = 1 - std::pow(opts.beta1, static_cast<double>(steps_));
   const double bc2 = 1 - std::pow(opts.beta2, static_cast<double>(steps_));
+  if (!params_.empty() && params_[0].device().is_cuda()) return step_gpu(bc1, bc2);
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
@@ -126,6 +131,41 @@ void Adam::step() {
       }
     });
   }
+}
+
+// On the GPU: the parameters that have gradients, batched 32 to a launch of the fused kernel
+// (kernels/cuda/optim.cu), which applies the update above elementwise.
+void Adam::step_gpu(double bc1, double bc2) {
+  kernels::cuda::AdamStep st{opts.beta1, opts.beta2, opts.eps, opts.weight_decay, lr / bc1, 1 / std::sqrt(bc2),
+                             1 - lr * opts.weight_decay, decoupled_};
+  std::vector<kernels::cuda::AdamTensor> batch;
+  std::vector<Tensor> keep;  // contiguous gradients live until their launch is queued
+  DType dtype = params_[0].dtype();
+  Device device = params_[0].device();
+  auto flush = [&] {
+#if EMBER_WITH_CUDA
+    kernels::cuda::adam_step(cuda::elem_type(dtype), batch.data(), static_cast<int>(batch.size()), st,
+                             cuda::stream(device.index));
+#endif
+    batch.clear();
+    keep.clear();
+  };
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& p = params_[i];
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    EMBER_CHECK(p.device() == device && p.dtype() == dtype, name_, ": the fused GPU step needs every parameter on one "
+                "device with one dtype; parameter ", i, " is ", p.str(), ", parameter 0 is ", params_[0].str());
+    EMBER_CHECK(p.is_contiguous(), name_, ": parameter ", p.str(), " is not contiguous");
+    EMBER_CHECK(g.sizes() == p.sizes(), name_, ": gradient ", g.str(), " does not match parameter ", p.str());
+    Tensor gc = (g.dtype() == dtype ? g : g.to(dtype)).contiguous();
+    Tensor m = slot(i, "exp_avg"), v = slot(i, "exp_avg_sq");
+    keep.push_back(gc);
+    batch.push_back({p.device_data(), gc.device_data(), m.device_data(), v.device_data(), p.numel()});
+    p.bump_version();
+    if (batch.size() == static_cast<size_t>(kernels::cuda::kMaxTensorsPerLaunch)) flush();
+  }
+  if (!batch.empty()) flush();
 }
 
 Adamax::Adamax(std::vector<Tensor> params, AdamOptions o) : Optimizer(std::move(params), o.lr, "Adamax"), opts(o) {}

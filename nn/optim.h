@@ -58,6 +58,7 @@ class Adam : public Optimizer {
   AdamOptions opts;
 
  private:
+  void step_gpu(double bc1, double bc2);  // the fused multi-tensor kernel
   bool decoupled_;
 };
 class AdamW : public Adam {

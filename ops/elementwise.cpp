@@ -15,12 +15,28 @@
 #include "ember/engine/factory.h"
 #include "ember/engine/loop_builder.h"
 #include "ember/kernels/cpu/fast_math.h"
+#include "ember/kernels/cuda/elementwise.h"
 #include "ember/ops/reduce.h"
+#if EMBER_WITH_CUDA
+#include "ember/engine/cuda/bridge.h"
+#endif
 
 namespace ember {
 
 using autograd::record;
 namespace cpu = kernels::cpu;
+namespace kc = kernels::cuda;
+
+// Which CUDA kernel computes an op on the GPU, with the op's scalars; the CPU lambda beside it
+// computes the same formula (kernels/cuda/unary.cu, binary.cu).
+struct GpuUnary {
+  kc::UnaryOp op;
+  double p0 = 0, p1 = 0;
+};
+struct GpuBinary {
+  kc::BinaryOp op;
+  double p0 = 0, p1 = 0;
+};
 
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
   const size_t n = std::max(a.size(), b.size());
@@ -59,10 +75,19 @@ Tensor reduce_to(const Tensor& g, const Tensor& like) {
 
 // out = f(a) in a's floating dtype.
 template <typename F>
-Tensor unary(const char* op, const Tensor& a, const F& f) {
+Tensor unary(const char* op, const Tensor& a, GpuUnary gpu, const F& f) {
   EMBER_CHECK(a.defined(), op, ": input is undefined");
   trace::OpTimer timer(op, {a});
   Tensor out = Tensor::empty(a.sizes(), options_of(a));
+#if EMBER_WITH_CUDA
+  if (a.device().is_cuda()) {
+    dispatch_floating(a.dtype(), op, [](auto) {});  // the CPU's dtype error
+    kc::unary(gpu.op, cuda::elem_type(a.dtype()), cuda::make_strided<2>(a.sizes(), {&out, &a}), gpu.p0, gpu.p1,
+              cuda::stream_of(a));
+    timer.set_output(out);
+    return out;
+  }
+#endif
   dispatch_floating(a.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     cpu::map<T, T>(make_loop<2>(a.sizes(), {&out, &a}), [&](T x) -> T { return f(x); });
@@ -73,13 +98,23 @@ Tensor unary(const char* op, const Tensor& a, const F& f) {
 
 // out = f(a, b) in the promoted dtype (numeric types; floating only when floating_only).
 template <typename F>
-Tensor binary(const char* op, const Tensor& a, const Tensor& b, const F& f, bool floating_only = false) {
+Tensor binary(const char* op, const Tensor& a, const Tensor& b, GpuBinary gpu, const F& f, bool floating_only = false) {
   check_devices(op, a, b);
   trace::OpTimer timer(op, {a, b});
   const Shape shape = broadcast_shapes(a.sizes(), b.sizes(), op);
   const DType dt = promote_types(a.dtype(), b.dtype());
   Tensor A = as_dtype(a, dt), B = as_dtype(b, dt);
   Tensor out = Tensor::empty(shape, {.dtype = dt, .device = a.device()});
+#if EMBER_WITH_CUDA
+  if (a.device().is_cuda()) {
+    if (floating_only) dispatch_floating(dt, op, [](auto) {});  // the CPU's dtype errors
+    else dispatch_numeric(dt, op, [](auto) {});
+    kc::binary(gpu.op, cuda::elem_type(dt), cuda::make_strided<3>(shape, {&out, &A, &B}), gpu.p0, gpu.p1,
+               cuda::stream_of(a));
+    timer.set_output(out);
+    return out;
+  }
+#endif
   auto body = [&](auto tag) {
     using T = typename decltype(tag)::type;
     cpu::map<T, T, T>(make_loop<3>(shape, {&out, &A, &B}), [&](T x, T y) -> T { return f(x, y); });
@@ -92,13 +127,20 @@ Tensor binary(const char* op, const Tensor& a, const Tensor& b, const F& f, bool
 
 // bool out = f(a, b), compared in the promoted dtype.
 template <typename F>
-Tensor compare(const char* op, const Tensor& a, const Tensor& b, const F& f) {
+Tensor compare(const char* op, const Tensor& a, const Tensor& b, kc::CompareOp gpu, const F& f) {
   check_devices(op, a, b);
   const Shape shape = broadcast_shapes(a.sizes(), b.sizes(), op);
   DType dt = promote_types(a.dtype(), b.dtype());
   if (dt == DType::boolean) dt = DType::u8;
   Tensor A = as_dtype(a, dt), B = as_dtype(b, dt);
   Tensor out = Tensor::empty(shape, {.dtype = DType::boolean, .device = a.device()});
+#if EMBER_WITH_CUDA
+  if (a.device().is_cuda()) {
+    dispatch_numeric(dt, op, [](auto) {});
+    kc::compare(gpu, cuda::elem_type(dt), cuda::make_strided<3>(shape, {&out, &A, &B}), cuda::stream_of(a));
+    return out;
+  }
+#endif
   dispatch_numeric(dt, op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     cpu::map<bool, T, T>(make_loop<3>(shape, {&out, &A, &B}), [&](T x, T y) -> bool { return f(x, y); });
@@ -131,7 +173,7 @@ bool wants(const Tensor& t) { return t.defined() && t.requires_grad(); }
 // arithmetic
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  Tensor y = binary("add", a, b, [](auto x, auto z) { return x + z; });
+  Tensor y = binary("add", a, b, {kc::BinaryOp::add}, [](auto x, auto z) { return x + z; });
   record("add", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
     return TensorList{ra ? reduce_to(g[0], a) : Tensor(), rb ? reduce_to(g[0], b) : Tensor()};
   });
@@ -139,7 +181,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
-  Tensor y = binary("sub", a, b, [](auto x, auto z) { return x - z; });
+  Tensor y = binary("sub", a, b, {kc::BinaryOp::sub}, [](auto x, auto z) { return x - z; });
   record("sub", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
     return TensorList{ra ? reduce_to(g[0], a) : Tensor(), rb ? reduce_to(neg(g[0]), b) : Tensor()};
   });
@@ -147,7 +189,7 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
-  Tensor y = binary("mul", a, b, [](auto x, auto z) { return x * z; });
+  Tensor y = binary("mul", a, b, {kc::BinaryOp::mul}, [](auto x, auto z) { return x * z; });
   record("mul", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
     return TensorList{ra ? reduce_to(mul(g[0], b), a) : Tensor(), rb ? reduce_to(mul(g[0], a), b) : Tensor()};
   }, {a, b});
@@ -155,7 +197,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
-  Tensor y = binary("div", a, b, [](auto x, auto z) { return x / z; }, /*floating_only=*/true);
+  Tensor y = binary("div", a, b, {kc::BinaryOp::div}, [](auto x, auto z) { return x / z; }, /*floating_only=*/true);
   record("div", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
     // d(a/b)/db = -a / b^2
     return TensorList{ra ? reduce_to(div(g[0], b), a) : Tensor(),
@@ -165,20 +207,20 @@ Tensor div(const Tensor& a, const Tensor& b) {
 }
 
 Tensor add(const Tensor& a, double s) {
-  Tensor y = unary("add", a, [s](auto x) { return x + static_cast<decltype(x)>(s); });
+  Tensor y = unary("add", a, {kc::UnaryOp::add_scalar, s}, [s](auto x) { return x + static_cast<decltype(x)>(s); });
   record("add_scalar", {a}, y, [](const TensorList& g, const TensorList&) { return TensorList{g[0]}; });
   return y;
 }
 Tensor sub(const Tensor& a, double s) { return add(a, -s); }
 
 Tensor rsub(const Tensor& a, double s) {
-  Tensor y = unary("rsub", a, [s](auto x) { return static_cast<decltype(x)>(s) - x; });
+  Tensor y = unary("rsub", a, {kc::UnaryOp::rsub_scalar, s}, [s](auto x) { return static_cast<decltype(x)>(s) - x; });
   record("rsub_scalar", {a}, y, [](const TensorList& g, const TensorList&) { return TensorList{neg(g[0])}; });
   return y;
 }
 
 Tensor mul(const Tensor& a, double s) {
-  Tensor y = unary("mul", a, [s](auto x) { return x * static_cast<decltype(x)>(s); });
+  Tensor y = unary("mul", a, {kc::UnaryOp::mul_scalar, s}, [s](auto x) { return x * static_cast<decltype(x)>(s); });
   record("mul_scalar", {a}, y, [s](const TensorList& g, const TensorList&) { return TensorList{mul(g[0], s)}; });
   return y;
 }
@@ -187,13 +229,13 @@ Tensor div(const Tensor& a, double s) { return mul(a, 1.0 / s); }
 Tensor rdiv(const Tensor& a, double s) { return mul(reciprocal(a), s); }
 
 Tensor neg(const Tensor& a) {
-  Tensor y = unary("neg", a, [](auto x) { return -x; });
+  Tensor y = unary("neg", a, {kc::UnaryOp::neg}, [](auto x) { return -x; });
   record("neg", {a}, y, [](const TensorList& g, const TensorList&) { return TensorList{neg(g[0])}; });
   return y;
 }
 
 Tensor pow(const Tensor& a, const Tensor& e) {
-  Tensor y = binary("pow", a, e, [](auto x, auto z) { return std::pow(x, z); }, true);
+  Tensor y = binary("pow", a, e, {kc::BinaryOp::pow}, [](auto x, auto z) { return std::pow(x, z); }, true);
   record("pow", {a, e}, y, [a, e, ra = wants(a), re = wants(e)](const TensorList& g, const TensorList& out) {
     // d/da = e a^(e-1);  d/de = a^e log a
     return TensorList{ra ? reduce_to(mul(g[0], mul(e, pow(a, sub(e, 1.0)))), a) : Tensor(),
@@ -205,7 +247,7 @@ Tensor pow(const Tensor& a, const Tensor& e) {
 Tensor pow(const Tensor& a, double p) {
   if (p == 1.0) return mul(a, 1.0);
   if (p == 2.0) return square(a);
-  Tensor y = unary("pow", a, [p](auto x) { return std::pow(x, static_cast<decltype(x)>(p)); });
+  Tensor y = unary("pow", a, {kc::UnaryOp::pow_scalar, p}, [p](auto x) { return std::pow(x, static_cast<decltype(x)>(p)); });
   record("pow_scalar", {a}, y, [a, p](const TensorList& g, const TensorList&) {
     return TensorList{mul(g[0], mul(pow(a, p - 1.0), p))};
   }, {a});
@@ -214,7 +256,7 @@ Tensor pow(const Tensor& a, double p) {
 
 // Ties send half the gradient each way, so max(a, a) has gradient 1 (as PyTorch).
 Tensor maximum(const Tensor& a, const Tensor& b) {
-  Tensor y = binary("maximum", a, b, [](auto x, auto z) { return (x > z || x != x) ? x : z; }  /* NaN wins */);
+  Tensor y = binary("maximum", a, b, {kc::BinaryOp::maximum}, [](auto x, auto z) { return (x > z || x != x) ? x : z; }  /* NaN wins */);
   record("maximum", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
     Tensor share_a = add(gt(a, b).to(g[0].dtype()), mul(eq(a, b).to(g[0].dtype()), 0.5));
     return TensorList{ra ? reduce_to(mul(g[0], share_a), a) : Tensor(),
@@ -224,7 +266,7 @@ Tensor maximum(const Tensor& a, const Tensor& b) {
 }
 
 Tensor minimum(const Tensor& a, const Tensor& b) {
-  Tensor y = binary("minimum", a, b, [](auto x, auto z) { return (x < z || x != x) ? x : z; });
+  Tensor y = binary("minimum", a, b, {kc::BinaryOp::minimum}, [](auto x, auto z) { return (x < z || x != x) ? x : z; });
   record("minimum", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
     Tensor share_a = add(lt(a, b).to(g[0].dtype()), mul(eq(a, b).to(g[0].dtype()), 0.5));
     return TensorList{ra ? reduce_to(mul(g[0], share_a), a) : Tensor(),
@@ -237,27 +279,27 @@ Tensor minimum(const Tensor& a, const Tensor& b) {
 // math: y = f(a), then dy/da written in ops (using y where it is cheaper)
 
 Tensor exp(const Tensor& a) {
-  Tensor y = unary("exp", a, [](auto x) { return cpu::fast_exp(x); });
+  Tensor y = unary("exp", a, {kc::UnaryOp::exp}, [](auto x) { return cpu::fast_exp(x); });
   record("exp", {a}, y, [](const TensorList& g, const TensorList& out) { return TensorList{mul(g[0], out[0])}; }, {},
          true);
   return y;
 }
 
 Tensor log(const Tensor& a) {
-  Tensor y = unary("log", a, [](auto x) { return std::log(x); });
+  Tensor y = unary("log", a, {kc::UnaryOp::log}, [](auto x) { return std::log(x); });
   record("log", {a}, y, [a](const TensorList& g, const TensorList&) { return TensorList{div(g[0], a)}; }, {a});
   return y;
 }
 
 Tensor log1p(const Tensor& a) {
-  Tensor y = unary("log1p", a, [](auto x) { return std::log1p(x); });
+  Tensor y = unary("log1p", a, {kc::UnaryOp::log1p}, [](auto x) { return std::log1p(x); });
   record("log1p", {a}, y, [a](const TensorList& g, const TensorList&) { return TensorList{div(g[0], add(a, 1.0))}; },
          {a});
   return y;
 }
 
 Tensor expm1(const Tensor& a) {
-  Tensor y = unary("expm1", a, [](auto x) { return std::expm1(x); });
+  Tensor y = unary("expm1", a, {kc::UnaryOp::expm1}, [](auto x) { return std::expm1(x); });
   record("expm1", {a}, y, [](const TensorList& g, const TensorList& out) {
     return TensorList{mul(g[0], add(out[0], 1.0))};
   }, {}, true);
@@ -265,7 +307,7 @@ Tensor expm1(const Tensor& a) {
 }
 
 Tensor sqrt(const Tensor& a) {
-  Tensor y = unary("sqrt", a, [](auto x) { return std::sqrt(x); });
+  Tensor y = unary("sqrt", a, {kc::UnaryOp::sqrt}, [](auto x) { return std::sqrt(x); });
   record("sqrt", {a}, y, [](const TensorList& g, const TensorList& out) {
     return TensorList{div(g[0], mul(out[0], 2.0))};
   }, {}, true);
@@ -273,7 +315,7 @@ Tensor sqrt(const Tensor& a) {
 }
 
 Tensor rsqrt(const Tensor& a) {
-  Tensor y = unary("rsqrt", a, [](auto x) { return decltype(x)(1) / std::sqrt(x); });
+  Tensor y = unary("rsqrt", a, {kc::UnaryOp::rsqrt}, [](auto x) { return decltype(x)(1) / std::sqrt(x); });
   record("rsqrt", {a}, y, [a](const TensorList& g, const TensorList& out) {
     // d a^(-1/2) = -1/2 a^(-3/2) = -1/2 y / a
     return TensorList{mul(g[0], mul(div(out[0], a), -0.5))};
@@ -282,30 +324,30 @@ Tensor rsqrt(const Tensor& a) {
 }
 
 Tensor abs(const Tensor& a) {
-  Tensor y = unary("abs", a, [](auto x) { return std::abs(x); });
+  Tensor y = unary("abs", a, {kc::UnaryOp::abs}, [](auto x) { return std::abs(x); });
   record("abs", {a}, y, [a](const TensorList& g, const TensorList&) { return TensorList{mul(g[0], sign(a))}; }, {a});
   return y;
 }
 
 Tensor sign(const Tensor& a) {
-  return unary("sign", a, [](auto x) { using T = decltype(x); return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0)); });
+  return unary("sign", a, {kc::UnaryOp::sign}, [](auto x) { using T = decltype(x); return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0)); });
 }
 
 Tensor sin(const Tensor& a) {
-  Tensor y = unary("sin", a, [](auto x) { return std::sin(x); });
+  Tensor y = unary("sin", a, {kc::UnaryOp::sin}, [](auto x) { return std::sin(x); });
   record("sin", {a}, y, [a](const TensorList& g, const TensorList&) { return TensorList{mul(g[0], cos(a))}; }, {a});
   return y;
 }
 
 Tensor cos(const Tensor& a) {
-  Tensor y = unary("cos", a, [](auto x) { return std::cos(x); });
+  Tensor y = unary("cos", a, {kc::UnaryOp::cos}, [](auto x) { return std::cos(x); });
   record("cos", {a}, y, [a](const TensorList& g, const TensorList&) { return TensorList{neg(mul(g[0], sin(a)))}; },
          {a});
   return y;
 }
 
 Tensor tanh(const Tensor& a) {
-  Tensor y = unary("tanh", a, [](auto x) {
+  Tensor y = unary("tanh", a, {kc::UnaryOp::tanh}, [](auto x) {
     using T = decltype(x);
     if constexpr (std::is_same_v<T, double>) {
       return std::tanh(x);
@@ -326,7 +368,7 @@ Tensor tanh(const Tensor& a) {
 }
 
 Tensor erf(const Tensor& a) {
-  Tensor y = unary("erf", a, [](auto x) { return std::erf(x); });
+  Tensor y = unary("erf", a, {kc::UnaryOp::erf}, [](auto x) { return std::erf(x); });
   record("erf", {a}, y, [a](const TensorList& g, const TensorList&) {
     return TensorList{mul(g[0], mul(exp(neg(square(a))), 2.0 / std::sqrt(std::numbers::pi)))};
   }, {a});
@@ -334,14 +376,14 @@ Tensor erf(const Tensor& a) {
 }
 
 Tensor square(const Tensor& a) {
-  Tensor y = unary("square", a, [](auto x) { return x * x; });
+  Tensor y = unary("square", a, {kc::UnaryOp::square}, [](auto x) { return x * x; });
   record("square", {a}, y, [a](const TensorList& g, const TensorList&) { return TensorList{mul(g[0], mul(a, 2.0))}; },
          {a});
   return y;
 }
 
 Tensor reciprocal(const Tensor& a) {
-  Tensor y = unary("reciprocal", a, [](auto x) { return decltype(x)(1) / x; });
+  Tensor y = unary("reciprocal", a, {kc::UnaryOp::reciprocal}, [](auto x) { return decltype(x)(1) / x; });
   record("reciprocal", {a}, y, [](const TensorList& g, const TensorList& out) {
     return TensorList{neg(mul(g[0], square(out[0])))};
   }, {}, true);
@@ -351,7 +393,7 @@ Tensor reciprocal(const Tensor& a) {
 Tensor clamp(const Tensor& a, std::optional<double> lo, std::optional<double> hi) {
   EMBER_CHECK(!lo || !hi || *lo <= *hi, "clamp: min ", *lo, " > max ", *hi);
   const double l = lo.value_or(-INFINITY), h = hi.value_or(INFINITY);
-  Tensor y = unary("clamp", a, [l, h](auto x) {
+  Tensor y = unary("clamp", a, {kc::UnaryOp::clamp, l, h}, [l, h](auto x) {
     using T = decltype(x);
     return x < T(l) ? T(l) : (x > T(h) ? T(h) : x);
   });
@@ -376,7 +418,7 @@ T sigmoid_value(T x) {
 }  // namespace
 
 Tensor sigmoid(const Tensor& a) {
-  Tensor y = unary("sigmoid", a, [](auto x) { return sigmoid_value(x); });
+  Tensor y = unary("sigmoid", a, {kc::UnaryOp::sigmoid}, [](auto x) { return sigmoid_value(x); });
   record("sigmoid", {a}, y, [](const TensorList& g, const TensorList& out) {
     return TensorList{mul(g[0], mul(out[0], rsub(out[0], 1.0)))};
   }, {}, true);
@@ -385,7 +427,7 @@ Tensor sigmoid(const Tensor& a) {
 
 Tensor logsigmoid(const Tensor& a) {
   // log sigmoid(x) = min(x, 0) - log1p(exp(-|x|))
-  Tensor y = unary("logsigmoid", a, [](auto x) {
+  Tensor y = unary("logsigmoid", a, {kc::UnaryOp::logsigmoid}, [](auto x) {
     using T = decltype(x);
     return std::min(x, T(0)) - cpu::log1p_unit(cpu::fast_exp(-std::abs(x)));
   });
@@ -396,7 +438,7 @@ Tensor logsigmoid(const Tensor& a) {
 }
 
 Tensor relu(const Tensor& a) {
-  Tensor y = unary("relu", a, [](auto x) { using T = decltype(x); return x > T(0) ? x : T(0); });
+  Tensor y = unary("relu", a, {kc::UnaryOp::relu}, [](auto x) { using T = decltype(x); return x > T(0) ? x : T(0); });
   record("relu", {a}, y, [a](const TensorList& g, const TensorList&) {
     return TensorList{mul(g[0], gt(a, 0.0).to(g[0].dtype()))};
   }, {a});
@@ -404,7 +446,7 @@ Tensor relu(const Tensor& a) {
 }
 
 Tensor leaky_relu(const Tensor& a, double slope) {
-  Tensor y = unary("leaky_relu", a, [slope](auto x) { using T = decltype(x); return x > T(0) ? x : x * T(slope); });
+  Tensor y = unary("leaky_relu", a, {kc::UnaryOp::leaky_relu, slope}, [slope](auto x) { using T = decltype(x); return x > T(0) ? x : x * T(slope); });
   record("leaky_relu", {a}, y, [a, slope](const TensorList& g, const TensorList&) {
     Tensor pos = gt(a, 0.0).to(g[0].dtype());  // 1 or 0
     return TensorList{mul(g[0], add(mul(pos, 1.0 - slope), slope))};
@@ -413,7 +455,7 @@ Tensor leaky_relu(const Tensor& a, double slope) {
 }
 
 Tensor elu(const Tensor& a, double alpha) {
-  Tensor y = unary("elu", a, [alpha](auto x) { using T = decltype(x); return x > T(0) ? x : T(alpha) * std::expm1(x); });
+  Tensor y = unary("elu", a, {kc::UnaryOp::elu, alpha}, [alpha](auto x) { using T = decltype(x); return x > T(0) ? x : T(alpha) * std::expm1(x); });
   record("elu", {a}, y, [a, alpha](const TensorList& g, const TensorList&) {
     // 1 for a > 0, alpha e^a below
     Tensor slope = where(gt(a, 0.0), ones_like(a), mul(exp(a), alpha));
@@ -424,7 +466,7 @@ Tensor elu(const Tensor& a, double alpha) {
 
 Tensor softplus(const Tensor& a, double beta, double threshold) {
   EMBER_CHECK(beta > 0, "softplus: beta must be > 0, got ", beta);
-  Tensor y = unary("softplus", a, [beta, threshold](auto x) {
+  Tensor y = unary("softplus", a, {kc::UnaryOp::softplus, beta, threshold}, [beta, threshold](auto x) {
     using T = decltype(x);
     T bx = x * T(beta);
     // log1p(exp(bx)) computed as max(bx,0) + log1p(exp(-|bx|)): no overflow, full precision
@@ -441,7 +483,7 @@ Tensor softplus(const Tensor& a, double beta, double threshold) {
 // of every softplus network's backward, and under create_graph (DDE) it is differentiated
 // again, so its own backward is written out too.
 Tensor softplus_backward(const Tensor& g, const Tensor& a, double beta, double threshold) {
-  Tensor out = binary("softplus_backward", g, a, [beta, threshold](auto gv, auto x) {
+  Tensor out = binary("softplus_backward", g, a, {kc::BinaryOp::softplus_backward, beta, threshold}, [beta, threshold](auto gv, auto x) {
     using T = decltype(x);
     if constexpr (!std::is_floating_point_v<T>) {
       return gv;  // never reached: floating_only rejects integer dtypes before the kernel
@@ -466,7 +508,7 @@ Tensor softplus_backward(const Tensor& g, const Tensor& a, double beta, double t
 }
 
 Tensor silu(const Tensor& a) {
-  Tensor y = unary("silu", a, [](auto x) { return x * sigmoid_value(x); });
+  Tensor y = unary("silu", a, {kc::UnaryOp::silu}, [](auto x) { return x * sigmoid_value(x); });
   record("silu", {a}, y, [a](const TensorList& g, const TensorList&) {
     // d/da a s(a) = s (1 + a (1 - s))
     Tensor s = sigmoid(a);
@@ -476,7 +518,7 @@ Tensor silu(const Tensor& a) {
 }
 
 Tensor gelu(const Tensor& a) {
-  Tensor y = unary("gelu", a, [](auto x) {
+  Tensor y = unary("gelu", a, {kc::UnaryOp::gelu}, [](auto x) {
     using T = decltype(x);
     return T(0.5) * x * (T(1) + std::erf(x * T(std::numbers::sqrt2 / 2)));
   });
@@ -492,12 +534,12 @@ Tensor gelu(const Tensor& a) {
 // ------------------------------------------------------------------------------------------
 // comparisons and selection
 
-Tensor eq(const Tensor& a, const Tensor& b) { return compare("eq", a, b, [](auto x, auto y) { return x == y; }); }
-Tensor ne(const Tensor& a, const Tensor& b) { return compare("ne", a, b, [](auto x, auto y) { return x != y; }); }
-Tensor lt(const Tensor& a, const Tensor& b) { return compare("lt", a, b, [](auto x, auto y) { return x < y; }); }
-Tensor le(const Tensor& a, const Tensor& b) { return compare("le", a, b, [](auto x, auto y) { return x <= y; }); }
-Tensor gt(const Tensor& a, const Tensor& b) { return compare("gt", a, b, [](auto x, auto y) { return x > y; }); }
-Tensor ge(const Tensor& a, const Tensor& b) { return compare("ge", a, b, [](auto x, auto y) { return x >= y; }); }
+Tensor eq(const Tensor& a, const Tensor& b) { return compare("eq", a, b, kc::CompareOp::eq, [](auto x, auto y) { return x == y; }); }
+Tensor ne(const Tensor& a, const Tensor& b) { return compare("ne", a, b, kc::CompareOp::ne, [](auto x, auto y) { return x != y; }); }
+Tensor lt(const Tensor& a, const Tensor& b) { return compare("lt", a, b, kc::CompareOp::lt, [](auto x, auto y) { return x < y; }); }
+Tensor le(const Tensor& a, const Tensor& b) { return compare("le", a, b, kc::CompareOp::le, [](auto x, auto y) { return x <= y; }); }
+Tensor gt(const Tensor& a, const Tensor& b) { return compare("gt", a, b, kc::CompareOp::gt, [](auto x, auto y) { return x > y; }); }
+Tensor ge(const Tensor& a, const Tensor& b) { return compare("ge", a, b, kc::CompareOp::ge, [](auto x, auto y) { return x >= y; }); }
 Tensor eq(const Tensor& a, double s) { return eq(a, compare_scalar(a, s)); }
 Tensor ne(const Tensor& a, double s) { return ne(a, compare_scalar(a, s)); }
 Tensor lt(const Tensor& a, double s) { return lt(a, compare_scalar(a, s)); }
@@ -507,14 +549,14 @@ Tensor ge(const Tensor& a, double s) { return ge(a, compare_scalar(a, s)); }
 
 Tensor logical_not(const Tensor& a) { return eq(a, scalar_tensor(0, {.dtype = a.dtype(), .device = a.device()})); }
 Tensor logical_and(const Tensor& a, const Tensor& b) {
-  return compare("logical_and", a, b, [](auto x, auto y) { return x != decltype(x)(0) && y != decltype(y)(0); });
+  return compare("logical_and", a, b, kc::CompareOp::logical_and, [](auto x, auto y) { return x != decltype(x)(0) && y != decltype(y)(0); });
 }
 Tensor logical_or(const Tensor& a, const Tensor& b) {
-  return compare("logical_or", a, b, [](auto x, auto y) { return x != decltype(x)(0) || y != decltype(y)(0); });
+  return compare("logical_or", a, b, kc::CompareOp::logical_or, [](auto x, auto y) { return x != decltype(x)(0) || y != decltype(y)(0); });
 }
 Tensor isfinite(const Tensor& a) {
   if (!a.is_floating_point()) return ones(a.sizes(), {.dtype = DType::boolean, .device = a.device()});
-  return compare("isfinite", a, a, [](auto x, auto) { return std::isfinite(static_cast<double>(x)); });
+  return compare("isfinite", a, a, kc::CompareOp::isfinite, [](auto x, auto) { return std::isfinite(static_cast<double>(x)); });
 }
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
@@ -525,6 +567,11 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   const DType dt = promote_types(a.dtype(), b.dtype());
   Tensor A = as_dtype(a, dt), B = as_dtype(b, dt), C = as_dtype(cond, DType::boolean);
   Tensor out = Tensor::empty(shape, {.dtype = dt, .device = a.device()});
+#if EMBER_WITH_CUDA
+  if (a.device().is_cuda()) {
+    kc::where(cuda::elem_type(dt), cuda::make_strided<4>(shape, {&out, &C, &A, &B}), cuda::stream_of(a));
+  } else
+#endif
   dispatch_all(dt, "where", [&](auto tag) {
     using T = typename decltype(tag)::type;
     cpu::map<T, bool, T, T>(make_loop<4>(shape, {&out, &C, &A, &B}), [](bool c, T x, T y) -> T { return c ? x : y; });

@@ -14,7 +14,13 @@
 #include "ember/engine/autograd/node.h"
 #include "ember/engine/dispatch.h"
 #include "ember/engine/factory.h"
+#include "ember/engine/copy.h"
+#include "ember/engine/precision.h"
 #include "ember/kernels/cpu/gemm.h"
+#include "ember/kernels/cuda/blas.h"
+#if EMBER_WITH_CUDA
+#include "ember/engine/cuda/bridge.h"
+#endif
 #include "ember/kernels/cpu/parallel.h"
 #include "ember/ops/elementwise.h"
 #include "ember/ops/reduce.h"
@@ -50,6 +56,26 @@ void check_pair(const char* op, const Tensor& a, const Tensor& b) {
   EMBER_CHECK(a.is_floating_point(), op, ": expected floating tensors, got ", a.str());
 }
 
+#if EMBER_WITH_CUDA
+kernels::cuda::MathMode gpu_math_mode() {
+  switch (matmul_precision()) {
+    case MatmulPrecision::high: return kernels::cuda::MathMode::tf32;
+    case MatmulPrecision::medium: return kernels::cuda::MathMode::bf16;
+    default: return kernels::cuda::MathMode::exact;
+  }
+}
+
+// cuBLAS with the CPU GEMM's operand convention (row-major, per-operand transpose flags).
+void gemm_gpu(const Tensor& like, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const Tensor& A, int64_t lda,
+              int64_t sa, const Tensor& B, int64_t ldb, int64_t sb, double beta, const Tensor& C, int64_t ldc,
+              int64_t sc, int64_t batch) {
+  dispatch_floating(like.dtype(), "matmul", [](auto) {});
+  kernels::cuda::gemm(cuda::elem_type(like.dtype()), gpu_math_mode(), ta, tb, M, N, K, A.device_data(), lda, sa,
+                      B.device_data(), ldb, sb, beta, C.device_data(), ldc, sc, batch, like.device().index,
+                      cuda::stream_of(like));
+}
+#endif
+
 // out[b] = a[b] @ w[b] for a: [B, M, K], w: [B, K, N] (batch stride 0 broadcasts).
 void gemm_batched(const Tensor& a3, const Tensor& b3, const Tensor& out) {
   const int64_t B = out.size(0), M = out.size(1), N = out.size(2), K = a3.size(2);
@@ -58,6 +84,10 @@ void gemm_batched(const Tensor& a3, const Tensor& b3, const Tensor& out) {
     // A batch dim of size 1 may have any stride; treat it as broadcast.
     const int64_t sa = ga.t.size(0) == 1 ? 0 : ga.t.stride(0);
     const int64_t sb = gb.t.size(0) == 1 ? 0 : gb.t.stride(0);
+#if EMBER_WITH_CUDA
+    if (out.device().is_cuda())
+      return gemm_gpu(out, ga.trans, gb.trans, M, N, K, ga.t, ga.ld, sa, gb.t, gb.ld, sb, 0.0, out, N, M * N, B);
+#endif
     dispatch_floating(out.dtype(), "matmul", [&](auto tag) {
       using T = typename decltype(tag)::type;
       if constexpr (std::is_same_v<T, float>)
@@ -153,6 +183,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   if (bias.defined())
     EMBER_CHECK(bias.dim() == 1 && bias.size(0) == w.size(0), "linear: bias ", shape_str(bias.sizes()),
                 " does not match weight ", shape_str(w.sizes()));
+  if (bias.defined())
+    EMBER_CHECK(bias.device() == x.device() && bias.dtype() == x.dtype(), "linear: bias ", bias.str(),
+                " and input ", x.str(), " differ in device or dtype");
   trace::OpTimer timer("linear", {x, w, bias});
   const int64_t in = w.size(1), outf = w.size(0);
   Tensor x2 = x.detach().reshape({-1, in});
@@ -162,6 +195,15 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   Tensor out = Tensor::empty(out_shape, options_of(x));
   if (out.numel() > 0) {
     GemmOperand gx = as_gemm_operand(x2), gw = as_gemm_operand(w.detach());
+#if EMBER_WITH_CUDA
+    if (out.device().is_cuda()) {
+      // The bias rows first (a broadcast copy), then cuBLAS accumulates x W^T onto them.
+      Tensor y2 = out.detach().view({N, outf});
+      if (bias.defined()) copy_into(y2, bias.detach());
+      gemm_gpu(out, gx.trans, !gw.trans, N, outf, in, gx.t, gx.ld, 0, gw.t, gw.ld, 0, bias.defined() ? 1.0 : 0.0, y2,
+               outf, 0, 1);
+    } else
+#endif
     dispatch_floating(x.dtype(), "linear", [&](auto tag) {
       using T = typename decltype(tag)::type;
       T* y = out.data<T>();

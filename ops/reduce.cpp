@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,7 +16,11 @@
 #include "ember/engine/dispatch.h"
 #include "ember/engine/factory.h"
 #include "ember/kernels/cpu/parallel.h"
+#include "ember/kernels/cuda/reduce.h"
 #include "ember/ops/elementwise.h"
+#if EMBER_WITH_CUDA
+#include "ember/engine/cuda/bridge.h"
+#endif
 #include "ember/ops/shape.h"
 
 namespace ember {
@@ -72,10 +77,32 @@ static Rows to_rows(const Tensor& a, const std::vector<int64_t>& rd) {
 }
 
 // Applies `row(const T* x, int64_t n) -> T` to each row; the result has shape `out_shape`.
+namespace kc = kernels::cuda;
+
+// The row reduction on the GPU: the rows as the CPU lays them out, one kernel launch.
+static Tensor reduce_rows_gpu(const char* op, const Rows& r, const Shape& out_shape, const Tensor& a,
+                              std::optional<kc::RowOp> gpu, double p0) {
+  EMBER_CHECK(gpu.has_value(), op, ": this reduction has no CUDA kernel yet (input ", a.str(),
+              "); move the input to the CPU with .to(Device::cpu()) for this op");
+  Tensor out = Tensor::empty(out_shape, options_of(a));
+#if EMBER_WITH_CUDA
+  Tensor ws;
+  const size_t ws_bytes = kc::reduce_rows_workspace(*gpu, r.outer, r.inner);
+  if (ws_bytes) ws = Tensor::empty({static_cast<int64_t>((ws_bytes + 7) / 8)}, {.dtype = DType::f64, .device = a.device()});
+  kc::reduce_rows(*gpu, cuda::elem_type(a.dtype()), r.data.device_data(), out.device_data(), r.outer, r.inner, p0,
+                  ws_bytes ? ws.device_data() : nullptr, cuda::stream_of(a));
+#endif
+  return out;
+}
+
 template <typename Row>
 static Tensor reduce_rows(const char* op, const Tensor& a, const std::vector<int64_t>& rd, const Shape& out_shape,
-                          const Row& row) {
+                          const Row& row, std::optional<kc::RowOp> gpu = std::nullopt, double p0 = 0) {
   Rows r = to_rows(a, rd);
+  if (a.device().is_cuda()) {
+    dispatch_floating(a.dtype(), op, [](auto) {});  // the CPU's dtype error
+    return reduce_rows_gpu(op, r, out_shape, a, gpu, p0);
+  }
   Tensor out = Tensor::empty(out_shape, options_of(a));
   dispatch_floating(a.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -91,12 +118,23 @@ static Tensor reduce_rows(const char* op, const Tensor& a, const std::vector<int
 }
 
 static Tensor sum_forward(const Tensor& a, const std::vector<int64_t>& rd, const Shape& out_shape) {
-  // Leading dims of a contiguous tensor: add whole rows into the output (vectorised).
+  // Leading dims of a contiguous tensor: add whole rows into the output (vectorised). On the
+  // GPU the in-place column sum pays when a block's 32 columns are all used; narrower matrices
+  // take the row kernel below.
   bool leading = a.is_contiguous() && !rd.empty();
   for (size_t i = 0; i < rd.size(); ++i) leading = leading && rd[i] == static_cast<int64_t>(i);
-  if (leading && static_cast<int64_t>(rd.size()) < a.dim()) {
-    int64_t rows = 1, cols = 1;
-    for (int64_t d = 0; d < a.dim(); ++d) (d < static_cast<int64_t>(rd.size()) ? rows : cols) *= a.sizes()[d];
+  int64_t rows = 1, cols = 1;
+  for (int64_t d = 0; d < a.dim(); ++d) (d < static_cast<int64_t>(rd.size()) ? rows : cols) *= a.sizes()[d];
+  leading = leading && static_cast<int64_t>(rd.size()) < a.dim() && (a.device().is_cpu() || cols >= 32);
+  if (leading && a.device().is_cuda()) {
+    Tensor out = Tensor::empty(out_shape, options_of(a));
+    dispatch_floating(a.dtype(), "sum", [](auto) {});
+#if EMBER_WITH_CUDA
+    kc::sum_leading(cuda::elem_type(a.dtype()), a.device_data(), out.device_data(), rows, cols, cuda::stream_of(a));
+#endif
+    return out;
+  }
+  if (leading) {
     Tensor out = Tensor::empty(out_shape, options_of(a));
     dispatch_floating(a.dtype(), "sum", [&](auto tag) {
       using T = typename decltype(tag)::type;
@@ -125,7 +163,7 @@ static Tensor sum_forward(const Tensor& a, const std::vector<int64_t>& rd, const
     }
     for (; j < n; ++j) s0 += x[j];
     return static_cast<T>((s0 + s1) + (s2 + s3));
-  });
+  }, kc::RowOp::sum);
 }
 
 // Expands a reduced gradient back over the reduced dims.
@@ -223,7 +261,7 @@ bool is_nan(T v) {
 }
 
 bool any_zero(const Tensor& a) {
-  Tensor c = a.detach().contiguous();
+  Tensor c = a.detach().to(Device::cpu()).contiguous();
   return dispatch_floating(c.dtype(), "prod", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* x = c.data<T>();
@@ -234,7 +272,7 @@ bool any_zero(const Tensor& a) {
 }
 
 bool all_finite(const Tensor& a) {
-  Tensor c = a.detach().contiguous();
+  Tensor c = a.detach().to(Device::cpu()).contiguous();
   return dispatch_floating(c.dtype(), "logsumexp", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* x = c.data<T>();
@@ -267,7 +305,7 @@ Tensor moments_forward(const char* op, const Tensor& a, const std::vector<int64_
     }
     const double v = ss / denom;
     return static_cast<T>(take_sqrt ? std::sqrt(v) : v);
-  });
+  }, take_sqrt ? kc::RowOp::std : kc::RowOp::var, denom);
 }
 
 // d var / da = 2 (a - mean(a)) / denom, times the expanded gradient.
@@ -331,6 +369,16 @@ void extreme_along(const char* op, const Tensor& a, const std::vector<int64_t>& 
   const Shape keep_shape = reduced_shape(a.sizes(), rd, true);
   Tensor vals = Tensor::empty(keep_shape, options_of(a));
   Tensor idx = Tensor::empty(keep_shape, {.dtype = DType::i64, .device = a.device()});
+#if EMBER_WITH_CUDA
+  if (a.device().is_cuda()) {
+    dispatch_numeric(a.dtype(), op, [](auto) {});
+    kc::arg_extreme_rows(is_max, cuda::elem_type(a.dtype()), r.data.device_data(), vals.device_data(),
+                         static_cast<int64_t*>(idx.device_data()), r.outer, r.inner, cuda::stream_of(a));
+    if (values) *values = vals;
+    if (indices) *indices = idx;
+    return;
+  }
+#endif
   dispatch_numeric(a.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* x = r.data.data<T>();
@@ -419,6 +467,13 @@ Tensor extreme_all(const char* op, const Tensor& a, const Shape& dims, bool keep
               shape_str(a.sizes()), ": an empty reduction has no ", is_max ? "maximum" : "minimum");
   Rows r = to_rows(a, rd);
   Tensor y = Tensor::empty(reduced_shape(a.sizes(), rd, keepdim), options_of(a));
+#if EMBER_WITH_CUDA
+  if (a.device().is_cuda()) {
+    dispatch_numeric(a.dtype(), op, [](auto) {});
+    kc::reduce_rows(is_max ? kc::RowOp::max : kc::RowOp::min, cuda::elem_type(a.dtype()), r.data.device_data(),
+                    y.device_data(), r.outer, r.inner, 0, nullptr, cuda::stream_of(a));
+  } else
+#endif
   dispatch_numeric(a.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* x = r.data.data<T>();
@@ -469,7 +524,7 @@ Tensor logsumexp(const Tensor& a, const Shape& dims, bool keepdim) {
     double s = 0;
     for (int64_t j = 0; j < n; ++j) s += std::exp(static_cast<double>(x[j]) - m);
     return static_cast<T>(m + std::log(s));
-  });
+  }, kc::RowOp::logsumexp);
   timer.set_output(y);
   record("logsumexp", {a}, y, [a, rd, keepdim](const TensorList& g, const TensorList& out) {
     // d/da = exp(a - out) (the softmax); a row that is all -inf gets gradient 0, not NaN.

@@ -9,6 +9,7 @@
 #include "ember/engine/autograd/graph_export.h"
 #include "ember/engine/autograd/node.h"
 #include "ember/engine/copy.h"
+#include "ember/engine/cuda/runtime.h"
 #include "ember/engine/dispatch.h"
 #include "ember/engine/factory.h"
 #include "ember/ops/elementwise.h"
@@ -104,9 +105,17 @@ Tensor Tensor::to(DType dt) const {
   return out;
 }
 
+// A copy to another device; the gradient flows back to this one.
 Tensor Tensor::to(Device d) const {
   if (d == device()) return *this;
-  EMBER_FAIL("to(", d.str(), "): this ember was built without the CUDA backend; tensor ", str());
+  if (d.is_cuda()) cuda::check_device(d, "to");
+  trace::OpTimer timer("to_device", {*this});
+  Tensor out = Tensor::empty(sizes(), {.dtype = dtype(), .device = d});
+  copy_into(out, *this);
+  record("to_device", {*this}, out, [from = device()](const TensorList& g, const TensorList&) {
+    return TensorList{g[0].to(from)};
+  });
+  return out;
 }
 
 // ---- views ----

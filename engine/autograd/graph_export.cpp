@@ -78,7 +78,13 @@ std::string TraceScope::table() const {
 namespace trace {
 bool enabled() { return g_trace != nullptr; }
 
-OpTimer::OpTimer(const char* op, const TensorList& inputs) : op_(op), on_(g_trace != nullptr) {
+namespace {
+thread_local const char* t_current_op = nullptr;
+}
+const char* current_op() { return t_current_op; }
+
+OpTimer::OpTimer(const char* op, const TensorList& inputs) : op_(op), outer_op_(t_current_op), on_(g_trace != nullptr) {
+  t_current_op = op;
   if (!on_) return;
   for (const auto& t : inputs)
     if (t.defined()) {
@@ -98,6 +104,7 @@ void OpTimer::set_output(const Tensor& out) {
 }
 
 OpTimer::~OpTimer() {
+  t_current_op = outer_op_;
   if (!on_ || !g_trace) return;
   double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start_).count();
   g_trace->push_back({op_, std::move(shapes_), out_, dtype_, device_, us});

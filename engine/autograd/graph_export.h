@@ -32,6 +32,9 @@ class TraceScope {
 
 namespace trace {
 bool enabled();
+// The innermost op running on this thread (its OpTimer's name), or nullptr: lets a low-level
+// error, such as host access to a GPU tensor, name the op it happened in.
+const char* current_op();
 // An RAII timer ops create at their entry; it records when tracing is on.
 class OpTimer {
  public:
@@ -41,6 +44,7 @@ class OpTimer {
 
  private:
   const char* op_;
+  const char* outer_op_;
   bool on_;
   std::vector<Shape> shapes_;
   Shape out_;

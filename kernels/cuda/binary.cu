@@ -1,0 +1,139 @@
+// Binary elementwise ops (z = f(x, y) in one promoted type), comparisons (bool = f(x, y)) and
+// where (out = c ? a : b). Broadcasting arrives as zero strides, so a bias add or a scalar
+// operand takes the strided path; equal shapes take the vectorised contiguous one. The
+// formulas are the CPU's (ops/elementwise.cpp); NaN wins in maximum/minimum as there.
+#include "ember/engine/error.h"
+#include "ember/kernels/cuda/map.cuh"
+
+namespace ember::kernels::cuda {
+
+namespace {
+
+template <typename T>
+__device__ __forceinline__ T sigmoid_of(T x) {
+  const T ax = x < T(0) ? -x : x;
+  T e;
+  if constexpr (std::is_same_v<T, float>) e = expf(-ax);
+  else e = ::exp(-ax);
+  const T r = T(1) / (T(1) + e);
+  return x >= T(0) ? r : e * r;
+}
+
+template <BinaryOp OP, typename T>
+struct BinaryFn {
+  T p0, p1;
+  __device__ __forceinline__ T operator()(T x, T y) const {
+    if constexpr (OP == BinaryOp::add) return x + y;
+    else if constexpr (OP == BinaryOp::sub) return x - y;
+    else if constexpr (OP == BinaryOp::mul) return x * y;
+    else if constexpr (OP == BinaryOp::div) return x / y;
+    else if constexpr (OP == BinaryOp::pow) {
+      if constexpr (std::is_same_v<T, float>) return powf(x, y);
+      else return ::pow(x, y);
+    }
+    else if constexpr (OP == BinaryOp::maximum) return (x > y || x != x) ? x : y;
+    else if constexpr (OP == BinaryOp::minimum) return (x < y || x != x) ? x : y;
+    else if constexpr (OP == BinaryOp::softplus_backward) {
+      const T by = y * p0;
+      return by > p1 ? x : x * sigmoid_of(by);
+    }
+  }
+};
+
+constexpr bool floating_only(BinaryOp op) {
+  return op == BinaryOp::div || op == BinaryOp::pow || op == BinaryOp::softplus_backward;
+}
+
+template <BinaryOp OP>
+void run_binary(ElemType t, const Strided<3>& s, double p0, double p1, void* stream, const char* name) {
+  bool done = false;
+  dispatch_elem(t, name, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    constexpr bool is_float = std::is_same_v<T, float> || std::is_same_v<T, double>;
+    constexpr bool is_int = std::is_same_v<T, int64_t> || std::is_same_v<T, int32_t> || std::is_same_v<T, uint8_t>;
+    if constexpr (is_float || (is_int && !floating_only(OP))) {
+      launch_map<T, T, T>(s, BinaryFn<OP, T>{static_cast<T>(p0), static_cast<T>(p1)}, stream, name);
+      done = true;
+    }
+  });
+  EMBER_CHECK(done, name, ": no CUDA kernel for this element type (f32 and f64", floating_only(OP) ? "" : ", i64, i32, u8",
+              " are supported)");
+}
+
+template <CompareOp OP, typename T>
+struct CompareFn {
+  __device__ __forceinline__ bool operator()(T x, T y) const {
+    if constexpr (OP == CompareOp::eq) return x == y;
+    else if constexpr (OP == CompareOp::ne) return x != y;
+    else if constexpr (OP == CompareOp::lt) return x < y;
+    else if constexpr (OP == CompareOp::le) return x <= y;
+    else if constexpr (OP == CompareOp::gt) return x > y;
+    else if constexpr (OP == CompareOp::ge) return x >= y;
+    else if constexpr (OP == CompareOp::logical_and) return x != T(0) && y != T(0);
+    else if constexpr (OP == CompareOp::logical_or) return x != T(0) || y != T(0);
+    else if constexpr (OP == CompareOp::isfinite) {
+      if constexpr (std::is_floating_point_v<T>) return ::isfinite(x);
+      else return true;
+    }
+  }
+};
+
+template <CompareOp OP>
+void run_compare(ElemType t, const Strided<3>& s, void* stream, const char* name) {
+  bool done = false;
+  dispatch_elem(t, name, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+      launch_map<bool, T, T>(s, CompareFn<OP, T>{}, stream, name);
+      done = true;
+    }
+  });
+  EMBER_CHECK(done, name, ": no CUDA kernel for this element type (f32, f64, i64, i32, u8 are supported)");
+}
+
+// where moves bits: one kernel per element size serves every type of that size.
+template <typename Bits>
+struct SelectFn {
+  __device__ __forceinline__ Bits operator()(bool c, Bits a, Bits b) const { return c ? a : b; }
+};
+
+}  // namespace
+
+void binary(BinaryOp op, ElemType t, const Strided<3>& s, double p0, double p1, void* stream) {
+  switch (op) {
+    case BinaryOp::add: return run_binary<BinaryOp::add>(t, s, p0, p1, stream, "add");
+    case BinaryOp::sub: return run_binary<BinaryOp::sub>(t, s, p0, p1, stream, "sub");
+    case BinaryOp::mul: return run_binary<BinaryOp::mul>(t, s, p0, p1, stream, "mul");
+    case BinaryOp::div: return run_binary<BinaryOp::div>(t, s, p0, p1, stream, "div");
+    case BinaryOp::pow: return run_binary<BinaryOp::pow>(t, s, p0, p1, stream, "pow");
+    case BinaryOp::maximum: return run_binary<BinaryOp::maximum>(t, s, p0, p1, stream, "maximum");
+    case BinaryOp::minimum: return run_binary<BinaryOp::minimum>(t, s, p0, p1, stream, "minimum");
+    case BinaryOp::softplus_backward:
+      return run_binary<BinaryOp::softplus_backward>(t, s, p0, p1, stream, "softplus_backward");
+  }
+}
+
+void compare(CompareOp op, ElemType t, const Strided<3>& s, void* stream) {
+  switch (op) {
+    case CompareOp::eq: return run_compare<CompareOp::eq>(t, s, stream, "eq");
+    case CompareOp::ne: return run_compare<CompareOp::ne>(t, s, stream, "ne");
+    case CompareOp::lt: return run_compare<CompareOp::lt>(t, s, stream, "lt");
+    case CompareOp::le: return run_compare<CompareOp::le>(t, s, stream, "le");
+    case CompareOp::gt: return run_compare<CompareOp::gt>(t, s, stream, "gt");
+    case CompareOp::ge: return run_compare<CompareOp::ge>(t, s, stream, "ge");
+    case CompareOp::logical_and: return run_compare<CompareOp::logical_and>(t, s, stream, "logical_and");
+    case CompareOp::logical_or: return run_compare<CompareOp::logical_or>(t, s, stream, "logical_or");
+    case CompareOp::isfinite: return run_compare<CompareOp::isfinite>(t, s, stream, "isfinite");
+  }
+}
+
+void where(ElemType t, const Strided<4>& s, void* stream) {
+  switch (t) {
+    case ElemType::f64: case ElemType::i64: return launch_map<uint64_t, bool, uint64_t, uint64_t>(s, SelectFn<uint64_t>{}, stream, "where");
+    case ElemType::f32: case ElemType::i32: return launch_map<uint32_t, bool, uint32_t, uint32_t>(s, SelectFn<uint32_t>{}, stream, "where");
+    case ElemType::bf16: case ElemType::f16: return launch_map<uint16_t, bool, uint16_t, uint16_t>(s, SelectFn<uint16_t>{}, stream, "where");
+    case ElemType::u8: case ElemType::boolean: return launch_map<uint8_t, bool, uint8_t, uint8_t>(s, SelectFn<uint8_t>{}, stream, "where");
+  }
+}
+
+}  // namespace ember::kernels::cuda

@@ -1,0 +1,21 @@
+// Matrix products on the GPU through cuBLAS (DESIGN: cuBLAS for plain GEMM). Row-major
+// operands as the CPU GEMM takes them (kernels/cpu/gemm.h): element (i, k) of A is
+// A[i * lda + k], or A[k * lda + i] when trans_a; the same for B; C is row-major with ldc.
+#pragma once
+#include <cstdint>
+
+#include "ember/kernels/cuda/elementwise.h"
+
+namespace ember::kernels::cuda {
+
+// How f32 products are computed: exact f32 FMA, TF32 tensor cores (10-bit mantissa inputs),
+// or BF16 tensor cores (8-bit mantissa inputs); accumulation is f32 in all three. f64 ignores it.
+enum class MathMode : uint8_t { exact, tf32, bf16 };
+
+// C[b] = A[b] B[b] (+ beta C[b]) for b < batch, with element strides sa, sb, sc between the
+// matrices of a batch. t: f32 or f64.
+void gemm(ElemType t, MathMode mode, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
+          int64_t lda, int64_t sa, const void* B, int64_t ldb, int64_t sb, double beta, void* C, int64_t ldc,
+          int64_t sc, int64_t batch, int device, void* stream);
+
+}  // namespace ember::kernels::cuda

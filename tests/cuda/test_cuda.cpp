@@ -1,0 +1,302 @@
+// The CUDA backend against the CPU. Tests that need a GPU skip, saying why, on a machine
+// without one (or in a CPU-only build); the rest check what a CUDA build must do anywhere.
+//
+// Parity: each op runs on a random input on both devices and must agree within a tolerance
+// stated per dtype: f64 to 1e-12 relative (the CUDA math library is within 2 ulp), f32 to 1e-5,
+// TF32 matmuls to 2e-3 and BF16 to 2e-2 relative to the output's scale. First and second
+// derivatives are compared the same way (the grads are taken on each device).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+
+#include "ember/engine/cuda/runtime.h"
+#include "ember/engine/precision.h"
+#include "ember/models/mlp.h"
+#include "test_util.h"
+
+namespace ember {
+namespace {
+
+using test::rnd;
+
+#define EMBER_REQUIRE_GPU()                                                        \
+  do {                                                                             \
+    if (!cuda::available()) GTEST_SKIP() << "no GPU here: " << cuda::unavailable_reason(); \
+  } while (0)
+
+const Device kGpu = Device::cuda(0);
+
+// max |a - b| / max(1, max |b|), both moved to the CPU as f64.
+double rel_diff(const Tensor& a, const Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  auto x = a.to(Device::cpu()).to_vector<double>(), y = b.to(Device::cpu()).to_vector<double>();
+  double d = 0, scale = 1;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (std::isnan(x[i]) && std::isnan(y[i])) continue;
+    d = std::max(d, std::abs(x[i] - y[i]));
+    scale = std::max(scale, std::abs(y[i]));
+  }
+  return d / scale;
+}
+
+double tol(DType t) { return t == DType::f64 ? 1e-12 : 1e-5; }
+
+// A random input in (lo, hi), laid out as a transposed view of odd sizes (not contiguous).
+Tensor odd_input(uint64_t seed, DType dt, double lo = -2, double hi = 2) {
+  Generator g(seed);
+  return uniform({53, 37}, lo, hi, {.dtype = dt}, &g).t();  // [37, 53], strides (1, 37)
+}
+
+// f on the CPU and on the GPU, its gradient and the gradient of that gradient.
+void expect_parity(const std::function<Tensor(const Tensor&)>& f, const Tensor& x_cpu, double tolerance,
+                   const char* what) {
+  SCOPED_TRACE(what);
+  auto run = [&](const Device& d) {
+    Tensor x = x_cpu.to(d).detach().requires_grad_(true);
+    Tensor y = f(x);
+    Tensor w = full_like(y, 0.75);
+    Tensor g1 = grad(TensorList{mul(y, w).sum()}, TensorList{x}, {}, {.create_graph = true})[0];
+    Tensor g2 = grad(TensorList{mul(g1, g1).sum()}, TensorList{x}, {}, {.allow_unused = true})[0];
+    return TensorList{y.detach(), g1.detach(), g2.defined() ? g2 : zeros_like(x)};
+  };
+  TensorList c = run(Device::cpu()), g = run(kGpu);
+  EXPECT_LT(rel_diff(g[0], c[0]), tolerance) << "forward";
+  EXPECT_LT(rel_diff(g[1], c[1]), tolerance * 10) << "first derivative";
+  EXPECT_LT(rel_diff(g[2], c[2]), tolerance * 100) << "second derivative";
+}
+
+// ---- anywhere ----
+
+TEST(Cuda, ReportsWhetherItCanRun) {
+  EXPECT_EQ(cuda::built(), EMBER_WITH_CUDA != 0);
+  const int n = cuda::device_count();  // must not throw, with or without a driver
+  EXPECT_GE(n, 0);
+  EXPECT_EQ(cuda::available(), n > 0);
+  if (!cuda::available()) EXPECT_FALSE(cuda::unavailable_reason().empty());
+}
+
+TEST(Cuda, NoGpuIsAClearError) {
+  if (cuda::available()) GTEST_SKIP() << "a GPU is present: the no-GPU message cannot be provoked";
+  try {
+    Tensor t = zeros({3}, {.device = kGpu});
+    FAIL() << "allocated on a GPU that is not there";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda:0"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--device cpu"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(ones({2}).to(kGpu), Error);
+}
+
+TEST(Cuda, PrecisionSetting) {
+  EXPECT_EQ(matmul_precision(), MatmulPrecision::highest);
+  EXPECT_EQ(parse_matmul_precision("high"), MatmulPrecision::high);
+  EXPECT_EQ(parse_matmul_precision("medium"), MatmulPrecision::medium);
+  EXPECT_THROW(parse_matmul_precision("fast"), Error);
+}
+
+// ---- on a GPU ----
+
+TEST(CudaGpu, CopiesEveryDtypeAndLayout) {
+  EMBER_REQUIRE_GPU();
+  for (DType dt : {DType::f32, DType::f64, DType::bf16, DType::f16, DType::i64, DType::i32, DType::u8, DType::boolean}) {
+    SCOPED_TRACE(dtype_name(dt));
+    Tensor src = mul(rnd({29, 31}, 1), 10.0).to(dt);
+    Tensor view = src.t().slice(0, 3, 28, 2);  // strided, offset
+    Tensor back = view.to(kGpu).to(Device::cpu());
+    EXPECT_EQ(rel_diff(back.to(DType::f64), view.to(DType::f64)), 0.0);
+    // a strided view on the GPU, made contiguous there, then cast there
+    Tensor g = src.to(kGpu).t().slice(0, 3, 28, 2).contiguous().to(DType::f64);
+    EXPECT_EQ(rel_diff(g, view.to(DType::f64)), 0.0);
+  }
+}
+
+TEST(CudaGpu, UnaryOpsMatchTheCpuToSecondOrder) {
+  EMBER_REQUIRE_GPU();
+  using F = std::function<Tensor(const Tensor&)>;
+  const std::vector<std::pair<const char*, F>> ops = {
+      {"neg", [](const Tensor& x) { return neg(x); }},
+      {"exp", [](const Tensor& x) { return exp(x); }},
+      {"log", [](const Tensor& x) { return log(add(abs(x), 0.5)); }},
+      {"log1p", [](const Tensor& x) { return log1p(abs(x)); }},
+      {"expm1", [](const Tensor& x) { return expm1(x); }},
+      {"sqrt", [](const Tensor& x) { return sqrt(add(abs(x), 0.5)); }},
+      {"rsqrt", [](const Tensor& x) { return rsqrt(add(abs(x), 0.5)); }},
+      {"sin", [](const Tensor& x) { return sin(x); }},
+      {"cos", [](const Tensor& x) { return cos(x); }},
+      {"tanh", [](const Tensor& x) { return tanh(x); }},
+      {"erf", [](const Tensor& x) { return erf(x); }},
+      {"square", [](const Tensor& x) { return square(x); }},
+      {"reciprocal", [](const Tensor& x) { return reciprocal(add(abs(x), 0.5)); }},
+      {"sigmoid", [](const Tensor& x) { return sigmoid(x); }},
+      {"logsigmoid", [](const Tensor& x) { return logsigmoid(x); }},
+      {"silu", [](const Tensor& x) { return silu(x); }},
+      {"gelu", [](const Tensor& x) { return gelu(x); }},
+      {"elu", [](const Tensor& x) { return elu(x, 0.7); }},
+      {"leaky_relu", [](const Tensor& x) { return leaky_relu(x, 0.1); }},
+      {"softplus", [](const Tensor& x) { return softplus(x, 1.5, 2.0); }},
+      {"pow", [](const Tensor& x) { return pow(add(abs(x), 0.5), 1.7); }},
+      {"clamp", [](const Tensor& x) { return clamp(x, -1.0, 0.8); }},
+      {"scalars", [](const Tensor& x) { return rsub(mul(add(x, 0.3), 2.5), 1.0); }},
+  };
+  for (DType dt : {DType::f64, DType::f32})
+    for (const auto& [name, f] : ops) expect_parity(f, odd_input(7, dt), tol(dt) * (dt == DType::f32 ? 10 : 1), name);
+}
+
+TEST(CudaGpu, BinaryOpsBroadcastAndMatchTheCpu) {
+  EMBER_REQUIRE_GPU();
+  for (DType dt : {DType::f64, DType::f32}) {
+    Tensor b_cpu = rnd({1, 53}, 3, dt);  // broadcast along dim 0 of the [37, 53] view
+    using F = std::function<Tensor(const Tensor&, const Tensor&)>;
+    const std::vector<std::pair<const char*, F>> ops = {
+        {"add", [](const Tensor& x, const Tensor& y) { return add(x, y); }},
+        {"sub", [](const Tensor& x, const Tensor& y) { return sub(x, y); }},
+        {"mul", [](const Tensor& x, const Tensor& y) { return mul(x, y); }},
+        {"div", [](const Tensor& x, const Tensor& y) { return div(x, add(abs(y), 0.5)); }},
+        {"pow", [](const Tensor& x, const Tensor& y) { return pow(add(abs(x), 0.5), y); }},
+        {"maximum", [](const Tensor& x, const Tensor& y) { return maximum(x, y); }},
+        {"minimum", [](const Tensor& x, const Tensor& y) { return minimum(x, y); }},
+        {"softplus_backward", [](const Tensor& x, const Tensor& y) { return softplus_backward(x, y, 1.0, 20.0); }},
+        {"where", [](const Tensor& x, const Tensor& y) { return where(gt(x, y), x, mul(y, 2.0)); }},
+    };
+    for (const auto& [name, f] : ops) {
+      Tensor bg = b_cpu.to(kGpu);
+      expect_parity([&, f = f](const Tensor& x) { return f(x, x.device().is_cuda() ? bg : b_cpu); }, odd_input(5, dt),
+                    tol(dt) * (dt == DType::f32 ? 10 : 1), name);
+    }
+  }
+  // integers and comparisons
+  Tensor a = randint(-5, 5, {17, 9}), b = randint(-5, 5, {9});
+  EXPECT_EQ(rel_diff(add(a.to(kGpu), b.to(kGpu)).to(DType::f64), add(a, b).to(DType::f64)), 0.0);
+  EXPECT_EQ(rel_diff(mul(a.to(kGpu), b.to(kGpu)).to(DType::f64), mul(a, b).to(DType::f64)), 0.0);
+  using Cmp = Tensor (*)(const Tensor&, const Tensor&);
+  for (Cmp c : {Cmp(&lt), Cmp(&le), Cmp(&gt), Cmp(&ge), Cmp(&eq), Cmp(&ne)}) {
+    EXPECT_EQ(rel_diff(c(a.to(kGpu), b.to(kGpu)).to(DType::f64), c(a, b).to(DType::f64)), 0.0);
+  }
+}
+
+TEST(CudaGpu, ReductionsMatchTheCpu) {
+  EMBER_REQUIRE_GPU();
+  for (DType dt : {DType::f64, DType::f32}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const double t = tol(dt) * 10;
+    expect_parity([](const Tensor& x) { return x.sum({0}); }, odd_input(11, dt), t, "sum dim 0");
+    expect_parity([](const Tensor& x) { return x.sum({1}, true); }, odd_input(11, dt), t, "sum dim 1 keepdim");
+    expect_parity([](const Tensor& x) { return x.mean(); }, odd_input(11, dt), t, "mean");
+    expect_parity([](const Tensor& x) { return logsumexp(x, {1}); }, odd_input(11, dt), t, "logsumexp");
+    expect_parity([](const Tensor& x) { return var(x, {0}); }, odd_input(11, dt), t, "var");
+    expect_parity([](const Tensor& x) { return std(x, {1}); }, odd_input(11, dt), t, "std");
+    expect_parity([](const Tensor& x) { return amax(x, {1}); }, odd_input(11, dt), t, "amax");
+    expect_parity([](const Tensor& x) { return max(x, 0).first; }, odd_input(11, dt), t, "max(dim)");
+    Tensor x = odd_input(12, dt);
+    EXPECT_EQ(rel_diff(argmax(x.to(kGpu), 1).to(DType::f64), argmax(x, 1).to(DType::f64)), 0.0);
+    // contiguous [rows, cols >= 32]: the in-place column-sum kernel
+    Tensor wide = rnd({301, 67}, 13, dt);
+    EXPECT_LT(rel_diff(wide.to(kGpu).sum({0}), wide.sum({0})), t);
+    // one long row: the split sum
+    Tensor big = rnd({3 << 18}, 14, dt);
+    EXPECT_LT(rel_diff(big.to(kGpu).sum(), big.sum()), t);
+  }
+}
+
+TEST(CudaGpu, MatmulMatchesTheCpuInEachPrecision) {
+  EMBER_REQUIRE_GPU();
+  Tensor a = rnd({3, 1, 33, 47}, 21, DType::f64), b = rnd({2, 47, 29}, 22, DType::f64);
+  expect_parity([&](const Tensor& x) { return matmul(x, x.device().is_cuda() ? b.to(kGpu) : b); }, a, 1e-12,
+                "batched f64");
+  Tensor w = rnd({19, 53}, 23), bias = rnd({19}, 24), x = odd_input(25, DType::f32);
+  const Tensor ref = linear(x.to(DType::f64), w.to(DType::f64), bias.to(DType::f64));
+  for (auto [p, tolerance] : {std::pair{MatmulPrecision::highest, 1e-5}, std::pair{MatmulPrecision::high, 2e-3},
+                              std::pair{MatmulPrecision::medium, 2e-2}}) {
+    SCOPED_TRACE(precision_name(p));
+    set_matmul_precision(p);
+    EXPECT_LT(rel_diff(linear(x.to(kGpu), w.to(kGpu), bias.to(kGpu)), ref), tolerance);
+    EXPECT_LT(rel_diff(matmul(x.to(kGpu), w.t().to(kGpu)), matmul(x, w.t())), tolerance);
+  }
+  set_matmul_precision(MatmulPrecision::highest);
+}
+
+TEST(CudaGpu, PhiloxGivesTheCpuNumbers) {
+  EMBER_REQUIRE_GPU();
+  for (DType dt : {DType::f32, DType::f64}) {
+    Generator gc(99), gg(99);
+    Tensor uc = rand({1001}, {.dtype = dt}, &gc), ug = rand({1001}, {.dtype = dt, .device = kGpu}, &gg);
+    EXPECT_EQ(rel_diff(ug, uc), 0.0) << "uniforms are bit-identical";
+    Tensor nc = randn({999}, {.dtype = dt}, &gc), ng = randn({999}, {.dtype = dt, .device = kGpu}, &gg);
+    EXPECT_LT(rel_diff(ng, nc), dt == DType::f32 ? 1e-5 : 1e-13) << "normals agree to a few ulp";
+    EXPECT_EQ(gc.offset(), gg.offset());
+  }
+}
+
+TEST(CudaGpu, FusedAdamMatchesTheCpu) {
+  EMBER_REQUIRE_GPU();
+  for (bool decoupled : {false, true}) {
+    TensorList pc, pg;
+    for (int i = 0; i < 40; ++i) {  // more than one launch's 32 tensors
+      Tensor p = rnd({(i * 37) % 101 + 1}, 30 + i);
+      pc.push_back(p.clone().requires_grad_(true));
+      pg.push_back(p.to(kGpu).requires_grad_(true));
+    }
+    nn::AdamOptions o{.lr = 1e-2, .weight_decay = 0.1};
+    nn::Adam oc(pc, o, decoupled), og(pg, o, decoupled);
+    for (int step = 0; step < 3; ++step) {
+      oc.zero_grad();
+      og.zero_grad();
+      Tensor lc = zeros({}), lg = zeros({}, {.device = kGpu});
+      for (size_t i = 0; i < pc.size(); ++i) {
+        lc = add(lc, mul(square(pc[i]), static_cast<double>(i + 1)).sum());
+        lg = add(lg, mul(square(pg[i]), static_cast<double>(i + 1)).sum());
+      }
+      lc.backward();
+      lg.backward();
+      oc.step();
+      og.step();
+    }
+    for (size_t i = 0; i < pc.size(); ++i) EXPECT_LT(rel_diff(pg[i], pc[i]), 1e-5) << "param " << i;
+  }
+}
+
+TEST(CudaGpu, SteadyStateMakesNoDeviceMalloc) {
+  EMBER_REQUIRE_GPU();
+  models::MLP net(2, 64, 3, 1);
+  net.to(kGpu);
+  nn::Adam opt(net.parameters(), {});
+  auto step = [&] {
+    Tensor x = randn({256, 2}, {.device = kGpu}).requires_grad_(true);
+    Tensor s = grad(TensorList{sum(net.forward(x))}, TensorList{x}, {}, {.create_graph = true})[0];
+    Tensor loss = square(s).mean();
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+  };
+  step();
+  step();
+  const uint64_t before = cuda::memory_stats().device_mallocs;
+  for (int i = 0; i < 5; ++i) step();
+  EXPECT_EQ(cuda::memory_stats().device_mallocs, before);
+  const auto s = cuda::memory_stats();
+  EXPECT_GT(s.cache_hits, 0u);
+  EXPECT_GE(s.peak_allocated, s.allocated);
+  cuda::empty_cache();
+  EXPECT_LE(cuda::memory_stats().reserved, s.reserved);
+}
+
+TEST(CudaGpu, AnOpWithoutAKernelNamesItself) {
+  EMBER_REQUIRE_GPU();
+  Tensor x = rnd({1, 2, 5, 5}, 40).to(kGpu), w = rnd({3, 2, 3, 3}, 41).to(kGpu);
+  try {
+    conv2d(x, w);
+    GTEST_SKIP() << "conv2d has a CUDA path now: pick another op for this test";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no CUDA kernel"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CudaGpu, MixedDevicesAreAnError) {
+  EMBER_REQUIRE_GPU();
+  EXPECT_THROW(add(ones({3}), ones({3}, {.device = kGpu})), Error);
+  EXPECT_THROW(matmul(ones({3, 3}), ones({3, 3}, {.device = kGpu})), Error);
+}
+
+}  // namespace
+}  // namespace ember
