@@ -68,7 +68,8 @@ void Optimizer::load_state_dict(const std::map<std::string, Tensor>& state) {
                 params_.size());
     EMBER_CHECK(t.sizes() == params_[i].sizes(), name_, ".load_state_dict: '", key, "' has shape ",
                 shape_str(t.sizes()), " but parameter ", i, " has ", shape_str(params_[i].sizes()));
-    state_[i][key.substr(dot + 1)] = t.to(params_[i].dtype()).contiguous().clone();
+    // The state lives where its parameter does (a CPU checkpoint resumed on a GPU).
+    state_[i][key.substr(dot + 1)] = t.detach().to(params_[i].dtype()).to(params_[i].device()).contiguous().clone();
   }
 }
 

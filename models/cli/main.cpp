@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "ember/engine/cuda/runtime.h"
 #include "ember/engine/error.h"
 #include "ember/kernels/cpu/gemm.h"
 #include "ember/kernels/cpu/parallel.h"
@@ -59,6 +60,10 @@ int main(int argc, char** argv) {
       std::printf("ember 0.1.0\nCPU threads: %d\nGEMM micro-kernel: %s\nCUDA backend: %s\n",
                   ember::kernels::cpu::num_threads(), ember::kernels::cpu::gemm_isa(),
                   EMBER_WITH_CUDA ? "compiled in" : "not built");
+      if (ember::cuda::built()) {
+        if (ember::cuda::available()) std::printf("GPUs: %d\n", ember::cuda::device_count());
+        else std::printf("GPUs: none (%s)\n", ember::cuda::unavailable_reason().c_str());
+      }
       return 0;
     }
     std::fprintf(stderr, "ember: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);

@@ -35,11 +35,14 @@ Tensor generator_loss(nn::Module& s_q, nn::Module& s_p, const Tensor& gz, double
   return sum(sub(s_q(gn), s_p(gn)));
 }
 
+// Points go to the network's device chunk by chunk; the values come back to the CPU in f64.
 Tensor evaluate(nn::Module& s, const Tensor& x, int64_t chunk) {
   NoGrad ng;
+  const Device dev = s.device();
   TensorList parts;
   for (int64_t b = 0; b < x.size(0); b += chunk)
-    parts.push_back(s(x.slice(0, b, std::min(x.size(0), b + chunk))).reshape({-1}).to(DType::f64));
+    parts.push_back(
+        s(x.slice(0, b, std::min(x.size(0), b + chunk)).to(dev)).reshape({-1}).to(Device::cpu()).to(DType::f64));
   return cat(parts, 0);
 }
 

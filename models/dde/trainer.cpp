@@ -16,6 +16,7 @@
 
 #include "ember/engine/autograd/engine.h"
 #include "ember/engine/autograd/grad_mode.h"
+#include "ember/engine/cuda/runtime.h"
 #include "ember/engine/factory.h"
 #include "ember/engine/random.h"
 #include "ember/engine/serialization/file_io.h"
@@ -289,8 +290,8 @@ void apply_defaults(TrainConfig& c, const Data& d) {
   if (c.eval_every < 0) c.eval_every = std::max<int64_t>(1, c.steps / 10);
   EMBER_CHECK(c.sigma > 0 && c.batch > 0 && c.steps >= 0 && c.gen_steps >= 0 && c.k_dde > 0 && c.lr > 0,
               "dde: sigma, batch, k and lr must be > 0 and steps >= 0");
-  EMBER_CHECK(c.device == "cpu", "dde: --device ", c.device,
-              " is not available: this ember has no CUDA backend yet (see README, 'CUDA'); use --device cpu");
+  const Device dev = Device::parse(c.device);
+  if (dev.is_cuda()) cuda::check_device(dev, "dde --device");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -370,17 +371,21 @@ void write_image_grid(const std::string& path, const Tensor& x, int64_t count) {
                                          static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n)))), false));
 }
 
+// n samples of the generator, on its device (the latents are drawn there: the same Philox
+// numbers as on the CPU).
 Tensor generate(nn::Module& g, int64_t n, int64_t zdim, Generator& gen) {
   NoGrad ng;
   TensorList parts;
-  for (int64_t b = 0; b < n; b += 4096) parts.push_back(g(randn({std::min<int64_t>(4096, n - b), zdim}, {}, &gen)));
+  for (int64_t b = 0; b < n; b += 4096)
+    parts.push_back(g(randn({std::min<int64_t>(4096, n - b), zdim}, {.device = g.device()}, &gen)));
   return cat(parts, 0);
 }
 
 // Annealed Langevin dynamics with grad s as the score at every level (DDE+ALD): the step at
 // level l is alpha_l = step * (sigma_l / sigma_L)^2; x <- x + alpha/2 grad s(x) + sqrt(alpha) z.
 Tensor langevin(nn::Module& s, int64_t n, int64_t dim, const TrainConfig& c, Generator& gen) {
-  Tensor x = mul(randn({n, dim}, {}, &gen), c.langevin_sigma_max);
+  const Device dev = s.device();
+  Tensor x = mul(randn({n, dim}, {.device = dev}, &gen), c.langevin_sigma_max);
   const int64_t L = c.langevin_levels;
   for (int64_t l = 0; l < L; ++l) {
     double sig = L > 1 ? c.langevin_sigma_max * std::pow(c.sigma / c.langevin_sigma_max, double(l) / double(L - 1)) : c.sigma;
@@ -390,10 +395,10 @@ Tensor langevin(nn::Module& s, int64_t n, int64_t dim, const TrainConfig& c, Gen
       xs.requires_grad_(true);
       Tensor gr = grad({sum(s(xs))}, {xs})[0];
       NoGrad ng;
-      x = add(add(x, mul(gr, alpha / 2)), mul(randn({n, dim}, {}, &gen), std::sqrt(alpha)));
+      x = add(add(x, mul(gr, alpha / 2)), mul(randn({n, dim}, {.device = dev}, &gen), std::sqrt(alpha)));
     }
   }
-  return x.detach();
+  return x.detach().to(Device::cpu());
 }
 
 struct Held {
@@ -441,7 +446,16 @@ struct Run {
   bool sq_ready = false;  // Algorithm 1, line 2: s_q fitted to the initial generator
   double sigma_now = 0;
   std::string dir;
+  Device device;  // where the networks and every training tensor live
 };
+
+// Builds the three networks on --device; before the optimizers, which hold their parameters.
+void build_nets(Run& r) {
+  r.device = Device::parse(r.cfg.device);
+  r.nets = make_nets(r.cfg, r.data);
+  if (r.device.is_cuda())
+    for (nn::Module* m : {r.nets.sp.get(), r.nets.sq.get(), r.nets.g.get()}) m->to(r.device);
+}
 
 double sigma_at(const Run& r, int64_t step) {
   if (r.data.kind != "tabular") return r.cfg.sigma;
@@ -524,7 +538,7 @@ double toy_kl(Run& r, nn::Module& s) {
 
 double toy_mmd(Run& r, int64_t n) {
   Generator eval_gen(r.cfg.seed + 977);  // the same points at every evaluation
-  Tensor gx = generate(*r.nets.g, n, r.nets.zdim, eval_gen);
+  Tensor gx = generate(*r.nets.g, n, r.nets.zdim, eval_gen).to(Device::cpu());
   Tensor dx = r.data.toy->sample(n, &eval_gen);
   return mmd2_rbf(gx, dx, 0.5);
 }
@@ -542,7 +556,8 @@ void final_outputs(Run& r, nn::MetricsLog& log) {
     write_samples(dir + "/samples_data.png", r.data.toy->sample(10000, &eval_gen), r.data.toy->extent());
     if (r.cfg.gen_steps > 0) {
       write_heatmap(dir + "/density_generator_dde.png", evaluate(*r.nets.sq, pts), side);
-      write_samples(dir + "/samples_generator.png", generate(*r.nets.g, 10000, r.nets.zdim, eval_gen), r.data.toy->extent());
+      write_samples(dir + "/samples_generator.png", generate(*r.nets.g, 10000, r.nets.zdim, eval_gen).to(Device::cpu()),
+                    r.data.toy->extent());
       res["mmd2_generator"] = toy_mmd(r, 10000);
     }
     if (r.cfg.sampler == "langevin") {
@@ -551,7 +566,7 @@ void final_outputs(Run& r, nn::MetricsLog& log) {
       res["mmd2_langevin"] = mmd2_rbf(x, r.data.toy->sample(2000, &eval_gen), 0.5);
     }
   } else if (r.data.kind == "image") {
-    if (r.cfg.gen_steps > 0) write_image_grid(dir + "/samples_generator.png", generate(*r.nets.g, 64, r.nets.zdim, eval_gen), 64);
+    if (r.cfg.gen_steps > 0) write_image_grid(dir + "/samples_generator.png", generate(*r.nets.g, 64, r.nets.zdim, eval_gen).to(Device::cpu()), 64);
     write_image_grid(dir + "/samples_data.png", r.data.batch(64, eval_gen), 64);
   } else {
     Held h = heldout_likelihood(*r.nets.sp, r.data, r.sigma_now, 5, 51200, eval_gen);
@@ -602,7 +617,7 @@ std::string train(TrainConfig cfg) {
   r.data = load_data(r.cfg);
   apply_defaults(r.cfg, r.data);
   manual_seed(r.cfg.seed);  // network initialisation
-  r.nets = make_nets(r.cfg, r.data);
+  build_nets(r);
   r.gen = Generator(r.cfg.seed + 1);  // every training draw comes from here (checkpointed)
   r.opt_sp = std::make_unique<nn::Adam>(r.nets.sp->parameters(), nn::AdamOptions{.lr = r.cfg.lr});
   r.opt_sq = std::make_unique<nn::Adam>(r.nets.sq->parameters(), nn::AdamOptions{.lr = r.cfg.lr});
@@ -655,7 +670,7 @@ std::string train(TrainConfig cfg) {
       if (interrupted()) return r.dir;
       r.sigma_now = sigma_at(r, r.step);
       r.opt_sp->lr = lr_at(r, r.step);
-      Tensor x = r.data.batch(r.cfg.batch, r.gen);
+      Tensor x = r.data.batch(r.cfg.batch, r.gen).to(r.device);
       r.opt_sp->zero_grad();
       Tensor loss = dde_loss(*r.nets.sp, x, r.sigma_now, &r.gen);
       loss.backward();
@@ -717,7 +732,7 @@ std::string train(TrainConfig cfg) {
       check_finite(lq, "generator-DDE", r.gen_step, r);
       set_trainable(*r.nets.sq, false);
       r.opt_g->zero_grad();
-      Tensor gz = (*r.nets.g)(randn({r.cfg.batch, r.nets.zdim}, {}, &r.gen));
+      Tensor gz = (*r.nets.g)(randn({r.cfg.batch, r.nets.zdim}, {.device = r.device}, &r.gen));
       Tensor lg = generator_loss(*r.nets.sq, *r.nets.sp, gz, r.cfg.sigma, &r.gen);
       lg.backward();
       r.opt_g->step();
@@ -751,7 +766,7 @@ std::string train(TrainConfig cfg) {
 
 std::string train_usage() {
   return "usage: ember dde [--data NAME] [--sigma S] [--steps N] [--gen-steps N] [--k K] [--sq-init-steps N] [--batch B] [--lr LR] [--gen-lr LR]\n"
-         "                [--width W] [--depth D] [--no-generator] [--device cpu] [--seed S] [--out DIR]\n"
+         "                [--width W] [--depth D] [--no-generator] [--device cpu|cuda[:N]] [--seed S] [--out DIR]\n"
          "                [--resume DIR] [--eval-every N] [--checkpoint-every N] [--grid N] [--threads N]\n"
          "                [--sigma-min S] [--anneal-every N] [--lr-schedule cosine|step] [--lr-decay F --lr-decay-every N] [--data-dir DIR]\n"
          "                [--sampler generator|langevin] [--langevin-levels L] [--langevin-steps T]\n"
@@ -835,7 +850,7 @@ Run open_run(const std::string& dir) {
   r.cfg = parse_train_args(split_str(it->second, '\x1f'));
   r.data = load_data(r.cfg);
   apply_defaults(r.cfg, r.data);
-  r.nets = make_nets(r.cfg, r.data);
+  build_nets(r);
   r.opt_sp = std::make_unique<nn::Adam>(r.nets.sp->parameters(), nn::AdamOptions{.lr = r.cfg.lr});
   r.opt_sq = std::make_unique<nn::Adam>(r.nets.sq->parameters(), nn::AdamOptions{.lr = r.cfg.lr});
   r.opt_g = std::make_unique<nn::Adam>(r.nets.g->parameters(), nn::AdamOptions{.lr = r.cfg.gen_lr});
@@ -854,7 +869,7 @@ void sample(const std::string& dir, int64_t n, const std::string& sampler) {
     x = langevin(*r.nets.sp, n, r.data.dim, r.cfg, g);
   } else {
     EMBER_CHECK(r.gen_step > 0, "dde sample: the run in ", dir, " trained no generator; use --sampler langevin");
-    x = generate(*r.nets.g, n, r.nets.zdim, g);
+    x = generate(*r.nets.g, n, r.nets.zdim, g).to(Device::cpu());
   }
   std::string path = dir + "/sample_" + sampler + ".png";
   if (r.data.kind == "toy") write_samples(path, x, r.data.toy->extent());
