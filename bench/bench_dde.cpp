@@ -1,7 +1,11 @@
 // The DDE workloads of ../shared/reference/torch_workloads.py, same names, shapes and
 // precision: one iteration = one real-data DDE step, one generator-DDE step and one generator
 // step (Algorithm 1 of the DDE paper with the generator updated every iteration).
+// Like the reference, it runs on the GPU where one is usable (EMBER_BENCH_DEVICE=cpu forces the
+// CPU) and waits for the GPU at the end of every iteration, so a time is a whole iteration's.
 #include <benchmark/benchmark.h>
+
+#include <cstdlib>
 
 #include "ember/ember.h"
 #include "ember/models/dde/dde.h"
@@ -13,16 +17,24 @@ namespace dde = ember::models::dde;
 
 namespace {
 
+Device bench_device() {
+  const char* forced = std::getenv("EMBER_BENCH_DEVICE");
+  if (forced) return Device::parse(forced);
+  return cuda::available() ? Device::cuda(0) : Device::cpu();
+}
+
 struct Setup {
   std::shared_ptr<nn::Module> gen, dreal, dgen;
   std::vector<std::unique_ptr<nn::Adam>> opts;
   int64_t batch, zdim, data_dim;
   double sigma;
   bool uniform_data;
+  Device device = bench_device();
 };
 
 void iteration(Setup& s) {
-  Tensor x = s.uniform_data ? rand({s.batch, s.data_dim}) : randn({s.batch, s.data_dim});
+  const TensorOptions on{.device = s.device};
+  Tensor x = s.uniform_data ? rand({s.batch, s.data_dim}, on) : randn({s.batch, s.data_dim}, on);
   s.opts[1]->zero_grad();
   dde::dde_loss(*s.dreal, x, s.sigma).backward();
   s.opts[1]->step();
@@ -31,18 +43,21 @@ void iteration(Setup& s) {
   Tensor gx;
   {
     NoGrad ng;
-    gx = (*s.gen)(randn({s.batch, s.zdim}));
+    gx = (*s.gen)(randn({s.batch, s.zdim}, on));
   }
   dde::dde_loss(*s.dgen, gx, s.sigma).backward();
   s.opts[2]->step();
 
   s.opts[0]->zero_grad();
-  Tensor gz = (*s.gen)(randn({s.batch, s.zdim}));
+  Tensor gz = (*s.gen)(randn({s.batch, s.zdim}, on));
   dde::generator_loss(*s.dgen, *s.dreal, gz, s.sigma).backward();
   s.opts[0]->step();
+  if (s.device.is_cuda()) cuda::synchronize(s.device.index);
 }
 
 void run(benchmark::State& state, Setup s) {
+  state.SetLabel(s.device.str());
+  for (auto* m : {s.gen.get(), s.dreal.get(), s.dgen.get()}) m->to(s.device);
   for (auto* m : {s.gen.get(), s.dreal.get(), s.dgen.get()})
     s.opts.push_back(std::make_unique<nn::Adam>(m->parameters(), nn::AdamOptions{.lr = 1e-3}));
   iteration(s);  // warm-up
