@@ -9,8 +9,11 @@
 
 namespace ember {
 
+// device_pointers: take each tensor's pointer wherever it lives (the CUDA bridge builds its
+// strided views from this loop); otherwise a GPU tensor is an error naming the op.
 template <int N>
-kernels::cpu::Loop<N> make_loop(const Shape& shape, const std::array<const Tensor*, N>& ts) {
+kernels::cpu::Loop<N> make_loop(const Shape& shape, const std::array<const Tensor*, N>& ts,
+                                bool device_pointers = false) {
   kernels::cpu::Loop<N> l;
   const int nd = static_cast<int>(shape.size());
   EMBER_CHECK(nd <= kernels::cpu::kMaxDims, "tensors of more than ", kernels::cpu::kMaxDims,
@@ -21,7 +24,7 @@ kernels::cpu::Loop<N> make_loop(const Shape& shape, const std::array<const Tenso
     const Tensor& t = *ts[k];
     const int td = static_cast<int>(t.dim());
     const int64_t es = static_cast<int64_t>(t.element_size());
-    l.ptrs[k] = static_cast<char*>(t.raw_data());
+    l.ptrs[k] = static_cast<char*>(device_pointers ? t.device_data() : t.raw_data());
     for (int d = 0; d < nd; ++d) {
       int tdim = d - (nd - td);
       if (tdim < 0 || t.sizes()[tdim] == 1) {

@@ -5,8 +5,8 @@
 #include <array>
 
 #include "ember/engine/cuda/runtime.h"
+#include "ember/engine/loop_builder.h"
 #include "ember/engine/tensor.h"
-#include "ember/kernels/cpu/loops.h"
 #include "ember/kernels/cuda/elementwise.h"
 
 namespace ember::cuda {
@@ -32,22 +32,7 @@ inline void* stream_of(const Tensor& t) { return stream(t.device().index); }
 // Operand 0 is the output; the others broadcast to `shape`. Dims are coalesced as on the CPU.
 template <int N>
 kernels::cuda::Strided<N> make_strided(const Shape& shape, const std::array<const Tensor*, N>& ts) {
-  kernels::cpu::Loop<N> l;
-  const int nd = static_cast<int>(shape.size());
-  EMBER_CHECK(nd <= kernels::cpu::kMaxDims, "tensors of more than ", kernels::cpu::kMaxDims,
-              " dims are not supported (shape ", shape_str(shape), ")");
-  l.ndim = nd;
-  for (int d = 0; d < nd; ++d) l.sizes[d] = shape[d];
-  for (int k = 0; k < N; ++k) {
-    const Tensor& t = *ts[k];
-    const int td = static_cast<int>(t.dim());
-    const int64_t es = static_cast<int64_t>(t.element_size());
-    l.ptrs[k] = static_cast<char*>(t.device_data());
-    for (int d = 0; d < nd; ++d) {
-      const int tdim = d - (nd - td);
-      l.strides[k][d] = (tdim < 0 || t.sizes()[tdim] == 1) ? 0 : t.strides()[tdim] * es;
-    }
-  }
+  kernels::cpu::Loop<N> l = make_loop<N>(shape, ts, /*device_pointers=*/true);
   l.coalesce();
   kernels::cuda::Strided<N> s;
   EMBER_CHECK(l.ndim <= kernels::cuda::kMaxDims, "a GPU elementwise op over ", l.ndim,
