@@ -126,7 +126,8 @@ bool available() { return false; }
 std::string unavailable_reason() { return "this ember was built without the CUDA backend"; }
 void check_device(const Device& d, const char* what) {
   EMBER_CHECK(d.is_cuda(), what, ": expected a CUDA device, got ", d.str());
-  no_cuda(what);
+  EMBER_FAIL(what, ": cannot use ", d.str(), ": this ember was built without the CUDA backend (configure with "
+             "-DEMBER_CUDA=AUTO or ON where nvcc exists); use the CPU (--device cpu)");
 }
 void set_device(int) { no_cuda("set_device"); }
 void* stream(int) { no_cuda("stream"); }
