@@ -27,17 +27,6 @@ using autograd::record;
 namespace cpu = kernels::cpu;
 namespace kc = kernels::cuda;
 
-// Which CUDA kernel computes an op on the GPU, with the op's scalars; the CPU lambda beside it
-// computes the same formula (kernels/cuda/unary.cu, binary.cu).
-struct GpuUnary {
-  kc::UnaryOp op;
-  double p0 = 0, p1 = 0;
-};
-struct GpuBinary {
-  kc::BinaryOp op;
-  double p0 = 0, p1 = 0;
-};
-
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
   const size_t n = std::max(a.size(), b.size());
   Shape out(n);
@@ -52,6 +41,17 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
 }
 
 namespace {
+
+// Which CUDA kernel computes an op on the GPU, with the op's scalars; the CPU lambda beside it
+// computes the same formula (kernels/cuda/unary.cu, binary.cu).
+struct GpuUnary {
+  kc::UnaryOp op;
+  double p0 = 0, p1 = 0;
+};
+struct GpuBinary {
+  kc::BinaryOp op;
+  double p0 = 0, p1 = 0;
+};
 
 void check_devices(const char* op, const Tensor& a, const Tensor& b) {
   EMBER_CHECK(a.defined() && b.defined(), op, ": an operand is undefined");

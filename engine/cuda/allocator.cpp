@@ -11,8 +11,9 @@
 // receives it next is queued after them on the same stream, so reuse without waiting is safe.
 // (A second stream would need events recorded at free time; ember does not use one.)
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <bit>
-#include <memory>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -59,14 +60,21 @@ struct DeviceCache {
   }
 };
 
-std::mutex caches_mutex;
+// One cache per device, created on first use and never destroyed (tensors held by statics may
+// be freed after main returns). Every allocation and free looks its cache up, so the common
+// case is one atomic load; the mutex only guards creation.
+std::mutex create_mutex;
+std::array<std::atomic<DeviceCache*>, kMaxDevices> caches{};
 DeviceCache& cache(int index) {
-  // Never destroyed: tensors held by statics may be freed after main returns.
-  static auto* caches = new std::vector<std::unique_ptr<DeviceCache>>();
-  std::lock_guard<std::mutex> lock(caches_mutex);
-  if (static_cast<int>(caches->size()) <= index) caches->resize(index + 1);
-  auto& c = (*caches)[index];
-  if (!c) c = std::make_unique<DeviceCache>();
+  EMBER_CHECK(index >= 0 && index < kMaxDevices, "cuda:", index, ": device indices go up to ", kMaxDevices - 1);
+  DeviceCache* c = caches[index].load(std::memory_order_acquire);
+  if (c) return *c;
+  std::lock_guard<std::mutex> lock(create_mutex);
+  c = caches[index].load(std::memory_order_relaxed);
+  if (!c) {
+    c = new DeviceCache();
+    caches[index].store(c, std::memory_order_release);
+  }
   return *c;
 }
 

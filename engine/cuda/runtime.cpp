@@ -2,8 +2,9 @@
 // "no device" and nothing here touches CUDA.
 #include "ember/engine/cuda/runtime.h"
 
+#include <array>
+#include <atomic>
 #include <mutex>
-#include <vector>
 
 #include "ember/engine/error.h"
 
@@ -45,11 +46,10 @@ const Probe& probe() {
   return p;
 }
 
-std::mutex streams_mutex;
-std::vector<cudaStream_t>& streams() {
-  static auto* s = new std::vector<cudaStream_t>();  // never destroyed: tensors may outlive statics
-  return *s;
-}
+// Created on first use, never destroyed (tensors may outlive statics). Every op asks for its
+// stream, so the common case is one atomic load; the mutex only guards creation.
+std::mutex create_mutex;
+std::array<std::atomic<cudaStream_t>, kMaxDevices> streams{};
 thread_local int current_device = -1;
 }  // namespace
 
@@ -71,16 +71,19 @@ void set_device(int index) {
 }
 
 void* stream(int index) {
+  EMBER_CHECK(index >= 0 && index < kMaxDevices, "cuda:", index, ": device indices go up to ", kMaxDevices - 1);
   set_device(index);
-  std::lock_guard<std::mutex> lock(streams_mutex);
-  auto& s = streams();
-  if (static_cast<int>(s.size()) <= index) s.resize(index + 1, nullptr);
-  if (!s[index]) {
+  cudaStream_t s = streams[index].load(std::memory_order_acquire);
+  if (s) return s;
+  std::lock_guard<std::mutex> lock(create_mutex);
+  s = streams[index].load(std::memory_order_relaxed);
+  if (!s) {
     // Non-blocking: no implicit ordering against the legacy default stream, which ember never
     // uses; a stream of its own is also what CUDA graph capture needs.
-    check_cuda(cudaStreamCreateWithFlags(&s[index], cudaStreamNonBlocking), "cudaStreamCreateWithFlags", "stream");
+    check_cuda(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", "stream");
+    streams[index].store(s, std::memory_order_release);
   }
-  return s[index];
+  return s;
 }
 
 void synchronize(int index) {
@@ -89,13 +92,8 @@ void synchronize(int index) {
                "synchronize");
     return;
   }
-  std::vector<int> used;
-  {
-    std::lock_guard<std::mutex> lock(streams_mutex);
-    for (size_t i = 0; i < streams().size(); ++i)
-      if (streams()[i]) used.push_back(static_cast<int>(i));
-  }
-  for (int i : used) synchronize(i);
+  for (int i = 0; i < kMaxDevices; ++i)
+    if (streams[i].load(std::memory_order_acquire)) synchronize(i);
 }
 
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t n) {

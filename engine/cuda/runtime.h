@@ -14,6 +14,8 @@
 
 namespace ember::cuda {
 
+constexpr int kMaxDevices = 64;  // device indices ember keeps per-device state for
+
 bool built();                // this ember was compiled with the CUDA backend
 int device_count();          // GPUs usable now: 0 without a driver or a GPU (never throws)
 bool available();            // device_count() > 0

@@ -4,20 +4,11 @@
 // formulas are the CPU's (ops/elementwise.cpp); NaN wins in maximum/minimum as there.
 #include "ember/engine/error.h"
 #include "ember/kernels/cuda/map.cuh"
+#include "ember/kernels/cuda/math.cuh"
 
 namespace ember::kernels::cuda {
 
 namespace {
-
-template <typename T>
-__device__ __forceinline__ T sigmoid_of(T x) {
-  const T ax = x < T(0) ? -x : x;
-  T e;
-  if constexpr (std::is_same_v<T, float>) e = expf(-ax);
-  else e = ::exp(-ax);
-  const T r = T(1) / (T(1) + e);
-  return x >= T(0) ? r : e * r;
-}
 
 template <BinaryOp OP, typename T>
 struct BinaryFn {
@@ -27,10 +18,7 @@ struct BinaryFn {
     else if constexpr (OP == BinaryOp::sub) return x - y;
     else if constexpr (OP == BinaryOp::mul) return x * y;
     else if constexpr (OP == BinaryOp::div) return x / y;
-    else if constexpr (OP == BinaryOp::pow) {
-      if constexpr (std::is_same_v<T, float>) return powf(x, y);
-      else return ::pow(x, y);
-    }
+    else if constexpr (OP == BinaryOp::pow) return m_pow(x, y);
     else if constexpr (OP == BinaryOp::maximum) return (x > y || x != x) ? x : y;
     else if constexpr (OP == BinaryOp::minimum) return (x < y || x != x) ? x : y;
     else if constexpr (OP == BinaryOp::softplus_backward) {

@@ -5,6 +5,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <climits>
 #include <mutex>
 #include <vector>
@@ -48,10 +49,10 @@ void gemm(ElemType t, MathMode mode, bool trans_a, bool trans_b, int64_t M, int6
   cublasHandle_t h = handle_for(device);
   check_cublas(cublasSetStream(h, static_cast<cudaStream_t>(stream)), "cublasSetStream", "gemm");
   const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  // cuBLAS wants ld >= the stored row length even when a dim is 1.
-  const int64_t lda_ok = std::max<int64_t>(lda, trans_a ? M : K), ldb_ok = std::max<int64_t>(ldb, trans_b ? K : N);
+  // cuBLAS wants ld >= max(1, the stored row length) even where a dim of 1 makes ld unused.
   const int m = as_int(N, "N"), n = as_int(M, "M"), k = as_int(K, "K");
-  const int la = as_int(std::max<int64_t>(lda_ok, 1), "lda"), lb = as_int(std::max<int64_t>(ldb_ok, 1), "ldb"),
+  const int la = as_int(std::max({lda, trans_a ? M : K, int64_t{1}}), "lda"),
+            lb = as_int(std::max({ldb, trans_b ? K : N, int64_t{1}}), "ldb"),
             lc = as_int(std::max<int64_t>(ldc, 1), "ldc"), nb = as_int(batch, "batch");
   if (t == ElemType::f32) {
     const float alpha = 1.0f, b = static_cast<float>(beta);

@@ -52,9 +52,6 @@ __device__ T block_extreme(T v, bool is_max) {
   return r;
 }
 
-template <typename T>
-__device__ __forceinline__ double m_exp(double x) { return ::exp(x); }
-
 template <typename T, RowOp OP>
 __global__ void reduce_rows_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t inner, double p0) {
   const T* row = x + static_cast<int64_t>(blockIdx.x) * inner;
