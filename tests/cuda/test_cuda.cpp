@@ -15,58 +15,12 @@
 #include "ember/models/dde/dde.h"
 #include "ember/models/dde/trainer.h"
 #include "ember/models/mlp.h"
-#include "test_util.h"
+#include "cuda_parity.h"
 
 namespace ember {
 namespace {
 
 using test::rnd;
-
-#define EMBER_REQUIRE_GPU()                                                        \
-  do {                                                                             \
-    if (!cuda::available()) GTEST_SKIP() << "no GPU here: " << cuda::unavailable_reason(); \
-  } while (0)
-
-const Device kGpu = Device::cuda(0);
-
-// max |a - b| / max(1, max |b|), both moved to the CPU as f64.
-double rel_diff(const Tensor& a, const Tensor& b) {
-  EXPECT_EQ(a.sizes(), b.sizes());
-  auto x = a.to(Device::cpu()).to_vector<double>(), y = b.to(Device::cpu()).to_vector<double>();
-  double d = 0, scale = 1;
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (std::isnan(x[i]) && std::isnan(y[i])) continue;
-    d = std::max(d, std::abs(x[i] - y[i]));
-    scale = std::max(scale, std::abs(y[i]));
-  }
-  return d / scale;
-}
-
-double tol(DType t) { return t == DType::f64 ? 1e-12 : 1e-5; }
-
-// A random input in (lo, hi), laid out as a transposed view of odd sizes (not contiguous).
-Tensor odd_input(uint64_t seed, DType dt, double lo = -2, double hi = 2) {
-  Generator g(seed);
-  return uniform({53, 37}, lo, hi, {.dtype = dt}, &g).t();  // [37, 53], strides (1, 37)
-}
-
-// f on the CPU and on the GPU, its gradient and the gradient of that gradient.
-void expect_parity(const std::function<Tensor(const Tensor&)>& f, const Tensor& x_cpu, double tolerance,
-                   const char* what) {
-  SCOPED_TRACE(what);
-  auto run = [&](const Device& d) {
-    Tensor x = x_cpu.to(d).detach().requires_grad_(true);
-    Tensor y = f(x);
-    Tensor w = full_like(y, 0.75);
-    Tensor g1 = grad(TensorList{mul(y, w).sum()}, TensorList{x}, {}, {.create_graph = true})[0];
-    Tensor g2 = grad(TensorList{mul(g1, g1).sum()}, TensorList{x}, {}, {.allow_unused = true})[0];
-    return TensorList{y.detach(), g1.detach(), g2.defined() ? g2 : zeros_like(x)};
-  };
-  TensorList c = run(Device::cpu()), g = run(kGpu);
-  EXPECT_LT(rel_diff(g[0], c[0]), tolerance) << "forward";
-  EXPECT_LT(rel_diff(g[1], c[1]), tolerance * 10) << "first derivative";
-  EXPECT_LT(rel_diff(g[2], c[2]), tolerance * 100) << "second derivative";
-}
 
 // ---- anywhere ----
 
