@@ -140,6 +140,16 @@ Tensor randn(const Shape& sizes, TensorOptions opts, Generator* gen) { return no
 Tensor randint(int64_t low, int64_t high, const Shape& sizes, TensorOptions opts, Generator* gen) {
   EMBER_CHECK(low < high, "randint: empty range [", low, ", ", high, ")");
   const int64_t n = shape_numel(sizes);
+  if (opts.device.is_cuda()) {  // the same counters and words as below, drawn on the device
+    Tensor t = Tensor::empty(sizes, {.dtype = DType::i64, .device = opts.device});
+#if EMBER_WITH_CUDA
+    Generator& g = pick(gen);
+    const uint64_t base = g.reserve(static_cast<uint64_t>((n + 1) / 2));
+    kernels::cuda::philox_randint(static_cast<int64_t*>(t.device_data()), n, low, high, g.seed(), base,
+                                  cuda::stream_of(t));
+#endif
+    return opts.dtype == DType::i64 ? t : t.to(opts.dtype);
+  }
   std::vector<int64_t> v(n);
   const uint64_t range = static_cast<uint64_t>(high - low);
   // Two values per counter, each from 64 random bits (modulo bias < range / 2^64).

@@ -7,6 +7,8 @@
 #include "ember/engine/factory.h"
 #include "ember/kernels/cpu/parallel.h"
 #include "ember/kernels/cuda/optim.h"
+#include "ember/ops/elementwise.h"
+#include "ember/ops/reduce.h"
 #if EMBER_WITH_CUDA
 #include "ember/engine/cuda/bridge.h"
 #endif
@@ -27,6 +29,44 @@ void with_raw(const Tensor& p, const Tensor& g, const char* op, const F& f) {
   p.bump_version();
 }
 }  // namespace
+
+bool Optimizer::on_gpu() const { return !params_.empty() && params_[0].device().is_cuda(); }
+
+// Parameters batched 32 to a launch of the fused kernel (kernels/cuda/optim.cu), which applies
+// the CPU loops below elementwise with the same constants.
+void Optimizer::step_gpu(const kernels::cuda::OptimStep& st, const char* slot0, const char* slot1) {
+  std::vector<kernels::cuda::OptimTensor> batch;
+  std::vector<Tensor> keep;  // contiguous gradients live until their launch is queued
+  const DType dtype = params_[0].dtype();
+  const Device device = params_[0].device();
+  dispatch_floating(dtype, name_, [](auto) {});
+  auto flush = [&] {
+#if EMBER_WITH_CUDA
+    kernels::cuda::optim_step(cuda::elem_type(dtype), batch.data(), static_cast<int>(batch.size()), st,
+                              cuda::stream(device.index));
+#endif
+    batch.clear();
+    keep.clear();
+  };
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& p = params_[i];
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    EMBER_CHECK(p.device() == device && p.dtype() == dtype, name_, ": the fused GPU step needs every parameter on one "
+                "device with one dtype; parameter ", i, " is ", p.str(), ", parameter 0 is ", params_[0].str());
+    EMBER_CHECK(p.is_contiguous(), name_, ": parameter ", p.str(), " is not contiguous");
+    EMBER_CHECK(g.sizes() == p.sizes(), name_, ": gradient ", g.str(), " does not match parameter ", p.str());
+    EMBER_CHECK(g.device() == device, name_, ": gradient ", g.str(), " is not on its parameter's device (", p.str(), ")");
+    Tensor gc = (g.dtype() == dtype ? g : g.to(dtype)).contiguous();
+    void* s0 = slot0 ? slot(i, slot0).device_data() : nullptr;
+    void* s1 = slot1 ? slot(i, slot1).device_data() : nullptr;
+    keep.push_back(gc);
+    batch.push_back({p.device_data(), gc.device_data(), s0, s1, p.numel()});
+    p.bump_version();
+    if (batch.size() == static_cast<size_t>(kernels::cuda::kMaxTensorsPerLaunch)) flush();
+  }
+  if (!batch.empty()) flush();
+}
 
 Optimizer::Optimizer(std::vector<Tensor> params, double lr_, const char* name)
     : lr(lr_), params_(std::move(params)), state_(params_.size()), name_(name) {
@@ -79,6 +119,19 @@ SGD::SGD(std::vector<Tensor> params, SGDOptions o) : Optimizer(std::move(params)
 
 void SGD::step() {
   NoGrad ng;
+  if (on_gpu()) {
+    kernels::cuda::OptimStep st;
+    st.rule = kernels::cuda::OptimRule::sgd;
+    st.lr = lr;
+    st.weight_decay = opts.weight_decay;
+    st.momentum = opts.momentum;
+    st.dampening = opts.dampening;
+    st.nesterov = opts.nesterov;
+    st.first = steps_ == 0;
+    step_gpu(st, opts.momentum != 0 ? "momentum" : nullptr, nullptr);
+    ++steps_;
+    return;
+  }
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
@@ -111,7 +164,19 @@ void Adam::step() {
   ++steps_;
   const double bc1 = 1 - std::pow(opts.beta1, static_cast<double>(steps_));
   const double bc2 = 1 - std::pow(opts.beta2, static_cast<double>(steps_));
-  if (!params_.empty() && params_[0].device().is_cuda()) return step_gpu(bc1, bc2);
+  if (on_gpu()) {
+    kernels::cuda::OptimStep st;
+    st.rule = kernels::cuda::OptimRule::adam;
+    st.beta1 = opts.beta1;
+    st.beta2 = opts.beta2;
+    st.eps = opts.eps;
+    st.weight_decay = opts.weight_decay;
+    st.step_size = lr / bc1;
+    st.inv_sqrt_bc2 = 1 / std::sqrt(bc2);
+    st.decay = 1 - lr * opts.weight_decay;
+    st.decoupled = decoupled_;
+    return step_gpu(st, "exp_avg", "exp_avg_sq");
+  }
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
@@ -134,47 +199,22 @@ void Adam::step() {
   }
 }
 
-// On the GPU: the parameters that have gradients, batched 32 to a launch of the fused kernel
-// (kernels/cuda/optim.cu), which applies the update above elementwise.
-void Adam::step_gpu(double bc1, double bc2) {
-  kernels::cuda::AdamStep st{opts.beta1, opts.beta2, opts.eps, opts.weight_decay, lr / bc1, 1 / std::sqrt(bc2),
-                             1 - lr * opts.weight_decay, decoupled_};
-  std::vector<kernels::cuda::AdamTensor> batch;
-  std::vector<Tensor> keep;  // contiguous gradients live until their launch is queued
-  DType dtype = params_[0].dtype();
-  Device device = params_[0].device();
-  auto flush = [&] {
-#if EMBER_WITH_CUDA
-    kernels::cuda::adam_step(cuda::elem_type(dtype), batch.data(), static_cast<int>(batch.size()), st,
-                             cuda::stream(device.index));
-#endif
-    batch.clear();
-    keep.clear();
-  };
-  for (size_t i = 0; i < params_.size(); ++i) {
-    const Tensor& p = params_[i];
-    Tensor g = p.grad();
-    if (!g.defined()) continue;
-    EMBER_CHECK(p.device() == device && p.dtype() == dtype, name_, ": the fused GPU step needs every parameter on one "
-                "device with one dtype; parameter ", i, " is ", p.str(), ", parameter 0 is ", params_[0].str());
-    EMBER_CHECK(p.is_contiguous(), name_, ": parameter ", p.str(), " is not contiguous");
-    EMBER_CHECK(g.sizes() == p.sizes(), name_, ": gradient ", g.str(), " does not match parameter ", p.str());
-    Tensor gc = (g.dtype() == dtype ? g : g.to(dtype)).contiguous();
-    Tensor m = slot(i, "exp_avg"), v = slot(i, "exp_avg_sq");
-    keep.push_back(gc);
-    batch.push_back({p.device_data(), gc.device_data(), m.device_data(), v.device_data(), p.numel()});
-    p.bump_version();
-    if (batch.size() == static_cast<size_t>(kernels::cuda::kMaxTensorsPerLaunch)) flush();
-  }
-  if (!batch.empty()) flush();
-}
-
 Adamax::Adamax(std::vector<Tensor> params, AdamOptions o) : Optimizer(std::move(params), o.lr, "Adamax"), opts(o) {}
 
 void Adamax::step() {
   NoGrad ng;
   ++steps_;
   const double bc1 = 1 - std::pow(opts.beta1, static_cast<double>(steps_));
+  if (on_gpu()) {
+    kernels::cuda::OptimStep st;
+    st.rule = kernels::cuda::OptimRule::adamax;
+    st.beta1 = opts.beta1;
+    st.beta2 = opts.beta2;
+    st.eps = opts.eps;
+    st.weight_decay = opts.weight_decay;
+    st.step_size = lr / bc1;
+    return step_gpu(st, "exp_avg", "exp_inf");
+  }
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
@@ -224,11 +264,18 @@ LRScheduler LambdaLR(Optimizer& opt, std::function<double(int64_t)> f) { return 
 double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
   NoGrad ng;
   double total = 0;
+  Tensor device_total;  // GPU gradients: summed on their device, read back once
   for (const auto& p : params) {
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    for (double v : g.to_vector<double>()) total += v * v;
+    if (g.device().is_cuda()) {
+      Tensor s = square(g.detach().to(DType::f64)).sum();
+      device_total = device_total.defined() ? add(device_total, s.to(device_total.device())) : s;
+    } else {
+      for (double v : g.to_vector<double>()) total += v * v;
+    }
   }
+  if (device_total.defined()) total += device_total.item();
   total = std::sqrt(total);
   EMBER_CHECK(std::isfinite(total), "clip_grad_norm_: the gradient norm is ", total,
               " (a NaN or Inf reached the gradients; check the loss and the learning rate)");
@@ -245,6 +292,11 @@ void clip_grad_value_(const std::vector<Tensor>& params, double clip) {
   for (const auto& p : params) {
     Tensor g = p.grad();
     if (!g.defined()) continue;
+    if (g.device().is_cuda()) {
+      dispatch_floating(g.dtype(), "clip_grad_value_", [](auto) {});
+      p.set_grad(clamp(g.detach(), -clip, clip));
+      continue;
+    }
     Tensor c = g.detach().contiguous().clone();
     dispatch_floating(c.dtype(), "clip_grad_value_", [&](auto tag) {
       using T = typename decltype(tag)::type;

@@ -1,7 +1,8 @@
 // Optimizers, learning-rate schedules, gradient clipping and an EMA of parameters.
 //
 // Updates run in place under NoGrad on contiguous f32/f64 parameters, one fused loop per
-// parameter (no temporaries). The formulas are PyTorch's, so hyper-parameters carry over.
+// parameter (no temporaries) on the CPU, one fused multi-tensor kernel launch per 32
+// parameters on the GPU. The formulas are PyTorch's, so hyper-parameters carry over.
 #pragma once
 #include <functional>
 #include <map>
@@ -9,6 +10,10 @@
 #include <vector>
 
 #include "ember/engine/tensor.h"
+
+namespace ember::kernels::cuda {
+struct OptimStep;
+}
 
 namespace ember::nn {
 
@@ -30,6 +35,10 @@ class Optimizer {
 
  protected:
   Tensor& slot(size_t param, const std::string& name);  // zeros like the parameter on first use
+  bool on_gpu() const;
+  // The parameters with gradients through the fused GPU kernel; the state slots named here
+  // (either may be null) are handed to it as state0 and state1.
+  void step_gpu(const kernels::cuda::OptimStep& step, const char* slot0, const char* slot1);
   std::vector<Tensor> params_;
   std::vector<std::map<std::string, Tensor>> state_;
   int64_t steps_ = 0;
@@ -58,7 +67,6 @@ class Adam : public Optimizer {
   AdamOptions opts;
 
  private:
-  void step_gpu(double bc1, double bc2);  // the fused multi-tensor kernel
   bool decoupled_;
 };
 class AdamW : public Adam {

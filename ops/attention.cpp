@@ -4,7 +4,8 @@
 // (save_outputs), written in ops so they differentiate again:
 //   softmax:      dx = y * (g - sum(g * y))
 //   log_softmax:  dx = g - exp(y) * sum(g)
-// Attention is a composite of those ops (matmul, softmax, matmul).
+// Attention is a composite of those ops (matmul, softmax, matmul). On the GPU the same
+// arithmetic runs in kernels/cuda/softmax.cu.
 #include "ember/ops/attention.h"
 
 #include <algorithm>
@@ -17,6 +18,10 @@
 #include "ember/engine/dispatch.h"
 #include "ember/engine/factory.h"
 #include "ember/kernels/cpu/parallel.h"
+#include "ember/kernels/cuda/softmax.h"
+#if EMBER_WITH_CUDA
+#include "ember/engine/cuda/bridge.h"
+#endif
 #include "ember/ops/elementwise.h"
 #include "ember/ops/linalg.h"
 #include "ember/ops/reduce.h"
@@ -103,6 +108,13 @@ Tensor softmax_forward(const char* op, const Tensor& x, int64_t dim, bool log) {
   Tensor out = Tensor::empty(x.sizes(), {.dtype = x.dtype(), .device = x.device()});
   if (out.numel() > 0) {
     Tensor xc = x.detach().contiguous();
+    if (x.device().is_cuda()) {
+#if EMBER_WITH_CUDA
+      kernels::cuda::softmax(cuda::elem_type(x.dtype()), xc.device_data(), out.device_data(), outer, n, inner, log,
+                             cuda::stream_of(x));
+#endif
+      return out;
+    }
     dispatch_floating(x.dtype(), op, [&](auto tag) {
       using T = typename decltype(tag)::type;
       softmax_kernel(xc.data<T>(), out.data<T>(), outer, n, inner, log);

@@ -288,8 +288,12 @@ int64_t lu_factor_inplace(double* m, int64_t n, int64_t* perm, int64_t& swaps) {
   return bad;
 }
 
+// The factorizations (inverse, slogdet, det, lu) run on the host in f64 for any device: a
+// GPU input is copied to the CPU and the results copied back (one synchronisation each way;
+// no cuSOLVER). They serve small matrices (Glow's 1x1 convolutions, C x C), where the copy is
+// cheaper than a batched GPU factorization's launches. Their backwards are GPU ops.
 struct SquareBatch {
-  Tensor data;  // contiguous, detached: [B, n, n]
+  Tensor data;  // contiguous, detached, on the CPU: [B, n, n]
   int64_t batch = 1, n = 0;
   Shape batch_shape;
 };
@@ -298,15 +302,20 @@ SquareBatch square_batch(const Tensor& a, const char* op) {
   EMBER_CHECK(a.defined(), op, ": input is undefined");
   EMBER_CHECK(a.dim() >= 2 && a.size(-1) == a.size(-2), op, ": expected a square matrix or a batch of them [..., n, n], got ",
               a.str());
-  EMBER_CHECK(a.device().is_cpu(), op, ": only the CPU backend implements it; got ", a.str(),
-              " (move it with .to(Device::cpu()))");
   dispatch_floating(a.dtype(), op, [](auto) {});  // f32 / f64 only, with the op's name in the error
   SquareBatch s;
   s.n = a.size(-1);
   s.batch_shape.assign(a.sizes().begin(), a.sizes().end() - 2);
   s.batch = shape_numel(s.batch_shape);
-  s.data = a.detach().contiguous();
+  s.data = a.detach().to(Device::cpu()).contiguous();
   return s;
+}
+
+TensorOptions host_options(const Tensor& a) { return {.dtype = a.dtype()}; }
+
+// A result computed on the host, moved to the input's device.
+Tensor to_device_of(const Tensor& host, const Tensor& a) {
+  return a.device().is_cpu() ? host : host.to(a.device());
 }
 
 // Runs fn(b, scratch matrix in f64, perm) for every matrix b of the batch, in parallel.
@@ -333,7 +342,7 @@ void for_each_lu(const SquareBatch& s, const F& fn) {
 Tensor inverse(const Tensor& a) {
   SquareBatch s = square_batch(a, "inverse");
   trace::OpTimer timer("inverse", {a});
-  Tensor out = Tensor::empty(a.sizes(), options_of(a));
+  Tensor out = Tensor::empty(a.sizes(), host_options(a));
   const int64_t n = s.n;
   int64_t first_bad = -1, bad_col = -1;  // the lowest singular batch index, for the error
   std::mutex bad_mutex;
@@ -370,6 +379,7 @@ Tensor inverse(const Tensor& a) {
   EMBER_CHECK(first_bad < 0, "inverse: matrix ", first_bad, " of the batch (input ", a.str(),
               ") is singular or not finite (no usable pivot in column ", bad_col,
               "); it has no inverse. Check the matrix, or regularise it (e.g. add a small multiple of eye(n)).");
+  out = to_device_of(out, a);
   timer.set_output(out);
   record("inverse", {a}, out, [](const TensorList& g, const TensorList& outs) {
     // Y = A^{-1}: dA = -Y^T g Y^T (out is re-attached to this node, so this differentiates again)
@@ -382,8 +392,8 @@ Tensor inverse(const Tensor& a) {
 std::pair<Tensor, Tensor> slogdet(const Tensor& a) {
   SquareBatch s = square_batch(a, "slogdet");
   trace::OpTimer timer("slogdet", {a});
-  Tensor sign = Tensor::empty(s.batch_shape, options_of(a));
-  Tensor logabs = Tensor::empty(s.batch_shape, options_of(a));
+  Tensor sign = Tensor::empty(s.batch_shape, host_options(a));
+  Tensor logabs = Tensor::empty(s.batch_shape, host_options(a));
   const int64_t n = s.n;
   dispatch_floating(a.dtype(), "slogdet", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -407,6 +417,8 @@ std::pair<Tensor, Tensor> slogdet(const Tensor& a) {
       lp[b] = static_cast<T>(la);
     });
   });
+  sign = to_device_of(sign, a);
+  logabs = to_device_of(logabs, a);
   timer.set_output(logabs);
   // Only logabsdet is recorded: sign is piecewise constant (no gradient).
   record("slogdet", {a}, logabs, [a](const TensorList& g, const TensorList&) {
@@ -424,7 +436,7 @@ Tensor det(const Tensor& a) {
 std::tuple<Tensor, Tensor, Tensor> lu(const Tensor& a) {
   SquareBatch s = square_batch(a, "lu");
   trace::OpTimer timer("lu", {a});
-  TensorOptions o = options_of(a);
+  TensorOptions o = host_options(a);
   Tensor P = zeros(a.sizes(), o), L = zeros(a.sizes(), o), U = zeros(a.sizes(), o);
   const int64_t n = s.n;
   dispatch_floating(a.dtype(), "lu", [&](auto tag) {
@@ -441,6 +453,9 @@ std::tuple<Tensor, Tensor, Tensor> lu(const Tensor& a) {
       }
     });
   });
+  P = to_device_of(P, a);
+  L = to_device_of(L, a);
+  U = to_device_of(U, a);
   timer.set_output(U);
   return {P, L, U};
 }

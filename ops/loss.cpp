@@ -6,6 +6,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "ember/engine/autograd/grad_mode.h"
 #include "ember/engine/autograd/graph_export.h"
 #include "ember/engine/autograd/node.h"
 #include "ember/engine/dispatch.h"
@@ -66,21 +67,35 @@ Tensor binary_cross_entropy(const Tensor& p, const Tensor& target, Reduction red
   trace::OpTimer timer(op, {p, t});
   Tensor pc = p.detach().contiguous(), tc = t.detach().contiguous();
   Tensor loss = Tensor::empty(p.sizes(), {.dtype = p.dtype(), .device = p.device()});
-  dispatch_floating(p.dtype(), op, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* pp = pc.data<T>();
-    const T* tp = tc.data<T>();
-    T* lp = loss.data<T>();
-    kernels::cpu::parallel_for(0, loss.numel(), 16384, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const T pv = pp[i];
-        EMBER_CHECK(pv >= T(0) && pv <= T(1), op, ": every probability must lie in [0, 1], got ", pv, " at element ",
-                    i, " of the input ", shape_str(p.sizes()), "; for logits use binary_cross_entropy_with_logits");
-        const T lo = std::max(std::log(pv), T(-100)), hi = std::max(std::log1p(-pv), T(-100));
-        lp[i] = -(tp[i] * lo + (T(1) - tp[i]) * hi);
-      }
+  if (p.device().is_cuda()) {
+    // The same formula in GPU ops; the range check costs one host read of a flag.
+    dispatch_floating(p.dtype(), op, [](auto) {});
+    NoGrad ng;
+    if (p.numel() > 0 && logical_not(logical_and(ge(pc, 0.0), le(pc, 1.0))).to(p.dtype()).sum().item() > 0) {
+      const std::vector<double> v = pc.to_vector<double>();
+      for (size_t i = 0; i < v.size(); ++i)
+        EMBER_CHECK(v[i] >= 0 && v[i] <= 1, op, ": every probability must lie in [0, 1], got ", v[i], " at element ", i,
+                    " of the input ", shape_str(p.sizes()), "; for logits use binary_cross_entropy_with_logits");
+    }
+    Tensor lo = clamp(log(pc), -100.0, std::nullopt), hi = clamp(log1p(neg(pc)), -100.0, std::nullopt);
+    loss = neg(add(mul(tc, lo), mul(rsub(tc, 1.0), hi)));
+  } else {
+    dispatch_floating(p.dtype(), op, [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      const T* pp = pc.data<T>();
+      const T* tp = tc.data<T>();
+      T* lp = loss.data<T>();
+      kernels::cpu::parallel_for(0, loss.numel(), 16384, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          const T pv = pp[i];
+          EMBER_CHECK(pv >= T(0) && pv <= T(1), op, ": every probability must lie in [0, 1], got ", pv, " at element ",
+                      i, " of the input ", shape_str(p.sizes()), "; for logits use binary_cross_entropy_with_logits");
+          const T lo = std::max(std::log(pv), T(-100)), hi = std::max(std::log1p(-pv), T(-100));
+          lp[i] = -(tp[i] * lo + (T(1) - tp[i]) * hi);
+        }
+      });
     });
-  });
+  }
   timer.set_output(loss);
   record(op, {p, t}, loss, [p, t, rp = wants(p), rt = wants(t)](const TensorList& g, const TensorList&) {
     Tensor gp, gt;

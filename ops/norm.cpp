@@ -5,6 +5,9 @@
 // xhat = (x - mean) * rstd recomputed from x by ops, so it is exact at every order:
 //   dx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat)),   gh = g * weight
 //   dweight = sum(g * xhat),   dbias = sum(g)   (over every dim but the parameter's)
+// On the GPU the forward is that same normalization written in ops (reductions, then
+// broadcast elementwise kernels: a handful of launches instead of two passes); the fused
+// GroupNorm kernel belongs to the handwritten-kernels work. The backward is shared.
 #include "ember/ops/norm.h"
 
 #include <cmath>
@@ -170,6 +173,54 @@ Tensor normalize_backward(const Tensor& gh, const Tensor& xhat, const Tensor& rs
   return mul(rstd, inner);
 }
 
+// The GPU forward: xhat over `dims` (the ops above, not recorded), times scale, plus shift
+// (either undefined, else broadcasting against x).
+Tensor normalize_affine_gpu(const Tensor& x, const Shape& dims, double eps, const Tensor& scale, const Tensor& shift) {
+  NoGrad ng;
+  Tensor y = normalize_ops(x.detach(), dims, eps).first;
+  if (scale.defined()) y = mul(y, scale.detach());
+  if (shift.defined()) y = add(y, shift.detach());
+  return y;
+}
+
+struct BatchNormGpu {
+  Tensor out, mu, rstd;  // mu, rstd shaped [C, 1, ...]: evaluation's constants
+};
+
+// batch_norm's forward on the GPU in ops; updates the running statistics in training.
+BatchNormGpu batch_norm_gpu(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+                            const Tensor& weight, const Tensor& bias, bool training, double momentum, double eps) {
+  NoGrad ng;
+  const int64_t C = x.size(1);
+  const Shape cdims = non_channel_dims(x.dim()), cshape = channel_shape(C, x.dim());
+  const Tensor xd = x.detach();
+  Tensor mu, var;  // [C]
+  if (training) {
+    mu = mean(xd, cdims);
+    var = mean(square(sub(xd, mu.reshape(cshape))), cdims);
+    if (running_mean.defined()) {
+      // running = (1 - momentum) running + momentum batch, with the unbiased variance
+      const double n = static_cast<double>(x.numel() / C);
+      Tensor running_m = running_mean, running_v = running_var;  // handles to the caller's tensors
+      running_m.copy_(add(mul(running_mean.detach(), 1 - momentum), mul(mu, momentum)));
+      running_v.copy_(add(mul(running_var.detach(), 1 - momentum), mul(var, momentum * n / (n - 1))));
+    }
+  } else {
+    mu = running_mean.detach().clone();
+    var = running_var.detach().clone();
+    if (C > 0 && !(amin(add(var, eps), {0}).item() > 0)) {  // one host read, as the CPU's check
+      const std::vector<double> v = var.to_vector<double>();
+      for (int64_t c = 0; c < C; ++c)
+        EMBER_CHECK(v[c] + eps > 0, "batch_norm: running_var[", c, "] + eps = ", v[c] + eps, " is not positive");
+    }
+  }
+  Tensor rstd = rsqrt(add(var, eps));
+  Tensor scale = weight.defined() ? mul(rstd, weight.detach()) : rstd;
+  Tensor y = mul(sub(xd, mu.reshape(cshape)), scale.reshape(cshape));
+  if (bias.defined()) y = add(y, bias.detach().reshape(cshape));
+  return {y, mu.reshape(cshape), rstd.reshape(cshape)};
+}
+
 // Values of a 1-D tensor as doubles (empty when undefined).
 std::vector<double> values(const Tensor& t) { return t.defined() ? t.to_vector<double>() : std::vector<double>(); }
 
@@ -195,8 +246,13 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
 
   const int64_t M = shape_numel(normalized_shape);
   const int64_t R = M == 0 ? 0 : x.numel() / M;
+  Shape dims;
+  for (int64_t i = x.dim() - k; i < x.dim(); ++i) dims.push_back(i);
   Tensor out = Tensor::empty(x.sizes(), {.dtype = x.dtype(), .device = x.device()});
-  if (R > 0 && M > 0) {
+  if (x.device().is_cuda()) {
+    dispatch_floating(x.dtype(), "layer_norm", [](auto) {});  // the CPU's dtype error
+    if (R > 0 && M > 0) out = normalize_affine_gpu(x, dims, eps, weight, bias);
+  } else if (R > 0 && M > 0) {
     Tensor xc = x.detach().contiguous();
     Tensor wc = weight.defined() ? weight.detach().contiguous() : Tensor();
     Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
@@ -216,8 +272,6 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
   }
   timer.set_output(out);
 
-  Shape dims;
-  for (int64_t i = x.dim() - k; i < x.dim(); ++i) dims.push_back(i);
   record("layer_norm", {x, weight, bias}, out,
          [x, weight, bshape = bias.defined() ? bias.sizes() : Shape{}, dims, eps, rx = wants(x), rw = wants(weight),
           rb = wants(bias)](const TensorList& g, const TensorList&) {
@@ -251,7 +305,15 @@ Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, con
   const int64_t S = C == 0 ? 0 : x.numel() / std::max<int64_t>(N * C, 1);  // spatial size
   const int64_t M = (C / G) * S;                                          // elements per group
   Tensor out = Tensor::empty(x.sizes(), {.dtype = x.dtype(), .device = x.device()});
-  if (x.numel() > 0) {
+  if (x.device().is_cuda()) {
+    dispatch_floating(x.dtype(), "group_norm", [](auto) {});
+    if (x.numel() > 0) {
+      const Shape cshape = channel_shape(C, x.dim());
+      out = normalize_affine_gpu(x.reshape({N, G, -1}), {2}, eps, Tensor(), Tensor()).reshape(x.sizes());
+      if (weight.defined()) out = mul(out, weight.detach().reshape(cshape));
+      if (bias.defined()) out = add(out, bias.detach().reshape(cshape));
+    }
+  } else if (x.numel() > 0) {
     Tensor xc = x.detach().contiguous();
     const std::vector<double> w = values(weight), bv = values(bias);
     dispatch_floating(x.dtype(), "group_norm", [&](auto tag) {
@@ -316,96 +378,111 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
   EMBER_CHECK(eps >= 0, "batch_norm: eps must be >= 0, got ", eps);
   trace::OpTimer timer("batch_norm", {x, weight, bias});
 
-  const std::vector<double> w = values(weight), bv = values(bias);
-  std::vector<double> mu(C), rstd(C), var(C);
-  Tensor xc = x.detach().contiguous();
-  if (training) {
-    if (x.numel() > 0) {
-      dispatch_floating(x.dtype(), "batch_norm", [&](auto tag) {
-        using T = typename decltype(tag)::type;
-        const T* xp = xc.data<T>();
-        if (S == 1) {
-          // [N, C]: sweep the rows, accumulating every channel at once (shifted by row 0)
-          cpu::parallel_for(0, C, 256, [&](int64_t b, int64_t e) {
-            std::vector<double> s(e - b, 0.0), q(e - b, 0.0);
-            for (int64_t n = 0; n < N; ++n) {
-              const T* r = xp + n * C;
-              for (int64_t c = b; c < e; ++c) {
-                const double a = static_cast<double>(r[c]) - static_cast<double>(xp[c]);
-                s[c - b] += a;
-                q[c - b] += a * a;
+  const Shape cdims = non_channel_dims(x.dim()), cshape = channel_shape(C, x.dim());
+  Tensor out, mu_c, rstd_c;  // mu_c, rstd_c: evaluation's constants, shaped [C, 1, ...]
+  if (x.device().is_cuda()) {
+    dispatch_floating(x.dtype(), "batch_norm", [](auto) {});
+    BatchNormGpu r = batch_norm_gpu(x, running_mean, running_var, weight, bias, training, momentum, eps);
+    out = r.out;
+    mu_c = r.mu;
+    rstd_c = r.rstd;
+  } else {
+    const std::vector<double> w = values(weight), bv = values(bias);
+    std::vector<double> mu(C), rstd(C), var(C);
+    Tensor xc = x.detach().contiguous();
+    if (training) {
+      if (x.numel() > 0) {
+        dispatch_floating(x.dtype(), "batch_norm", [&](auto tag) {
+          using T = typename decltype(tag)::type;
+          const T* xp = xc.data<T>();
+          if (S == 1) {
+            // [N, C]: sweep the rows, accumulating every channel at once (shifted by row 0)
+            cpu::parallel_for(0, C, 256, [&](int64_t b, int64_t e) {
+              std::vector<double> s(e - b, 0.0), q(e - b, 0.0);
+              for (int64_t n = 0; n < N; ++n) {
+                const T* r = xp + n * C;
+                for (int64_t c = b; c < e; ++c) {
+                  const double a = static_cast<double>(r[c]) - static_cast<double>(xp[c]);
+                  s[c - b] += a;
+                  q[c - b] += a * a;
+                }
               }
-            }
+              for (int64_t c = b; c < e; ++c) {
+                const double m = s[c - b] / static_cast<double>(N);
+                mu[c] = static_cast<double>(xp[c]) + m;
+                var[c] = std::max(0.0, q[c - b] / static_cast<double>(N) - m * m);
+              }
+            });
+            return;
+          }
+          cpu::parallel_for(0, C, 1, [&](int64_t b, int64_t e) {
             for (int64_t c = b; c < e; ++c) {
-              const double m = s[c - b] / static_cast<double>(N);
-              mu[c] = static_cast<double>(xp[c]) + m;
-              var[c] = std::max(0.0, q[c - b] / static_cast<double>(N) - m * m);
+              // channel c is N contiguous runs of S values; combine the runs' shifted sums
+              const double k = static_cast<double>(xp[c * S]);
+              double s = 0, q = 0;
+              for (int64_t n = 0; n < N; ++n) {
+                const T* r = xp + (n * C + c) * S;
+                for (int64_t i = 0; i < S; ++i) {
+                  double a = static_cast<double>(r[i]) - k;
+                  s += a;
+                  q += a * a;
+                }
+              }
+              const double cnt = static_cast<double>(N * S), m = s / cnt;
+              mu[c] = k + m;
+              var[c] = std::max(0.0, q / cnt - m * m);
             }
           });
-          return;
+        });
+      }
+      for (int64_t c = 0; c < C; ++c) rstd[c] = 1.0 / std::sqrt(var[c] + eps);
+      if (running_mean.defined()) {
+        // running = (1 - momentum) running + momentum batch, with the unbiased variance
+        NoGrad ng;
+        const double n = static_cast<double>(N * S);
+        std::vector<double> rm = running_mean.to_vector<double>(), rv = running_var.to_vector<double>();
+        for (int64_t c = 0; c < C; ++c) {
+          rm[c] = (1 - momentum) * rm[c] + momentum * mu[c];
+          rv[c] = (1 - momentum) * rv[c] + momentum * var[c] * n / (n - 1);
         }
-        cpu::parallel_for(0, C, 1, [&](int64_t b, int64_t e) {
-          for (int64_t c = b; c < e; ++c) {
-            // channel c is N contiguous runs of S values; combine the runs' shifted sums
-            const double k = static_cast<double>(xp[c * S]);
-            double s = 0, q = 0;
-            for (int64_t n = 0; n < N; ++n) {
-              const T* r = xp + (n * C + c) * S;
-              for (int64_t i = 0; i < S; ++i) {
-                double a = static_cast<double>(r[i]) - k;
-                s += a;
-                q += a * a;
-              }
-            }
-            const double cnt = static_cast<double>(N * S), m = s / cnt;
-            mu[c] = k + m;
-            var[c] = std::max(0.0, q / cnt - m * m);
-          }
+        Tensor running_m = running_mean, running_v = running_var;  // handles to the caller's tensors
+        running_m.copy_(from_vector(rm, {C}, {.dtype = x.dtype()}));
+        running_v.copy_(from_vector(rv, {C}, {.dtype = x.dtype()}));
+      }
+    } else {
+      mu = running_mean.to_vector<double>();
+      var = running_var.to_vector<double>();
+      for (int64_t c = 0; c < C; ++c) {
+        EMBER_CHECK(var[c] + eps > 0, "batch_norm: running_var[", c, "] + eps = ", var[c] + eps, " is not positive");
+        rstd[c] = 1.0 / std::sqrt(var[c] + eps);
+      }
+    }
+
+    out = Tensor::empty(x.sizes(), {.dtype = x.dtype(), .device = x.device()});
+    if (x.numel() > 0) {
+      std::vector<double> scale(C), shift(C);
+      for (int64_t c = 0; c < C; ++c) {
+        scale[c] = rstd[c] * (w.empty() ? 1.0 : w[c]);
+        shift[c] = bv.empty() ? 0.0 : bv[c];
+      }
+      dispatch_floating(x.dtype(), "batch_norm", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        channel_affine(xc.data<T>(), out.data<T>(), N, C, S, [&](int64_t, int64_t c, double& m, double& a, double& h) {
+          m = mu[c];
+          a = scale[c];
+          h = shift[c];
         });
       });
     }
-    for (int64_t c = 0; c < C; ++c) rstd[c] = 1.0 / std::sqrt(var[c] + eps);
-    if (running_mean.defined()) {
-      // running = (1 - momentum) running + momentum batch, with the unbiased variance
-      NoGrad ng;
-      const double n = static_cast<double>(N * S);
-      std::vector<double> rm = running_mean.to_vector<double>(), rv = running_var.to_vector<double>();
-      for (int64_t c = 0; c < C; ++c) {
-        rm[c] = (1 - momentum) * rm[c] + momentum * mu[c];
-        rv[c] = (1 - momentum) * rv[c] + momentum * var[c] * n / (n - 1);
-      }
-      Tensor running_m = running_mean, running_v = running_var;  // handles to the caller's tensors
-      running_m.copy_(from_vector(rm, {C}, {.dtype = x.dtype()}));
-      running_v.copy_(from_vector(rv, {C}, {.dtype = x.dtype()}));
+    if (!training) {
+      // The running statistics are constants of this forward: copies, so a later update of
+      // the buffers does not change (or invalidate) this backward.
+      mu_c = from_vector(mu, cshape, {.dtype = x.dtype()});
+      rstd_c = from_vector(rstd, cshape, {.dtype = x.dtype()});
     }
-  } else {
-    mu = running_mean.to_vector<double>();
-    var = running_var.to_vector<double>();
-    for (int64_t c = 0; c < C; ++c) {
-      EMBER_CHECK(var[c] + eps > 0, "batch_norm: running_var[", c, "] + eps = ", var[c] + eps, " is not positive");
-      rstd[c] = 1.0 / std::sqrt(var[c] + eps);
-    }
-  }
-
-  Tensor out = Tensor::empty(x.sizes(), {.dtype = x.dtype(), .device = x.device()});
-  if (x.numel() > 0) {
-    std::vector<double> scale(C), shift(C);
-    for (int64_t c = 0; c < C; ++c) {
-      scale[c] = rstd[c] * (w.empty() ? 1.0 : w[c]);
-      shift[c] = bv.empty() ? 0.0 : bv[c];
-    }
-    dispatch_floating(x.dtype(), "batch_norm", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      channel_affine(xc.data<T>(), out.data<T>(), N, C, S, [&](int64_t, int64_t c, double& m, double& a, double& h) {
-        m = mu[c];
-        a = scale[c];
-        h = shift[c];
-      });
-    });
   }
   timer.set_output(out);
 
-  const Shape cdims = non_channel_dims(x.dim()), cshape = channel_shape(C, x.dim());
   if (training) {
     record("batch_norm", {x, weight, bias}, out,
            [x, weight, cdims, cshape, eps, rx = wants(x), rw = wants(weight), rb = wants(bias)](
@@ -422,10 +499,6 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
            },
            {x, weight});
   } else {
-    // The running statistics are constants of this forward: copies, so a later update of
-    // the buffers does not change (or invalidate) this backward.
-    Tensor mu_c = from_vector(mu, cshape, {.dtype = x.dtype()});
-    Tensor rstd_c = from_vector(rstd, cshape, {.dtype = x.dtype()});
     record("batch_norm", {x, weight, bias}, out,
            [x, weight, cdims, cshape, mu_c, rstd_c, rx = wants(x), rw = wants(weight), rb = wants(bias)](
                const TensorList& g, const TensorList&) {
@@ -451,6 +524,15 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   // One uniform draw per element; an element is kept when u < 1 - p (bernoulli(1 - p)). The
   // draw's buffer becomes the mask, holding 1 / (1 - p) where kept and 0 elsewhere.
   Tensor mask = rand(x.sizes(), {.dtype = x.dtype(), .device = x.device()}, gen);
+  if (x.device().is_cuda()) {  // the same draws, so the same mask as on the CPU
+    {
+      NoGrad ng;
+      mask = mul(lt(mask, 1.0 - p).to(x.dtype()), 1.0 / (1.0 - p));
+    }
+    Tensor y = mul(x, mask);  // backward: g * mask
+    timer.set_output(y);
+    return y;
+  }
   dispatch_floating(x.dtype(), "dropout", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* m = mask.data<T>();

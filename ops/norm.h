@@ -2,6 +2,8 @@
 //
 // The forwards are fused CPU kernels (one pass for the statistics of each row / group /
 // channel, accumulated in f64 for f32 inputs, then one affine pass y = x * scale + shift).
+// On the GPU the forwards are the same normalization written in ops (reductions and
+// broadcast elementwise kernels).
 // Their backwards are written with ordinary differentiable ops (they recompute
 // xhat = (x - mean) * rstd from x), so second and higher derivatives work.
 #pragma once

@@ -52,6 +52,19 @@ __global__ void philox_kernel(T* __restrict__ out, int64_t n, double a, double b
   }
 }
 
+__global__ void randint_kernel(int64_t* __restrict__ out, int64_t n, int64_t low, uint64_t range, uint64_t seed,
+                               uint64_t base) {
+  const int64_t counters = (n + 1) / 2;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < counters; c += step) {
+    const philox::Words w = philox::philox4x32_10(base + static_cast<uint64_t>(c), 0, seed);
+    for (int j = 0; j < 2 && 2 * c + j < n; ++j) {
+      const uint64_t r = (static_cast<uint64_t>(w.w[2 * j]) << 32) | w.w[2 * j + 1];
+      out[2 * c + j] = low + static_cast<int64_t>(r % range);
+    }
+  }
+}
+
 template <bool Normal>
 void run(ElemType t, void* out, int64_t n, double a, double b, uint64_t seed, uint64_t base, void* stream,
          const char* name) {
@@ -76,6 +89,14 @@ void philox_uniform(ElemType t, void* out, int64_t n, double low, double high, u
 void philox_normal(ElemType t, void* out, int64_t n, double mean, double std, uint64_t seed, uint64_t base,
                    void* stream) {
   run<true>(t, out, n, mean, std, seed, base, stream, "normal");
+}
+
+void philox_randint(int64_t* out, int64_t n, int64_t low, int64_t high, uint64_t seed, uint64_t base, void* stream) {
+  if (n == 0) return;
+  const uint64_t range = static_cast<uint64_t>(high - low);
+  randint_kernel<<<blocks_for((n + 1) / 2), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(out, n, low, range, seed,
+                                                                                            base);
+  EMBER_CUDA_LAUNCHED("randint");
 }
 
 }  // namespace ember::kernels::cuda

@@ -13,5 +13,7 @@ void philox_uniform(ElemType t, void* out, int64_t n, double low, double high, u
 // out[i] = mean + std z_i, Box-Muller on the same uniforms as the CPU.
 void philox_normal(ElemType t, void* out, int64_t n, double mean, double std, uint64_t seed, uint64_t base,
                    void* stream);
+// out[i] = low + r_i mod (high - low) in i64, r_i 64 bits: two values per counter, as the CPU.
+void philox_randint(int64_t* out, int64_t n, int64_t low, int64_t high, uint64_t seed, uint64_t base, void* stream);
 
 }  // namespace ember::kernels::cuda
