@@ -10,6 +10,21 @@
 // order. A block freed by the host may still be in use by queued kernels, but any kernel that
 // receives it next is queued after them on the same stream, so reuse without waiting is safe.
 // (A second stream would need events recorded at free time; ember does not use one.)
+//
+// CUDA graphs (graph.h): while a CudaGraph captures on a device, that device's allocations come
+// from, and its frees go to, a private pool owned by the graph. The captured kernels keep the
+// addresses they were given; replays write there again, so no block the graph touched may be
+// handed to another tensor while the graph lives. A pool takes a block (i) from its own free
+// list, (ii) from the device's cache — where the eager warm-up step a trainer runs before
+// capturing left every size the step needs, so capture usually calls cudaMalloc never — or
+// (iii) from cudaMalloc. cudaMalloc is an "unsafe" call during capture (it is not a stream
+// operation and would invalidate a thread-local or global capture), so the allocator switches
+// the thread to relaxed capture mode around it, as PyTorch's allocator does; cudaMalloc needs no
+// stream order, so this is sound. A block allocated before the capture and freed during it is
+// adopted by the pool (a captured kernel may read it). Pool blocks, free or live, stay reserved
+// until the graph is destroyed; then the free ones return to the device's cache and the live
+// ones (tensors that outlive the graph) return there when freed. memory_stats() counts pool
+// blocks like any other: `allocated` while live, `reserved` always; empty_cache() leaves them.
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -18,6 +33,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "ember/engine/cuda/graph_pool.h"
 #include "ember/engine/cuda/runtime.h"
 #include "ember/engine/error.h"
 
@@ -41,13 +57,23 @@ size_t round_size(size_t n) {
   return (n + q - 1) / q * q;
 }
 
+struct Block {
+  size_t size;    // rounded
+  uint64_t pool;  // the graph pool that owns it; 0: the device's cache
+};
+
+using FreeLists = std::unordered_map<size_t, std::vector<void*>>;  // rounded size -> free blocks
+
 struct DeviceCache {
   std::mutex mutex;
-  std::unordered_map<size_t, std::vector<void*>> free_blocks;  // rounded size -> cached blocks
-  std::unordered_map<void*, size_t> live;                      // pointer -> rounded size
+  FreeLists free_blocks;                          // the device's cache
+  std::unordered_map<void*, Block> live;          // pointer -> its block
+  std::unordered_map<uint64_t, FreeLists> pools;  // graph pool id -> its free blocks
+  uint64_t capturing_pool = 0;                    // the pool of the capture in progress (0: none)
+  uint64_t next_pool = 1;
   MemoryStats stats;
 
-  // Returns every cached block to the driver; the caller holds the mutex.
+  // Returns every cached block to the driver; the caller holds the mutex. Pool blocks stay.
   void release_cached(int index) {
     set_device(index);
     for (auto& [size, blocks] : free_blocks) {
@@ -59,6 +85,15 @@ struct DeviceCache {
     free_blocks.clear();
   }
 };
+
+// Takes a block of `size` from `lists`, or returns nullptr.
+void* take(FreeLists& lists, size_t size) {
+  auto it = lists.find(size);
+  if (it == lists.end() || it->second.empty()) return nullptr;
+  void* p = it->second.back();
+  it->second.pop_back();
+  return p;
+}
 
 // One cache per device, created on first use and never destroyed (tensors held by statics may
 // be freed after main returns). Every allocation and free looks its cache up, so the common
@@ -87,31 +122,40 @@ void* device_alloc(size_t nbytes, int index) {
   DeviceCache& c = cache(index);
   const size_t size = round_size(nbytes);
   std::lock_guard<std::mutex> lock(c.mutex);
-  void* p = nullptr;
-  auto it = c.free_blocks.find(size);
-  if (it != c.free_blocks.end() && !it->second.empty()) {
-    p = it->second.back();
-    it->second.pop_back();
+  const uint64_t pool = c.capturing_pool;
+  void* p = pool ? take(c.pools[pool], size) : nullptr;
+  if (!p) p = take(c.free_blocks, size);
+  if (p) {
     ++c.stats.cache_hits;
   } else {
-    cudaError_t e = cudaMalloc(&p, size);
-    if (e == cudaErrorMemoryAllocation) {  // give the cache back to the driver, then try once more
-      cudaGetLastError();
-      c.release_cached(index);
+    cudaError_t e;
+    if (pool) {
+      // During capture: cudaMalloc in relaxed mode (see the top of this file). No retry after
+      // emptying the cache: cudaFree synchronises the device, which a capture forbids.
+      cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+      cudaThreadExchangeStreamCaptureMode(&mode);
       e = cudaMalloc(&p, size);
+      cudaThreadExchangeStreamCaptureMode(&mode);
+    } else {
+      e = cudaMalloc(&p, size);
+      if (e == cudaErrorMemoryAllocation) {  // give the cache back to the driver, then try once more
+        cudaGetLastError();
+        c.release_cached(index);
+        e = cudaMalloc(&p, size);
+      }
     }
     if (e != cudaSuccess) {
       cudaGetLastError();
-      EMBER_FAIL("CUDA out of memory on cuda:", index, " allocating ", mib(size), " (", nbytes, " bytes): ",
-                 mib(c.stats.allocated), " in live tensors, ", mib(c.stats.reserved),
-                 " reserved by ember (", cudaGetErrorString(e),
+      EMBER_FAIL("CUDA out of memory on cuda:", index, " allocating ", mib(size), " (", nbytes, " bytes)",
+                 pool ? " during CUDA graph capture" : "", ": ", mib(c.stats.allocated), " in live tensors, ",
+                 mib(c.stats.reserved), " reserved by ember (", cudaGetErrorString(e),
                  "). Use a smaller batch, free tensors you no longer need, or check other GPU processes.");
     }
     ++c.stats.device_mallocs;
     c.stats.reserved += size;
     c.stats.peak_reserved = std::max(c.stats.peak_reserved, c.stats.reserved);
   }
-  c.live[p] = size;
+  c.live[p] = Block{size, pool};
   c.stats.allocated += size;
   c.stats.peak_allocated = std::max(c.stats.peak_allocated, c.stats.allocated);
   return p;
@@ -123,10 +167,55 @@ void device_free(void* p, int index) {
   std::lock_guard<std::mutex> lock(c.mutex);
   auto it = c.live.find(p);
   if (it == c.live.end()) return;  // not ours; never happens for Storage-owned memory
-  c.stats.allocated -= it->second;
-  c.free_blocks[it->second].push_back(p);
+  const Block b = it->second;
+  c.stats.allocated -= b.size;
+  // A pool's block goes back to its pool; a cache block freed during a capture is adopted by the
+  // capturing pool (a captured kernel may read it on replay); any other to the cache.
+  const uint64_t owner = b.pool ? b.pool : c.capturing_pool;
+  (owner ? c.pools[owner] : c.free_blocks)[b.size].push_back(p);
   c.live.erase(it);
 }
+
+namespace detail {
+
+uint64_t create_graph_pool(int index) {
+  DeviceCache& c = cache(index);
+  std::lock_guard<std::mutex> lock(c.mutex);
+  const uint64_t id = c.next_pool++;
+  c.pools[id];
+  return id;
+}
+
+void begin_pool_capture(int index, uint64_t pool) {
+  DeviceCache& c = cache(index);
+  std::lock_guard<std::mutex> lock(c.mutex);
+  EMBER_CHECK(c.capturing_pool == 0, "cuda:", index, ": a CUDA graph capture is already in progress (captures do not nest)");
+  EMBER_CHECK(c.pools.count(pool), "cuda:", index, ": graph pool ", pool, " does not exist");
+  c.capturing_pool = pool;
+}
+
+void end_pool_capture(int index) {
+  DeviceCache& c = cache(index);
+  std::lock_guard<std::mutex> lock(c.mutex);
+  c.capturing_pool = 0;
+}
+
+void release_graph_pool(int index, uint64_t pool) {
+  DeviceCache& c = cache(index);
+  std::lock_guard<std::mutex> lock(c.mutex);
+  if (c.capturing_pool == pool) c.capturing_pool = 0;
+  auto it = c.pools.find(pool);
+  if (it == c.pools.end()) return;
+  for (auto& [size, blocks] : it->second) {
+    auto& dst = c.free_blocks[size];
+    dst.insert(dst.end(), blocks.begin(), blocks.end());
+  }
+  c.pools.erase(it);
+  for (auto& [p, b] : c.live)  // tensors that outlive the graph: theirs go to the cache when freed
+    if (b.pool == pool) b.pool = 0;
+}
+
+}  // namespace detail
 
 MemoryStats memory_stats(int index) {
   DeviceCache& c = cache(index);
@@ -161,6 +250,13 @@ void device_free(void*, int) {}
 MemoryStats memory_stats(int) { return {}; }
 void reset_peak_memory_stats(int) {}
 void empty_cache() {}
+
+namespace detail {
+uint64_t create_graph_pool(int) { return 0; }
+void begin_pool_capture(int, uint64_t) {}
+void end_pool_capture(int) {}
+void release_graph_pool(int, uint64_t) {}
+}  // namespace detail
 
 #endif
 

@@ -2,10 +2,13 @@
 // "no device" and nothing here touches CUDA.
 #include "ember/engine/cuda/runtime.h"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstring>
 #include <mutex>
 
+#include "ember/engine/cuda/graph_pool.h"
 #include "ember/engine/error.h"
 
 #if EMBER_WITH_CUDA
@@ -86,8 +89,33 @@ void* stream(int index) {
   return s;
 }
 
+namespace {
+std::array<std::atomic<bool>, kMaxDevices> capture_active{};
+
+const char* const kCaptureHint =
+    "; a captured step must run on the GPU only: move host reads (item(), to_vector, .to(cpu), printing, NaN "
+    "checks) and host -> device copies (loader batches, tensors made from host values) outside the capture, and "
+    "copy new inputs into the graph's static input tensors before replay()";
+}  // namespace
+
+bool capturing(int index) {
+  if (index >= 0) return index < kMaxDevices && capture_active[index].load(std::memory_order_acquire);
+  for (auto& a : capture_active)
+    if (a.load(std::memory_order_acquire)) return true;
+  return false;
+}
+
+namespace detail {
+void set_capturing(int index, bool on) {
+  EMBER_CHECK(index >= 0 && index < kMaxDevices, "cuda:", index, ": device indices go up to ", kMaxDevices - 1);
+  capture_active[index].store(on, std::memory_order_release);
+}
+}  // namespace detail
+
 void synchronize(int index) {
   if (index >= 0) {
+    EMBER_CHECK(!capturing(index), "synchronize(cuda:", index, "): waits for the GPU on the host during CUDA graph "
+                "capture", kCaptureHint);
     check_cuda(cudaStreamSynchronize(static_cast<cudaStream_t>(stream(index))), "cudaStreamSynchronize",
                "synchronize");
     return;
@@ -96,15 +124,84 @@ void synchronize(int index) {
     if (streams[i].load(std::memory_order_acquire)) synchronize(i);
 }
 
+namespace {
+// Host -> device copies through page-locked memory: the host copies into the staging buffer and
+// returns; the DMA runs on the stream. Before the buffer is written again the previous copy out
+// of it must have finished, which its event tells. One buffer per device, grown on demand up to
+// kMaxStaging (larger copies go in chunks of that size).
+constexpr size_t kMaxStaging = 16u << 20;
+
+struct Staging {
+  std::mutex mutex;
+  void* buf = nullptr;
+  size_t cap = 0;
+  cudaEvent_t done = nullptr;  // recorded after the last copy out of buf
+  bool pending = false;        // done was recorded and not yet waited for
+};
+std::array<Staging, kMaxDevices> stagings;  // never destroyed before the streams' last use matters
+
+// Returns false (nothing queued) where no pinned memory can be had; the caller copies directly.
+bool staged_to_device(void* dst, const void* src, size_t n, int dev, cudaStream_t s) {
+  Staging& st = stagings[dev];
+  std::lock_guard<std::mutex> lock(st.mutex);
+  if (!st.done)
+    check_cuda(cudaEventCreateWithFlags(&st.done, cudaEventDisableTiming), "cudaEventCreateWithFlags",
+               "host -> device staging");
+  for (size_t off = 0; off < n;) {
+    const size_t chunk = std::min(n - off, kMaxStaging);
+    if (st.pending) {  // the last copy out of the buffer must have read it
+      check_cuda(cudaEventSynchronize(st.done), "cudaEventSynchronize", "host -> device staging");
+      st.pending = false;
+    }
+    if (st.cap < chunk) {
+      if (st.buf) cudaFreeHost(st.buf);  // no copy reads it (waited above)
+      st.buf = nullptr;
+      st.cap = 0;
+      const size_t want = std::min(kMaxStaging, std::max(chunk, size_t{1} << 20));
+      if (cudaHostAlloc(&st.buf, want, cudaHostAllocDefault) != cudaSuccess) {
+        cudaGetLastError();
+        st.buf = nullptr;
+        if (off == 0) return false;
+        // mid-copy: finish the rest without staging
+        check_cuda(cudaMemcpyAsync(static_cast<char*>(dst) + off, static_cast<const char*>(src) + off, n - off,
+                                   cudaMemcpyHostToDevice, s),
+                   "cudaMemcpyAsync", "host -> device copy");
+        return true;
+      }
+      st.cap = want;
+    }
+    std::memcpy(st.buf, static_cast<const char*>(src) + off, chunk);
+    check_cuda(cudaMemcpyAsync(static_cast<char*>(dst) + off, st.buf, chunk, cudaMemcpyHostToDevice, s),
+               "cudaMemcpyAsync", "host -> device copy");
+    check_cuda(cudaEventRecord(st.done, s), "cudaEventRecord", "host -> device staging");
+    st.pending = true;
+    off += chunk;
+  }
+  return true;
+}
+}  // namespace
+
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t n) {
   if (n == 0) return;
   EMBER_CHECK(dst_dev.is_cuda() || src_dev.is_cuda(), "copy_bytes: neither side is on a GPU");
+  const int dev = dst_dev.is_cuda() ? dst_dev.index : src_dev.index;
+  // Inside a capture only device-side copies on the capturing device can be recorded.
+  if (dst_dev.is_cpu())
+    EMBER_CHECK(!capturing(dev), "device -> host copy (item(), to_vector, .to(cpu), printing) of ", n,
+                " bytes from ", src_dev.str(), ": reads GPU memory on the host during CUDA graph capture", kCaptureHint);
+  if (src_dev.is_cpu())
+    EMBER_CHECK(!capturing(dev), "host -> device copy of ", n, " bytes to ", dst_dev.str(),
+                ": copies host memory during CUDA graph capture", kCaptureHint);
+  if (dst_dev.is_cuda() && src_dev.is_cuda() && dst_dev.index != src_dev.index)
+    EMBER_CHECK(!capturing(dst_dev.index) && !capturing(src_dev.index), "copy from ", src_dev.str(), " to ",
+                dst_dev.str(), ": a copy between GPUs waits on the host, which a CUDA graph capture forbids",
+                kCaptureHint);
   // Same-device and host<->device copies run on the GPU side's stream. A copy between two GPUs
   // waits for the source's stream, then runs on the destination's (peer access where enabled,
   // else staged by the driver).
-  const int dev = dst_dev.is_cuda() ? dst_dev.index : src_dev.index;
   if (dst_dev.is_cuda() && src_dev.is_cuda() && dst_dev.index != src_dev.index) synchronize(src_dev.index);
   auto s = static_cast<cudaStream_t>(stream(dev));
+  if (src_dev.is_cpu() && staged_to_device(dst, src, n, dev, s)) return;
   check_cuda(cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, s), "cudaMemcpyAsync",
              dst_dev.is_cpu() ? "device -> host copy" : (src_dev.is_cpu() ? "host -> device copy" : "device copy"));
   if (dst_dev.is_cpu()) check_cuda(cudaStreamSynchronize(s), "cudaStreamSynchronize", "device -> host copy");
@@ -130,6 +227,10 @@ void check_device(const Device& d, const char* what) {
 void set_device(int) { no_cuda("set_device"); }
 void* stream(int) { no_cuda("stream"); }
 void synchronize(int) {}
+bool capturing(int) { return false; }
+namespace detail {
+void set_capturing(int, bool) {}
+}  // namespace detail
 void copy_bytes(void*, Device, const void*, Device, size_t) { no_cuda("copy"); }
 
 #endif

@@ -30,11 +30,21 @@ void* stream(int index);
 // Makes `index` current on this thread (cheap when it already is).
 void set_device(int index);
 // Waits for all work queued on the device's stream (index -1: every device ember used).
+// During a CUDA graph capture on that device it raises an ember::Error instead (a capture
+// cannot be waited for).
 void synchronize(int index = -1);
+
+// Whether a CudaGraph (graph.h) is capturing on device `index` now (index -1: on any device).
+// False in a CPU-only build. Never throws.
+bool capturing(int index = -1);
 
 // Copies n bytes between any two of host and device memory, queued on the device's stream;
 // returns once a host destination holds the data (device -> host waits) and once a host source
-// may be reused (host -> device is staged by the driver). dst_dev/src_dev say where each lives.
+// may be reused. Host -> device copies go through a pinned staging buffer of the device
+// (cudaHostAlloc, reused, guarded by an event), so the host does not wait for the transfer.
+// During a CUDA graph capture on the device, a copy with a host side raises an ember::Error
+// naming the capture (the host cannot read or stage memory inside a captured step).
+// dst_dev/src_dev say where each lives.
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t n);
 
 // The caching allocator (engine/cuda/allocator.cpp): freed blocks are kept in size bins for

@@ -23,7 +23,13 @@ ScoreAt score_at(nn::Module& s, const Tensor& xn_in) {
 }
 
 Tensor dde_loss(nn::Module& s, const Tensor& x, double sigma, Generator* gen) {
-  Tensor xn = add(x, mul(randn_like(x, gen), sigma));
+  return dde_loss_given_noise(s, x, randn_like(x, gen), sigma);
+}
+
+Tensor dde_loss_given_noise(nn::Module& s, const Tensor& x, const Tensor& noise, double sigma) {
+  EMBER_CHECK(noise.sizes() == x.sizes(), "dde_loss: noise of shape ", shape_str(noise.sizes()), " for points of shape ",
+              shape_str(x.sizes()));
+  Tensor xn = add(x, mul(noise, sigma));
   ScoreAt at = score_at(s, xn);
   // x~ + sigma^2 grad s(x~) is the denoised estimate (Tweedie); its error against x is eq. 5.
   Tensor denoised = add(at.xn, mul(at.grad, sigma * sigma));

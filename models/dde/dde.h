@@ -19,6 +19,10 @@ ScoreAt score_at(nn::Module& s, const Tensor& xn);
 // 0.5 * sum || (x~ + sigma^2 grad s(x~)) - x ||^2 = 0.5 sigma^4 * batch * L_DDE (the same
 // minimiser; the scale is what the published hyper-parameters were tuned with).
 Tensor dde_loss(nn::Module& s, const Tensor& x, double sigma, Generator* gen = nullptr);
+// The same loss with the noise given (e ~ N(0, I), shaped like x; x~ = x + sigma e): what
+// dde_loss computes after drawing it, op for op. A captured CUDA graph reads x and e from
+// static buffers filled before each replay (models/dde/trainer.cpp, --cuda-graphs).
+Tensor dde_loss_given_noise(nn::Module& s, const Tensor& x, const Tensor& noise, double sigma);
 
 // Algorithm 1's generator loss: sum[ s_q(g(z) + e) - s_p(g(z) + e) ], gradient flowing into g.
 Tensor generator_loss(nn::Module& s_q, nn::Module& s_p, const Tensor& gz, double sigma, Generator* gen = nullptr);

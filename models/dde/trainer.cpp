@@ -16,6 +16,7 @@
 
 #include "ember/engine/autograd/engine.h"
 #include "ember/engine/autograd/grad_mode.h"
+#include "ember/engine/cuda/graph.h"
 #include "ember/engine/cuda/runtime.h"
 #include "ember/engine/factory.h"
 #include "ember/engine/random.h"
@@ -519,7 +520,8 @@ void write_config(const Run& r) {
     << ",\n  \"steps\": " << c.steps << ",\n  \"gen_steps\": " << c.gen_steps << ",\n  \"k_dde\": " << c.k_dde
     << ",\n  \"batch\": " << c.batch << ",\n  \"lr\": " << c.lr << ",\n  \"width\": " << c.width
     << ",\n  \"depth\": " << c.depth << ",\n  \"seed\": " << c.seed << ",\n  \"device\": \"" << c.device
-    << "\",\n  \"threads\": " << kernels::cpu::num_threads() << ",\n  \"args\": \""
+    << "\",\n  \"cuda_graphs\": " << (c.cuda_graphs ? "true" : "false")
+    << ",\n  \"threads\": " << kernels::cpu::num_threads() << ",\n  \"args\": \""
     << nn::json_escape(join(c.args_for_resume, " ")) << "\"\n}\n";
   serialization::atomic_write_file(r.dir + "/config.json", o.str());
 }
@@ -588,6 +590,49 @@ void final_outputs(Run& r, nn::MetricsLog& log) {
   o << "}\n";
   serialization::atomic_write_file(dir + "/results.json", o.str());
   log.write(res, {{"phase", "final"}});
+}
+
+// --cuda-graphs: phase 1's step captured once and replayed. The batch (drawn on the CPU) and the
+// noise (drawn on the GPU from r.gen, the same Philox numbers as the eager step's randn_like) are
+// made outside the graph and copied into static buffers the graph reads; a randn inside the
+// graph would replay its first numbers. Captured: zero_grad, the loss with its double backward,
+// and backward; the parameters' .grad() are then the graph's outputs, rewritten by each replay.
+// Not captured: the Adam step (its bias corrections and the scheduled learning rate change every
+// step and would be baked into the graph as constants), reading the loss and the NaN check.
+// sigma is baked in too: a new sigma (tabular annealing) captures again.
+struct GraphStep {
+  std::unique_ptr<cuda::CudaGraph> graph;
+  Tensor x, noise;  // the static inputs
+  Tensor loss;      // the captured output
+  double sigma = NAN;
+};
+
+Tensor graph_dde_step(Run& r, GraphStep& gs) {
+  Tensor batch = r.data.batch(r.cfg.batch, r.gen);
+  {
+    NoGrad ng;
+    if (!gs.x.defined()) {
+      gs.x = Tensor::empty(batch.sizes(), {.dtype = batch.dtype(), .device = r.device});
+      gs.noise = Tensor::empty(batch.sizes(), {.dtype = batch.dtype(), .device = r.device});
+    }
+    EMBER_CHECK(batch.sizes() == gs.x.sizes(), "dde --cuda-graphs: a batch of shape ", shape_str(batch.sizes()),
+                " for a graph captured with ", shape_str(gs.x.sizes()), " (shapes must be static)");
+    gs.x.copy_(batch);                           // host -> device through pinned staging
+    gs.noise.copy_(randn_like(gs.x, &r.gen));     // the draw dde_loss makes eagerly
+  }
+  if (!gs.graph || !gs.graph->captured() || gs.sigma != r.sigma_now) {
+    if (!gs.graph) gs.graph = std::make_unique<cuda::CudaGraph>(r.device.index);
+    const double sigma = r.sigma_now;
+    gs.loss = Tensor();
+    gs.graph->capture([&] {
+      r.opt_sp->zero_grad();
+      gs.loss = dde_loss_given_noise(*r.nets.sp, gs.x, gs.noise, sigma);
+      gs.loss.backward();
+    });
+    gs.sigma = sigma;
+  }
+  gs.graph->replay();
+  return gs.loss;
 }
 
 }  // namespace
@@ -665,21 +710,35 @@ std::string train(TrainConfig cfg) {
   // ---- phase 1: the data's DDE s_p (eq. 5) ----
   {
     nn::Progress bar("dde", r.cfg.steps, r.step);
-    double last_kl = NAN;
+    double last_kl = NAN, lv = NAN;
+    GraphStep gs;         // --cuda-graphs
+    bool warmed = false;  // a graph is captured after one eager step of this process (cuBLAS, the cache)
     while (r.step < r.cfg.steps) {
       if (interrupted()) return r.dir;
       r.sigma_now = sigma_at(r, r.step);
       r.opt_sp->lr = lr_at(r, r.step);
-      Tensor x = r.data.batch(r.cfg.batch, r.gen).to(r.device);
-      r.opt_sp->zero_grad();
-      Tensor loss = dde_loss(*r.nets.sp, x, r.sigma_now, &r.gen);
-      loss.backward();
+      Tensor loss;
+      const bool replayed = r.cfg.cuda_graphs && warmed;
+      if (replayed) {
+        loss = graph_dde_step(r, gs);
+      } else {
+        Tensor x = r.data.batch(r.cfg.batch, r.gen).to(r.device);
+        r.opt_sp->zero_grad();
+        loss = dde_loss(*r.nets.sp, x, r.sigma_now, &r.gen);
+        loss.backward();
+        warmed = true;
+      }
       r.opt_sp->step();
       ++r.step;
-      double lv = loss.item() / static_cast<double>(r.cfg.batch);
-      check_finite(lv, "DDE", r.step, r);
+      const bool eval_now = r.step % r.cfg.eval_every == 0 || r.step == r.cfg.steps;
+      // Eagerly the loss is read every step; with graphs (whose point is not waiting for the GPU)
+      // only where it is logged, evaluated or checked before a checkpoint.
+      if (!replayed || r.step % 10 == 0 || eval_now || r.step % r.cfg.checkpoint_every == 0) {
+        lv = loss.item() / static_cast<double>(r.cfg.batch);
+        check_finite(lv, "DDE", r.step, r);
+      }
       std::map<std::string, double> m{{"step", double(r.step)}, {"loss", lv}, {"sigma", r.sigma_now}};
-      if (r.step % r.cfg.eval_every == 0 || r.step == r.cfg.steps) {
+      if (eval_now) {
         if (r.data.kind == "toy") m["kl"] = last_kl = toy_kl(r, *r.nets.sp);
         if (r.data.kind == "tabular") {
           Held h = heldout_likelihood(*r.nets.sp, r.data, r.sigma_now, 2, 8192, r.gen);
@@ -766,7 +825,7 @@ std::string train(TrainConfig cfg) {
 
 std::string train_usage() {
   return "usage: ember dde [--data NAME] [--sigma S] [--steps N] [--gen-steps N] [--k K] [--sq-init-steps N] [--batch B] [--lr LR] [--gen-lr LR]\n"
-         "                [--width W] [--depth D] [--no-generator] [--device cpu|cuda[:N]] [--seed S] [--out DIR]\n"
+         "                [--width W] [--depth D] [--no-generator] [--device cpu|cuda[:N]] [--cuda-graphs] [--seed S] [--out DIR]\n"
          "                [--resume DIR] [--eval-every N] [--checkpoint-every N] [--grid N] [--threads N]\n"
          "                [--sigma-min S] [--anneal-every N] [--lr-schedule cosine|step] [--lr-decay F --lr-decay-every N] [--data-dir DIR]\n"
          "                [--sampler generator|langevin] [--langevin-levels L] [--langevin-steps T]\n"
@@ -774,7 +833,9 @@ std::string train_usage() {
          "       ember dde sample --run DIR [--n N] [--sampler generator|langevin]\n"
          "       ember dde eval --run DIR\n"
          "NAME: a 2-D toy set (checkerboard, 8gaussians, 25gaussians, 2spirals, rings, swissroll, moons,\n"
-         "      mixture, vonmises), fashion-mnist, mnist, gaussian6d, or a path to a .csv / .npy table.\n";
+         "      mixture, vonmises), fashion-mnist, mnist, gaussian6d, or a path to a .csv / .npy table.\n"
+         "--cuda-graphs (with --device cuda): the DDE step on the data is captured once as a CUDA graph and\n"
+         "      replayed (the same numbers as without it; --no-cuda-graphs turns it off on --resume).\n";
 }
 
 TrainConfig parse_train_args(const std::vector<std::string>& args) {
@@ -820,6 +881,8 @@ TrainConfig parse_train_args(const std::vector<std::string>& args) {
     else if (a == "--depth") c.depth = integer();
     else if (a == "--no-generator") c.generator = false;
     else if (a == "--device") c.device = value();
+    else if (a == "--cuda-graphs") c.cuda_graphs = true;
+    else if (a == "--no-cuda-graphs") c.cuda_graphs = false;
     else if (a == "--seed") c.seed = static_cast<uint64_t>(integer());
     else if (a == "--out") c.out = value();
     else if (a == "--resume") c.resume = value();
@@ -837,6 +900,8 @@ TrainConfig parse_train_args(const std::vector<std::string>& args) {
   EMBER_CHECK(c.lr_schedule.empty() || c.lr_schedule == "cosine" || c.lr_schedule == "step", "dde: --lr-schedule must be cosine or step");
   EMBER_CHECK(c.sampler == "generator" || c.sampler == "langevin", "dde: --sampler must be generator or langevin");
   EMBER_CHECK(c.checkpoint_every > 0 && c.grid >= 8, "dde: --checkpoint-every must be > 0 and --grid >= 8");
+  EMBER_CHECK(!c.cuda_graphs || c.device.rfind("cuda", 0) == 0, "dde: --cuda-graphs needs --device cuda (CUDA graphs "
+              "replay GPU work; got --device ", c.device, "). Drop --cuda-graphs to train on the CPU");
   return c;
 }
 

@@ -29,6 +29,10 @@ struct TrainConfig {
   int64_t width = -1, depth = -1;     // network size (defaults per data kind)
   bool generator = true;
   std::string device = "cpu";
+  // --cuda-graphs: the DDE step on the data (forward, the double backward, loss, backward) is
+  // captured once as a CUDA graph and replayed; needs --device cuda. The Adam step runs eagerly
+  // after each replay, and the loss is read back only where it is logged or checked.
+  bool cuda_graphs = false;
   uint64_t seed = 0;
   std::string out;                    // run folder (default runs/dde-<data>-<time>)
   std::string resume;                 // run folder to continue
