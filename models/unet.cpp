@@ -22,9 +22,11 @@ ResBlock::ResBlock(int64_t cin, int64_t cout, int64_t temb, double dropout) {
   register_module("skip", skip_);
 }
 
+// h = conv1(silu(norm1(x))) + proj(silu(temb)); out = skip(x) + conv2(dropout(silu(norm2(h)))).
+// The time embedding's add and both SiLUs ride in the fused GroupNorm (group_norm_silu).
 Tensor ResBlock::forward(const Tensor& x, const Tensor& temb) {
-  Tensor h = add((*c1_)(silu((*n1_)(x))), (*t_)(silu(temb)).unsqueeze(2).unsqueeze(3));
-  h = (*c2_)((*drop_)(silu((*n2_)(h))));
+  Tensor h = (*c1_)(n1_->forward_silu(x));
+  h = (*c2_)((*drop_)(n2_->forward_silu(h, (*t_)(silu(temb)))));
   return add((*skip_)(x), h);
 }
 

@@ -26,6 +26,12 @@ Tensor GroupNorm::forward(const Tensor& x) {
   return group_norm(x, num_groups, weight, bias, eps);
 }
 
+Tensor GroupNorm::forward_silu(const Tensor& x, const Tensor& sample_bias) {
+  EMBER_CHECK(x.defined() && x.dim() >= 2 && x.size(1) == num_channels, "GroupNorm(", num_groups, ", ", num_channels,
+              "): expected an input [N, ", num_channels, ", ...], got ", shape_of(x));
+  return group_norm_silu(x, num_groups, weight, bias, sample_bias, eps, /*silu=*/true);
+}
+
 BatchNorm::BatchNorm(int64_t features, double eps_, double momentum_, bool affine)
     : num_features(features), eps(eps_), momentum(momentum_) {
   EMBER_CHECK(features > 0, "BatchNorm: num_features must be > 0, got ", features);

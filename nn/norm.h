@@ -11,6 +11,9 @@ class GroupNorm : public Module {
  public:
   GroupNorm(int64_t num_groups, int64_t num_channels, double eps = 1e-5, bool affine = true);
   Tensor forward(const Tensor& x) override;  // [N, C, ...]
+  // silu(forward(x + sample_bias)), sample_bias [N, C] optional: ops/norm.h's group_norm_silu,
+  // one fused kernel on the GPU (the U-Net's norm, time embedding and activation).
+  Tensor forward_silu(const Tensor& x, const Tensor& sample_bias = Tensor());
   Tensor weight, bias;
   int64_t num_groups, num_channels;
   double eps;

@@ -5,9 +5,9 @@
 // xhat = (x - mean) * rstd recomputed from x by ops, so it is exact at every order:
 //   dx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat)),   gh = g * weight
 //   dweight = sum(g * xhat),   dbias = sum(g)   (over every dim but the parameter's)
-// On the GPU the forward is that same normalization written in ops (reductions, then
-// broadcast elementwise kernels: a handful of launches instead of two passes); the fused
-// GroupNorm kernel belongs to the handwritten-kernels work. The backward is shared.
+// On the GPU, group_norm (and group_norm_silu, which fuses the U-Net's neighbours of it) runs
+// kernels/cuda/group_norm.cu; layer_norm and batch_norm run the same normalization written in
+// ops (reductions, then broadcast elementwise kernels). The backwards are shared.
 #include "ember/ops/norm.h"
 
 #include <cmath>
@@ -19,6 +19,10 @@
 #include "ember/engine/dispatch.h"
 #include "ember/engine/factory.h"
 #include "ember/kernels/cpu/parallel.h"
+#include "ember/kernels/cuda/group_norm.h"
+#if EMBER_WITH_CUDA
+#include "ember/engine/cuda/bridge.h"
+#endif
 #include "ember/ops/elementwise.h"
 #include "ember/ops/reduce.h"
 
@@ -183,6 +187,38 @@ Tensor normalize_affine_gpu(const Tensor& x, const Shape& dims, double eps, cons
   return y;
 }
 
+// The fused GroupNorm forward on the GPU: y = [silu](normalize(x + t) * w + b) with mean and
+// rstd [N, G] saved; t ([N, C]), w, b optional.
+struct GroupNormGpu {
+  Tensor out, mean, rstd;
+};
+
+GroupNormGpu group_norm_gpu(const Tensor& x, int64_t G, const Tensor& weight, const Tensor& bias,
+                            const Tensor& sample_bias, double eps, bool silu) {
+  const int64_t N = x.size(0), C = x.size(1);
+  const TensorOptions o{.dtype = x.dtype(), .device = x.device()};
+  GroupNormGpu r{Tensor::empty(x.sizes(), o), Tensor::empty({N, G}, o), Tensor::empty({N, G}, o)};
+  Tensor xc = x.detach().contiguous();
+  auto ptr = [](const Tensor& t, Tensor& keep) -> const void* {
+    if (!t.defined()) return nullptr;
+    keep = t.detach().contiguous();
+    return keep.device_data();
+  };
+  Tensor tk, wk, bk;
+  const void* tp = ptr(sample_bias, tk);
+  const void* wp = ptr(weight, wk);
+  const void* bp = ptr(bias, bk);
+#if EMBER_WITH_CUDA
+  const kernels::cuda::GroupNormShape shape{N, C, N * C == 0 ? 0 : x.numel() / (N * C), G, eps, silu};
+  kernels::cuda::group_norm_forward(cuda::elem_type(x.dtype()), shape, xc.device_data(), tp, wp, bp,
+                                    r.out.device_data(), r.mean.device_data(), r.rstd.device_data(),
+                                    cuda::stream_of(x));
+#else
+  (void)tp, (void)wp, (void)bp, (void)eps, (void)silu;
+#endif
+  return r;
+}
+
 struct BatchNormGpu {
   Tensor out, mu, rstd;  // mu, rstd shaped [C, 1, ...]: evaluation's constants
 };
@@ -307,12 +343,7 @@ Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, con
   Tensor out = Tensor::empty(x.sizes(), {.dtype = x.dtype(), .device = x.device()});
   if (x.device().is_cuda()) {
     dispatch_floating(x.dtype(), "group_norm", [](auto) {});
-    if (x.numel() > 0) {
-      const Shape cshape = channel_shape(C, x.dim());
-      out = normalize_affine_gpu(x.reshape({N, G, -1}), {2}, eps, Tensor(), Tensor()).reshape(x.sizes());
-      if (weight.defined()) out = mul(out, weight.detach().reshape(cshape));
-      if (bias.defined()) out = add(out, bias.detach().reshape(cshape));
-    }
+    out = group_norm_gpu(x, G, weight, bias, Tensor(), eps, false).out;
   } else if (x.numel() > 0) {
     Tensor xc = x.detach().contiguous();
     const std::vector<double> w = values(weight), bv = values(bias);
@@ -352,6 +383,111 @@ Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, con
          },
          {x, weight});
   return out;
+}
+
+// ------------------------------------------------------------------------------------------
+// group_norm_silu: y = silu(group_norm(x + t[n, c], G, w, b)), t and silu optional
+
+namespace {
+
+// The gradients of group_norm_silu written in ops (differentiable again): recomputes
+// u = x + t, xhat and z = xhat w + b, then
+//   gz = g silu'(z),  gh = gz w,  gu = normalize_backward(gh),  gt = sum_s gu,
+//   gw = sum(gz xhat),  gb = sum(gz).
+TensorList group_norm_silu_backward_ops(const Tensor& g, const Tensor& x, int64_t G, const Tensor& weight,
+                                        const Tensor& bias, const Tensor& sample_bias, double eps, bool silu) {
+  const int64_t N = x.size(0), C = x.size(1);
+  const Shape grouped{N, G, -1}, cdims = non_channel_dims(x.dim()), cshape = channel_shape(C, x.dim());
+  Shape nc_shape{N, C}, spatial;
+  for (int64_t i = 2; i < x.dim(); ++i) {
+    nc_shape.push_back(1);
+    spatial.push_back(i);
+  }
+  const Tensor u = sample_bias.defined() ? add(x, sample_bias.reshape(nc_shape)) : x;
+  auto [xhat_g, rstd] = normalize_ops(u.reshape(grouped), {2}, eps);
+  const Tensor xhat = xhat_g.reshape(x.sizes());
+  Tensor gz = g;
+  if (silu) {
+    Tensor z = xhat;
+    if (weight.defined()) z = mul(z, weight.reshape(cshape));
+    if (bias.defined()) z = add(z, bias.reshape(cshape));
+    const Tensor sg = sigmoid(z);
+    gz = mul(g, mul(sg, add(mul(z, rsub(sg, 1.0)), 1.0)));  // silu'(z) = s (1 + z (1 - s))
+  }
+  const Tensor gh = weight.defined() ? mul(gz, weight.reshape(cshape)) : gz;
+  const Tensor gu = normalize_backward(gh.reshape(grouped), xhat_g, rstd, {2}).reshape(x.sizes());
+  Tensor gt;
+  if (sample_bias.defined()) gt = spatial.empty() ? gu : sum(gu, spatial);
+  Tensor gw, gb;
+  if (weight.defined()) gw = sum(mul(gz, xhat), cdims);
+  if (bias.defined()) gb = sum(gz, cdims);
+  return {gu, gw, gb, gt};
+}
+
+}  // namespace
+
+Tensor group_norm_silu(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias,
+                       const Tensor& sample_bias, double eps, bool silu) {
+  const char* op = "group_norm_silu";
+  check_input(op, x);
+  EMBER_CHECK(x.dim() >= 2, op, ": expected an input [N, C, ...], got ", shape_str(x.sizes()));
+  const int64_t N = x.size(0), C = x.size(1), G = num_groups;
+  EMBER_CHECK(G > 0 && C % G == 0, op, ": num_groups ", G, " must be positive and divide the ", C,
+              " channels of the input ", shape_str(x.sizes()));
+  check_param(op, "weight", x, weight, {C});
+  check_param(op, "bias", x, bias, {C});
+  check_param(op, "sample_bias", x, sample_bias, {N, C});
+  EMBER_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
+  dispatch_floating(x.dtype(), op, [](auto) {});
+  trace::OpTimer timer(op, {x, weight, bias, sample_bias});
+  GroupNormGpu r;
+  if (x.device().is_cuda()) {
+    r = group_norm_gpu(x, G, weight, bias, sample_bias, eps, silu);
+  } else {  // the CPU's group_norm between an add and a silu, not recorded (this op records itself)
+    NoGrad ng;
+    Tensor u = x.detach();
+    if (sample_bias.defined()) {
+      Shape nc_shape{N, C};
+      for (int64_t i = 2; i < x.dim(); ++i) nc_shape.push_back(1);
+      u = add(u, sample_bias.detach().reshape(nc_shape));
+    }
+    r.out = group_norm(u, G, weight.defined() ? weight.detach() : Tensor(), bias.defined() ? bias.detach() : Tensor(),
+                       eps);
+    if (silu) r.out = ember::silu(r.out);
+  }
+  timer.set_output(r.out);
+  record(op, {x, weight, bias, sample_bias}, r.out,
+         [x, weight, bias, sample_bias, G, eps, silu, mean = r.mean, rstd = r.rstd, rx = wants(x),
+          rw = wants(weight), rb = wants(bias), rt = wants(sample_bias)](const TensorList& g, const TensorList&) {
+           // On the CPU, and under create_graph (the backward must itself be recorded): ops.
+           if (!x.device().is_cuda() || grad_enabled()) {
+             TensorList r = group_norm_silu_backward_ops(g[0], x, G, weight, bias, sample_bias, eps, silu);
+             return TensorList{rx ? r[0] : Tensor(), rw ? r[1] : Tensor(), rb ? r[2] : Tensor(), rt ? r[3] : Tensor()};
+           }
+           // First order: one fused kernel, then the per-sample parameter parts summed over N.
+           const int64_t N = x.size(0), C = x.size(1);
+           const TensorOptions o{.dtype = x.dtype(), .device = x.device()};
+           Tensor dx = rx ? Tensor::empty(x.sizes(), o) : Tensor();
+           Tensor dt = rt ? Tensor::empty({N, C}, o) : Tensor();
+           Tensor dw = rw ? Tensor::empty({N, C}, o) : Tensor();
+           Tensor db = rb ? Tensor::empty({N, C}, o) : Tensor();
+           Tensor xc = x.detach().contiguous(), dy = g[0].contiguous();
+           Tensor tc = sample_bias.defined() ? sample_bias.detach().contiguous() : Tensor();
+           Tensor wc = weight.defined() ? weight.detach().contiguous() : Tensor();
+           Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
+           auto p = [](const Tensor& t) -> void* { return t.defined() ? t.device_data() : nullptr; };
+#if EMBER_WITH_CUDA
+           const kernels::cuda::GroupNormShape shape{N, C, N * C == 0 ? 0 : x.numel() / (N * C), G, eps, silu};
+           kernels::cuda::group_norm_backward(cuda::elem_type(x.dtype()), shape, xc.device_data(), p(tc), p(wc), p(bc),
+                                              mean.device_data(), rstd.device_data(), dy.device_data(), p(dx), p(dt),
+                                              p(dw), p(db), cuda::stream_of(x));
+#else
+           (void)p;
+#endif
+           return TensorList{dx, rw ? sum(dw, {0}) : Tensor(), rb ? sum(db, {0}) : Tensor(), dt};
+         },
+         {x, weight, bias, sample_bias});
+  return r.out;
 }
 
 // ------------------------------------------------------------------------------------------

@@ -24,6 +24,14 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
 Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight = Tensor(), const Tensor& bias = Tensor(),
                   double eps = 1e-5);
 
+// silu(group_norm(x + sample_bias, num_groups, weight, bias)): the U-Net's GroupNorm with its
+// neighbours, sample_bias [N, C] (the time embedding, broadcast over the spatial dims; optional)
+// added before the statistics and SiLU (when `silu`) after. One recorded op: on the GPU one
+// fused kernel each way (kernels/cuda/group_norm.cu); on the CPU the forward is add, group_norm
+// and silu; the backward is written in ops on the CPU and under create_graph on the GPU.
+Tensor group_norm_silu(const Tensor& x, int64_t num_groups, const Tensor& weight = Tensor(), const Tensor& bias = Tensor(),
+                       const Tensor& sample_bias = Tensor(), double eps = 1e-5, bool silu = true);
+
 // x: [N, C] or [N, C, H, W] (any [N, C, ...]). Per-channel statistics over the batch and the
 // spatial dims.
 // - training: normalizes with the batch mean and biased variance; when running_mean /

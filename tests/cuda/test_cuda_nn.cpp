@@ -1,4 +1,4 @@
-// The GPU paths of softmax, attention, the norms, dropout, binary cross-entropy, the fused
+// The GPU paths of softmax, attention, the norms (the fused GroupNorm+SiLU kernel too), dropout, binary cross-entropy, the fused
 // optimizers, gradient clipping and the host-side factorizations, against the CPU: forward,
 // first and second derivative (tests/cuda/cuda_parity.h). They skip without a GPU.
 #include <gtest/gtest.h>
@@ -84,6 +84,50 @@ TEST(CudaGpu, NormsMatchTheCpu) {
     expect_parity_n(
         [](const TensorList& a) { return batch_norm(a[0], Tensor(), Tensor(), a[1], a[2], true, 0.1, 1e-5); },
         {x2, w, b}, t, "batch_norm, [N, C]");
+  }
+}
+
+// First-order gradients of sum(w * f) on both devices, taken without create_graph (so the GPU
+// runs a fused backward kernel where an op has one).
+void expect_first_order_parity(const std::function<Tensor(const TensorList&)>& f, const TensorList& inputs_cpu,
+                               double tolerance, const char* what) {
+  SCOPED_TRACE(what);
+  auto run = [&](const Device& d) {
+    TensorList xs;
+    for (const Tensor& x : inputs_cpu) xs.push_back(x.to(d).detach().requires_grad_(true));
+    Tensor y = f(xs);
+    Tensor w = add(mul(rnd(y.sizes(), 99, y.dtype()), 0.5), 1.0).to(d);
+    TensorList g = grad(TensorList{mul(y, w).sum()}, xs, {}, {.allow_unused = true});
+    g.insert(g.begin(), y.detach());
+    return g;
+  };
+  TensorList c = run(Device::cpu()), g = run(kGpu);
+  EXPECT_LT(rel_diff(g[0], c[0]), tolerance) << "forward";
+  for (size_t i = 1; i < c.size(); ++i) EXPECT_LT(rel_diff(g[i], c[i]), tolerance * 10) << "gradient of input " << i - 1;
+}
+
+TEST(CudaGpu, FusedGroupNormSiluMatchesTheCpu) {
+  EMBER_REQUIRE_GPU();
+  for (DType dt : {DType::f64, DType::f32}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const double t = tol(dt);
+    // [3, 12, 7, 9] as a view; groups of 4 and 12 channels; spatial 63 (not a warp multiple)
+    Tensor x = add(mul(rnd({3, 12, 9, 7}, 51, dt).transpose(2, 3), 2.0), 0.3);
+    Tensor w = add(rnd({12}, 52, dt), 1.0), b = rnd({12}, 53, dt), tb = rnd({3, 12}, 54, dt);
+    for (int64_t G : {3, 1}) {
+      auto full = [G](const TensorList& a) { return group_norm_silu(a[0], G, a[1], a[2], a[3]); };
+      expect_first_order_parity(full, {x, w, b, tb}, t, "fused backward, everything");
+      expect_parity_n(full, {x, w, b, tb}, t, "second order (composite backward)");
+      auto plain = [G](const TensorList& a) { return group_norm_silu(a[0], G, Tensor(), Tensor(), Tensor(), 1e-5, false); };
+      expect_first_order_parity(plain, {x}, t, "fused backward, plain group norm");
+      expect_first_order_parity([G](const TensorList& a) { return group_norm(a[0], G, a[1], a[2]); }, {x, w, b}, t,
+                                "group_norm");
+    }
+    // a group too large for the shared-memory cache (the forward reads it twice)
+    Tensor big = rnd({2, 4, 96, 97}, 55, dt);
+    Tensor bw = add(rnd({4}, 56, dt), 1.0), bb = rnd({4}, 57, dt);
+    expect_first_order_parity([](const TensorList& a) { return group_norm_silu(a[0], 1, a[1], a[2]); }, {big, bw, bb},
+                              t, "uncached group");
   }
 }
 

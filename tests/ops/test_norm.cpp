@@ -195,6 +195,53 @@ TEST(NormOps, GroupNormErrors) {
 }
 
 // ------------------------------------------------------------------------------------------
+// group_norm_silu
+
+// silu(group_norm(x + t[n, c])) through the reference GroupNorm.
+std::vector<double> ref_group_norm_silu(const Tensor& x, int64_t G, const Tensor& w, const Tensor& b, const Tensor& t,
+                                        bool apply_silu) {
+  Shape nc{x.size(0), x.size(1)};
+  for (int64_t i = 2; i < x.dim(); ++i) nc.push_back(1);
+  Tensor u = t.defined() ? add(x, t.reshape(nc)) : x;
+  std::vector<double> y = ref_group_norm(u, G, w, b, 1e-5);
+  if (apply_silu)
+    for (double& v : y) v = v / (1 + std::exp(-v));
+  return y;
+}
+
+TEST(NormOps, GroupNormSiluForwardMatchesReference) {
+  for (DType dt : {DType::f32, DType::f64}) {
+    const double tol = dt == DType::f32 ? 1e-5 : 1e-12;
+    Tensor x = rnd({3, 6, 5, 3}, 120, dt), w = rnd({6}, 121, dt), b = rnd({6}, 122, dt), t = rnd({3, 6}, 123, dt);
+    expect_near_all(group_norm_silu(x, 3, w, b, t), ref_group_norm_silu(x, 3, w, b, t, true), tol);
+    expect_near_all(group_norm_silu(x, 2, w, b, t, 1e-5, false), ref_group_norm_silu(x, 2, w, b, t, false), tol);
+    expect_near_all(group_norm_silu(x, 6), ref_group_norm_silu(x, 6, Tensor(), Tensor(), Tensor(), true), tol);
+    Tensor xt = rnd({3, 5, 6, 3}, 124, dt).transpose(1, 2);  // non-contiguous
+    expect_near_all(group_norm_silu(xt, 3, w, Tensor(), t), ref_group_norm_silu(xt, 3, w, Tensor(), t, true), tol);
+  }
+}
+
+TEST(NormOps, GroupNormSiluGradients) {
+  Tensor x = leaf(rnd({2, 3, 4}, 130).transpose(1, 2));  // [2, 4, 3], non-contiguous
+  Tensor w = leaf(rnd({4}, 131)), b = leaf(rnd({4}, 132)), t = leaf(rnd({2, 4}, 133));
+  expect_grads([](const TensorList& in) { return group_norm_silu(in[0], 2, in[1], in[2], in[3]); }, {x, w, b, t});
+  expect_grads([](const TensorList& in) { return group_norm_silu(in[0], 2, in[1], in[2], in[3], 1e-5, false); },
+               {x, w, b, t});
+  expect_grads([](const TensorList& in) { return group_norm_silu(in[0], 1); }, {x});
+  Tensor x4 = leaf(rnd({2, 4, 2, 3}, 134));
+  expect_grads([](const TensorList& in) { return group_norm_silu(in[0], 4, in[1], Tensor(), in[2], 1e-2); },
+               {x4, w, t});
+}
+
+TEST(NormOps, GroupNormSiluErrors) {
+  Tensor x = rnd({2, 6, 3}, 1, DType::f32);
+  EXPECT_THROW(group_norm_silu(x, 4), Error);
+  EXPECT_THROW(group_norm_silu(x, 3, Tensor(), Tensor(), rnd({2, 3}, 2, DType::f32)), Error);  // sample_bias [N, C]
+  EXPECT_THROW(group_norm_silu(x, 3, Tensor(), Tensor(), rnd({6}, 2, DType::f32)), Error);
+  EXPECT_THROW(group_norm_silu(x, 3, Tensor(), Tensor(), rnd({2, 6}, 2, DType::f64)), Error);  // dtype
+}
+
+// ------------------------------------------------------------------------------------------
 // batch_norm
 
 TEST(NormOps, BatchNormTrainingForwardAndRunningStats) {
