@@ -4,6 +4,11 @@
 // Its adjoint, `remap_add`, adds a gradient back through the same maps. Backwards are ops again
 // (gather <-> scatter_add, flip -> flip, roll -> roll back, reflect pad <-> its adjoint ...), so
 // every gradient differentiates further. Indices are i64 or i32 and checked against the size.
+//
+// On the GPU the same plans (maps, strides) are built on the host and walked by the kernels of
+// kernels/cuda/index.cu; index ranges are checked on the device (min and max of the index, one
+// small read back). The additive kernels (remap_add, scatter_add) add each element's terms in
+// the CPU's order, so GPU gradients equal the CPU's to the bit, run after run.
 #include <algorithm>
 #include <cstring>
 #include <numeric>
@@ -13,7 +18,11 @@
 #include "ember/engine/dispatch.h"
 #include "ember/engine/factory.h"
 #include "ember/kernels/cpu/parallel.h"
+#include "ember/kernels/cuda/index.h"
 #include "ember/ops/elementwise.h"
+#if EMBER_WITH_CUDA
+#include "ember/engine/cuda/bridge.h"
+#endif
 #include "ember/ops/reduce.h"
 #include "ember/ops/shape.h"
 
@@ -24,6 +33,7 @@ using autograd::record;
 namespace {
 
 using Maps = std::vector<std::vector<int64_t>>;  // per dim: output coordinate -> source coordinate, -1 = fill
+namespace kc = kernels::cuda;
 
 void check_device(const char* op, const Tensor& a, const Tensor& b, const char* what) {
   EMBER_CHECK(b.defined(), op, ": ", what, " is undefined");
@@ -42,6 +52,16 @@ Tensor as_index(const char* op, const Tensor& a, const Tensor& index) {
 }
 
 void check_range(const char* op, const Tensor& ix, int64_t size, int64_t dim, const Shape& shape) {
+  if (ix.numel() == 0) return;
+  if (ix.device().is_cuda()) {
+    // The index's min and max come back (16 bytes); only a bad index is copied over whole, so
+    // that the error names the same first offender as on the CPU.
+    Tensor bounds = stack({min(ix), max(ix)}).to(Device::cpu());
+    const int64_t* b = bounds.data<int64_t>();
+    if (b[0] >= 0 && b[1] < size) return;
+    check_range(op, ix.to(Device::cpu()), size, dim, shape);
+    EMBER_FAIL(op, ": index out of range for dim ", dim, " of size ", size);  // not reached
+  }
   const int64_t* p = ix.data<int64_t>();
   for (int64_t i = 0; i < ix.numel(); ++i)
     EMBER_CHECK(p[i] >= 0 && p[i] < size, op, ": index ", p[i], " is out of range for dim ", dim, " of size ", size,
@@ -100,12 +120,91 @@ void walk_rows(const Shape& shape, int64_t b, int64_t e, const F& f) {
 
 int64_t row_grain(int64_t last) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(last, 1)); }
 
+// An i64 table on the device of `like`.
+Tensor device_table(const std::vector<int64_t>& table, const Tensor& like) {
+  return from_vector(table, {static_cast<int64_t>(table.size())}, {.dtype = DType::i64, .device = like.device()});
+}
+
+void check_gpu_dims(const char* op, int64_t ndim, const Shape& shape) {
+  EMBER_CHECK(ndim <= kc::kMaxDims, op, ": the CUDA kernel takes at most ", kc::kMaxDims, " dims, got shape ",
+              shape_str(shape), "; reshape to fewer dims first");
+}
+
+// remap on the GPU: the offset maps concatenated into one table; the fill value converted here
+// by the CPU's convert<T>, so the kernel only moves bits.
+void remap_gpu(const char* op, const Tensor& x, Tensor& out, const Maps& off, double fill) {
+  const Shape& shape = out.sizes();
+  check_gpu_dims(op, static_cast<int64_t>(shape.size()), shape);
+  kc::RemapPlan plan;
+  plan.ndim = static_cast<int>(shape.size());
+  std::vector<int64_t> table;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    plan.sizes[d] = shape[d];
+    plan.start[d] = static_cast<int64_t>(table.size());
+    table.insert(table.end(), off[d].begin(), off[d].end());
+  }
+  uint64_t fill_bits = 0;
+  dispatch_all(x.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T fv = convert<T>(fill);
+    std::memcpy(&fill_bits, &fv, sizeof(T));
+  });
+  Tensor t = device_table(table, x);
+#if EMBER_WITH_CUDA
+  kc::remap(x.element_size(), x.device_data(), out.device_data(), static_cast<const int64_t*>(t.device_data()), plan,
+            fill_bits, cuda::stream_of(x));
+#else
+  (void)fill_bits;
+#endif
+}
+
+// remap_add on the GPU: each dim's map inverted into CSR form (per source coordinate, the
+// offsets into g of the output coordinates mapped there, ascending), so each thread owns one
+// element of the result and adds its terms in the CPU's order.
+void remap_add_gpu(const char* op, const Tensor& gc, Tensor& out, const Maps& maps) {
+  const Shape& src = out.sizes();
+  const int64_t nd = static_cast<int64_t>(src.size());
+  check_gpu_dims(op, nd, src);
+  const Shape gstride = contiguous_strides(gc.sizes());
+  kc::RemapAddPlan plan;
+  plan.ndim = static_cast<int>(nd);
+  std::vector<int64_t> table;
+  for (int64_t d = 0; d < nd; ++d) {
+    const std::vector<int64_t>& m = maps[d];
+    const int64_t n = src[d];
+    std::vector<int64_t> ptr(n + 1, 0);
+    for (int64_t s : m) {
+      if (s < 0) continue;
+      EMBER_CHECK(s < n, op, ": map entry ", s, " out of range for dim ", d, " of size ", n);
+      ++ptr[s + 1];
+    }
+    for (int64_t s = 0; s < n; ++s) ptr[s + 1] += ptr[s];
+    std::vector<int64_t> list(ptr[n]), cursor(ptr.begin(), ptr.end() - 1);
+    for (int64_t j = 0; j < static_cast<int64_t>(m.size()); ++j)
+      if (m[j] >= 0) list[cursor[m[j]]++] = j * gstride[d];
+    plan.sizes[d] = n;
+    plan.ptr[d] = static_cast<int64_t>(table.size());
+    table.insert(table.end(), ptr.begin(), ptr.end());
+    plan.list[d] = static_cast<int64_t>(table.size());
+    table.insert(table.end(), list.begin(), list.end());
+  }
+  Tensor t = device_table(table, gc);
+#if EMBER_WITH_CUDA
+  kc::remap_add(cuda::elem_type(gc.dtype()), gc.device_data(), out.device_data(),
+                static_cast<const int64_t*>(t.device_data()), plan, cuda::stream_of(gc));
+#endif
+}
+
 // out[i] = a[map(i)] (fill where a map says -1), for any dtype.
 Tensor remap(const char* op, const Tensor& a, const Maps& maps, const Shape& out_shape, double fill) {
   Tensor x = a.detach().contiguous();
   Tensor out = Tensor::empty(out_shape, options_of(a));
   if (out.numel() == 0) return out;
   const Maps off = offsets_of(maps, x.sizes());
+  if (a.device().is_cuda()) {
+    remap_gpu(op, x, out, off, fill);
+    return out;
+  }
   dispatch_all(a.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* xp = x.data<T>();
@@ -143,6 +242,11 @@ Tensor remap_add(const char* op, const Tensor& g, const Shape& src_shape, const 
   Tensor gc = g.detach().contiguous();
   Tensor out = zeros(src_shape, options_of(g));
   if (g.numel() == 0 || out.numel() == 0) return out;
+  if (g.device().is_cuda()) {
+    dispatch_floating(g.dtype(), op, [](auto) {});  // the CPU's dtype error
+    remap_add_gpu(op, gc, out, maps);
+    return out;
+  }
   const Maps off = offsets_of(maps, src_shape);
   const Shape& shape = g.sizes();
   dispatch_floating(g.dtype(), op, [&](auto tag) {
@@ -185,8 +289,10 @@ Tensor remap_add(const char* op, const Tensor& g, const Shape& src_shape, const 
 
 // ---- index_select's adjoint (index_add into zeros), itself differentiable ----
 
-Maps select_maps(const Shape& shape, int64_t dim, const Tensor& ix) {
+// Reads the index on the host (a copy from the GPU: index_select's index is one short 1-D list).
+Maps select_maps(const Shape& shape, int64_t dim, const Tensor& index) {
   Maps m = identity_maps(shape);
+  const Tensor ix = index.device().is_cpu() ? index : index.to(Device::cpu());
   const int64_t* p = ix.data<int64_t>();
   m[dim].assign(p, p + ix.numel());
   return m;
@@ -262,6 +368,11 @@ Tensor tri(const char* op, const Tensor& a, int64_t k, bool lower) {
   Tensor out = Tensor::empty(a.sizes(), options_of(a));
   const int64_t R = a.size(-2), C = a.size(-1);
   const int64_t rows = R == 0 || C == 0 ? 0 : a.numel() / C;
+  if (a.device().is_cuda()) {
+#if EMBER_WITH_CUDA
+    kc::triangle(a.element_size(), x.device_data(), out.device_data(), rows, R, C, k, lower, cuda::stream_of(a));
+#endif
+  } else
   dispatch_all(a.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* xp = x.data<T>();
@@ -300,11 +411,13 @@ Tensor index_select(const Tensor& a, int64_t dim, const Tensor& index) {
   }
   const int64_t d = wrap_dim(dim, a.dim(), "index_select");
   Tensor ix = as_index("index_select", a, index);
-  check_range("index_select", ix, a.size(d), d, a.sizes());
+  // The maps are built on the host, so a GPU index comes over once, for the range check too.
+  const Tensor ix_host = ix.device().is_cpu() ? ix : ix.to(Device::cpu());
+  check_range("index_select", ix_host, a.size(d), d, a.sizes());
   trace::OpTimer timer("index_select", {a, index});
   Shape out_shape = a.sizes();
   out_shape[d] = ix.numel();
-  Tensor y = remap("index_select", a, select_maps(out_shape, d, ix), out_shape, 0.0);
+  Tensor y = remap("index_select", a, select_maps(out_shape, d, ix_host), out_shape, 0.0);
   timer.set_output(y);
   record("index_select", {a}, y, [in_shape = a.sizes(), d, ix](const TensorList& g, const TensorList&) {
     return TensorList{index_select_backward(g[0], in_shape, d, ix)};
@@ -330,7 +443,20 @@ Tensor gather(const Tensor& a, int64_t dim, const Tensor& index) {
   trace::OpTimer timer("gather", {a, index});
   Tensor x = a.detach().contiguous();
   Tensor out = Tensor::empty(ix.sizes(), options_of(a));
-  if (out.numel() > 0) {
+  if (out.numel() > 0 && a.device().is_cuda()) {
+    check_gpu_dims("gather", a.dim(), a.sizes());
+    kc::GatherPlan plan;
+    plan.ndim = static_cast<int>(a.dim());
+    plan.dim = static_cast<int>(d);
+    for (int64_t k = 0; k < a.dim(); ++k) {
+      plan.index_sizes[k] = ix.size(k);
+      plan.x_strides[k] = x.strides()[k];
+    }
+#if EMBER_WITH_CUDA
+    kc::gather(a.element_size(), x.device_data(), static_cast<const int64_t*>(ix.device_data()), out.device_data(),
+               plan, cuda::stream_of(a));
+#endif
+  } else if (out.numel() > 0) {
     const Shape& shape = ix.sizes();
     const Shape xs = x.strides();
     const int64_t nd = a.dim(), last = shape.back(), rows = out.numel() / last;
@@ -384,7 +510,22 @@ Tensor scatter_add(const Tensor& self, int64_t dim, const Tensor& index, const T
   trace::OpTimer timer("scatter_add", {self, index, src});
   Tensor out = self.detach().clone();
   Tensor s = src.detach().contiguous();
-  if (ix.numel() > 0) {
+  if (ix.numel() > 0 && self.device().is_cuda()) {
+    dispatch_numeric(self.dtype(), "scatter_add", [](auto) {});  // the CPU's dtype error
+    check_gpu_dims("scatter_add", self.dim(), self.sizes());
+    kc::ScatterPlan plan;
+    plan.ndim = static_cast<int>(self.dim());
+    plan.dim = static_cast<int>(d);
+    for (int64_t k = 0; k < self.dim(); ++k) {
+      plan.index_sizes[k] = ix.size(k);
+      plan.out_strides[k] = out.strides()[k];
+      plan.src_strides[k] = s.strides()[k];
+    }
+#if EMBER_WITH_CUDA
+    kc::scatter_add(cuda::elem_type(self.dtype()), out.device_data(), static_cast<const int64_t*>(ix.device_data()),
+                    s.device_data(), plan, cuda::stream_of(self));
+#endif
+  } else if (ix.numel() > 0) {
     const Shape& shape = ix.sizes();
     const Shape os = out.strides(), ss = s.strides();
     const int64_t nd = self.dim(), last = shape.back(), rows = ix.numel() / last;

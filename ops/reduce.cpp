@@ -2,6 +2,8 @@
 // last (a copy only when they are not already innermost); reducing leading dims of a
 // contiguous tensor (bias gradients: [batch, features] -> [features]) accumulates whole rows
 // instead, which vectorises. f32 sums accumulate in f64.
+// On the GPU the same rows go to kernels/cuda/reduce.cu (prod and norm(p) included); cumsum and
+// the exclusive products behind prod's derivatives are per-row scans in kernels/cuda/scan.cu.
 #include "ember/ops/reduce.h"
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include "ember/engine/factory.h"
 #include "ember/kernels/cpu/parallel.h"
 #include "ember/kernels/cuda/reduce.h"
+#include "ember/kernels/cuda/scan.h"
 #include "ember/ops/elementwise.h"
 #if EMBER_WITH_CUDA
 #include "ember/engine/cuda/bridge.h"
@@ -260,7 +263,13 @@ bool is_nan(T v) {
   return v != v;  // false for integers
 }
 
+// On the GPU these two ask the device (a compare, then a u8 max or min) and read back one
+// byte, instead of copying the whole tensor to the host.
 bool any_zero(const Tensor& a) {
+  if (a.device().is_cuda()) {
+    dispatch_floating(a.dtype(), "prod", [](auto) {});
+    return a.numel() > 0 && max(eq(a.detach(), 0.0).to(DType::u8)).item() != 0;
+  }
   Tensor c = a.detach().to(Device::cpu()).contiguous();
   return dispatch_floating(c.dtype(), "prod", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -272,6 +281,10 @@ bool any_zero(const Tensor& a) {
 }
 
 bool all_finite(const Tensor& a) {
+  if (a.device().is_cuda()) {
+    dispatch_floating(a.dtype(), "logsumexp", [](auto) {});
+    return a.numel() == 0 || min(isfinite(a.detach()).to(DType::u8)).item() != 0;
+  }
   Tensor c = a.detach().to(Device::cpu()).contiguous();
   return dispatch_floating(c.dtype(), "logsumexp", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -564,7 +577,7 @@ Tensor norm(const Tensor& a, double p, const Shape& dims, bool keepdim) {
     }
     for (int64_t j = 0; j < n; ++j) s += std::pow(std::abs(static_cast<double>(x[j])) / scale, p);
     return static_cast<T>(scale * std::pow(s, 1.0 / p));
-  });
+  }, kc::RowOp::norm, p);
   timer.set_output(y);
   record("norm", {a}, y, [a, p, rd, keepdim](const TensorList& g, const TensorList& out) {
     // d||a||_p / da = sign(a) |a|^(p-1) / ||a||^(p-1); a zero norm (a = 0) gets gradient 0.
@@ -591,6 +604,13 @@ Tensor cumsum_impl(const Tensor& a, int64_t dim, bool reverse) {
   Tensor y = Tensor::empty(a.sizes(), options_of(a));
   int64_t outer = 1, n = 1, inner = 1;
   for (int64_t k = 0; k < a.dim(); ++k) (k < d ? outer : k == d ? n : inner) *= a.sizes()[k];
+  if (a.device().is_cuda()) {
+    dispatch_floating(a.dtype(), "cumsum", [](auto) {});  // the CPU's dtype error
+#if EMBER_WITH_CUDA
+    kc::cumsum(cuda::elem_type(a.dtype()), x.device_data(), y.device_data(), outer, n, inner, reverse,
+               cuda::stream_of(a));
+#endif
+  } else
   dispatch_floating(a.dtype(), "cumsum", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* xp = x.data<T>();
@@ -637,6 +657,17 @@ namespace {
 Tensor prod_others_backward(const Tensor& w, const Tensor& a, const std::vector<int64_t>& rd) {
   Rows ra = to_rows(a, rd), rw = to_rows(w, rd);
   Tensor out = Tensor::empty({a.numel()}, options_of(a));
+  if (a.device().is_cuda()) {
+    dispatch_floating(a.dtype(), "prod", [](auto) {});
+    EMBER_CHECK(w.device() == a.device() && w.dtype() == a.dtype(), "prod: the gradient ", w.str(),
+                " does not match the input ", a.str());
+    Tensor scratch = Tensor::empty({a.numel()}, {.dtype = DType::f64, .device = a.device()});
+#if EMBER_WITH_CUDA
+    kc::prod_others_backward(cuda::elem_type(a.dtype()), ra.data.device_data(), rw.data.device_data(),
+                             out.device_data(), ra.outer, ra.inner, static_cast<double*>(scratch.device_data()),
+                             cuda::stream_of(a));
+#endif
+  } else
   dispatch_floating(a.dtype(), "prod", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* xs = ra.data.data<T>();
@@ -698,6 +729,14 @@ Tensor prod_others_backward(const Tensor& w, const Tensor& a, const std::vector<
 Tensor prod_others(const Tensor& a, const std::vector<int64_t>& rd) {
   Rows r = to_rows(a, rd);
   Tensor out = Tensor::empty({a.numel()}, options_of(a));
+  if (a.device().is_cuda()) {
+    dispatch_floating(a.dtype(), "prod", [](auto) {});
+    Tensor scratch = Tensor::empty({a.numel()}, {.dtype = DType::f64, .device = a.device()});
+#if EMBER_WITH_CUDA
+    kc::prod_others(cuda::elem_type(a.dtype()), r.data.device_data(), out.device_data(), r.outer, r.inner,
+                    static_cast<double*>(scratch.device_data()), cuda::stream_of(a));
+#endif
+  } else
   dispatch_floating(a.dtype(), "prod", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* xs = r.data.data<T>();
@@ -739,7 +778,7 @@ Tensor prod(const Tensor& a, const Shape& dims, bool keepdim) {
     double p = 1;
     for (int64_t j = 0; j < n; ++j) p *= x[j];
     return static_cast<T>(p);
-  });
+  }, kc::RowOp::prod);
   timer.set_output(y);
   record("prod", {a}, y, [a, rd, keepdim](const TensorList& g, const TensorList& out) {
     Tensor gb = expand_back(g[0], a.sizes(), rd, keepdim);

@@ -4,6 +4,9 @@
 // same block (maximum, then the sum of exponentials; mean, then squared deviations), so they
 // need no scratch. A sum whose rows are few and long (a loss reduced to a scalar) is split
 // over many blocks per row instead, and the partial sums are added by a second launch.
+// prod multiplies in f64 like the CPU (in a different order, so it agrees to rounding); norm is
+// two passes too (max |x|, then the sum of the scaled powers), so it neither overflows nor
+// underflows where the CPU does not.
 // Bound by bytes read: each element is read once (twice for the two-pass ops).
 #include <cfloat>
 
@@ -35,6 +38,19 @@ __device__ double block_sum(double v) {
   double s = 0;
   for (int w = 0; w < warps; ++w) s += part[w];
   return s;
+}
+
+// Product of v over the block, returned to every thread.
+__device__ double block_product(double v) {
+  __shared__ double part[32];
+  for (int o = 16; o > 0; o >>= 1) v *= __shfl_down_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  __syncthreads();
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  double p = 1;
+  for (int w = 0; w < warps; ++w) p *= part[w];
+  return p;
 }
 
 // The extreme of v over the block (NaN wins), returned to every thread.
@@ -81,6 +97,29 @@ __global__ void reduce_rows_kernel(const T* __restrict__ x, T* __restrict__ out,
       for (int64_t j = threadIdx.x; j < inner; j += blockDim.x) s += ::exp(static_cast<double>(row[j]) - m);
     s = block_sum(s);
     if (threadIdx.x == 0) out[blockIdx.x] = static_cast<T>((m != m || isinf(m)) ? m : m + ::log(s));
+  } else if constexpr (OP == RowOp::prod) {
+    double p = 1;
+    for (int64_t j = threadIdx.x; j < inner; j += blockDim.x) p *= static_cast<double>(row[j]);
+    p = block_product(p);
+    if (threadIdx.x == 0) out[blockIdx.x] = static_cast<T>(p);
+  } else if constexpr (OP == RowOp::norm) {
+    double scale = 0;
+    for (int64_t j = threadIdx.x; j < inner; j += blockDim.x) {
+      const double v = ::fabs(static_cast<double>(row[j]));
+      if (v != v || v > scale) scale = (scale != scale) ? scale : v;
+    }
+    scale = block_extreme(scale, true);
+    const bool degenerate = scale != scale || scale == 0 || isinf(scale);  // the CPU returns scale itself
+    double s = 0;
+    if (!degenerate) {
+      for (int64_t j = threadIdx.x; j < inner; j += blockDim.x) {
+        const double v = static_cast<double>(row[j]) / scale;
+        s += p0 == 2.0 ? v * v : ::pow(::fabs(v), p0);
+      }
+    }
+    s = block_sum(s);
+    if (threadIdx.x == 0)
+      out[blockIdx.x] = static_cast<T>(degenerate ? scale : p0 == 2.0 ? scale * ::sqrt(s) : scale * ::pow(s, 1.0 / p0));
   } else {  // var, std
     double s = 0;
     for (int64_t j = threadIdx.x; j < inner; j += blockDim.x) s += static_cast<double>(row[j]);
@@ -221,6 +260,8 @@ void reduce_rows(RowOp op, ElemType t, const void* x, void* out, int64_t outer, 
           break;
         case RowOp::var: reduce_rows_kernel<T, RowOp::var><<<grid, block, 0, st>>>(xp, op_out, inner, p0); break;
         case RowOp::std: reduce_rows_kernel<T, RowOp::std><<<grid, block, 0, st>>>(xp, op_out, inner, p0); break;
+        case RowOp::prod: reduce_rows_kernel<T, RowOp::prod><<<grid, block, 0, st>>>(xp, op_out, inner, p0); break;
+        case RowOp::norm: reduce_rows_kernel<T, RowOp::norm><<<grid, block, 0, st>>>(xp, op_out, inner, p0); break;
       }
       EMBER_CUDA_LAUNCHED("reduce_rows");
       done = true;

@@ -16,6 +16,8 @@ enum class RowOp : uint8_t {
   logsumexp,  // m + log(sum(exp(x - m))), m the row maximum
   var,        // sum((x - mean)^2) / p0, two passes in f64
   std,        // sqrt of var
+  prod,       // the product, accumulated in f64
+  norm,       // the p0-norm as scale * (sum (|x| / scale)^p0)^(1/p0), scale = max |x| (NaN wins); two passes
 };
 
 // Bytes of scratch reduce_rows needs for this shape (0 when one block per row suffices).

@@ -1,0 +1,151 @@
+// Scans along rows: cumsum, and the exclusive products behind prod's derivatives (prod_others
+// and its adjoint).
+//
+// Each is one thread per column (cumsum) or per row (the products), walking it in order with an
+// f64 accumulator: the CPU's arithmetic in the CPU's order, so results match it to rounding (to
+// the bit for cumsum) and no cross-thread scan is needed. The price is parallelism on few, long
+// rows (a cumsum over the only dim of a vector is one thread); correctness came first here, and
+// a blocked scan can replace the kernel body without touching its interface.
+// The product kernels keep their per-row f64 temporaries (the CPU's std::vector<double>) in a
+// scratch buffer the op allocates, one double per element.
+#include "ember/engine/error.h"
+#include "ember/kernels/cuda/scan.h"
+#include "ember/kernels/cuda/map.cuh"
+
+namespace ember::kernels::cuda {
+
+namespace {
+
+__device__ __forceinline__ int64_t first_index() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t grid_step() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
+
+// Column (o, k) of [outer, n, inner]: adjacent threads take adjacent k, so reads coalesce when
+// inner is large.
+template <typename T>
+__global__ void cumsum_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t outer, int64_t n, int64_t inner,
+                              bool reverse) {
+  const int64_t columns = outer * inner;
+  for (int64_t c = first_index(); c < columns; c += grid_step()) {
+    const int64_t o = c / inner, k = c % inner;
+    const int64_t base = o * n * inner + k;
+    double acc = 0;
+    for (int64_t s = 0; s < n; ++s) {
+      const int64_t at = base + (reverse ? n - 1 - s : s) * inner;
+      acc += static_cast<double>(x[at]);
+      out[at] = static_cast<T>(acc);
+    }
+  }
+}
+
+template <typename T>
+__global__ void prod_others_kernel(const T* __restrict__ xs, T* __restrict__ os, int64_t outer, int64_t n,
+                                   double* __restrict__ scratch) {
+  for (int64_t row = first_index(); row < outer; row += grid_step()) {
+    const T* x = xs + row * n;
+    T* o = os + row * n;
+    double* pre = scratch + row * n;
+    double acc = 1;
+    for (int64_t i = 0; i < n; ++i) {
+      pre[i] = acc;
+      acc *= static_cast<double>(x[i]);
+    }
+    acc = 1;
+    for (int64_t i = n - 1; i >= 0; --i) {
+      o[i] = static_cast<T>(pre[i] * acc);
+      acc *= static_cast<double>(x[i]);
+    }
+  }
+}
+
+template <typename T>
+__global__ void prod_others_backward_kernel(const T* __restrict__ xs, const T* __restrict__ ws, T* __restrict__ rs,
+                                            int64_t outer, int64_t n, double* __restrict__ scratch) {
+  for (int64_t row = first_index(); row < outer; row += grid_step()) {
+    const T* x = xs + row * n;
+    const T* w = ws + row * n;
+    T* r = rs + row * n;
+    double* e = scratch + row * n;  // product of the nonzero elements other than x_i
+    double acc = 1;
+    for (int64_t i = 0; i < n; ++i) {
+      e[i] = acc;
+      if (x[i] != T(0)) acc *= static_cast<double>(x[i]);
+    }
+    acc = 1;
+    int64_t zeros = 0, p = -1, q = -1;
+    for (int64_t i = n - 1; i >= 0; --i) {
+      e[i] *= acc;
+      if (x[i] != T(0)) {
+        acc *= static_cast<double>(x[i]);
+      } else {
+        ++zeros;
+        q = p;
+        p = i;
+      }
+    }
+    for (int64_t j = 0; j < n; ++j) r[j] = T(0);
+    if (zeros == 0) {
+      double s = 0;
+      for (int64_t i = 0; i < n; ++i) s += static_cast<double>(w[i]) * e[i];
+      for (int64_t j = 0; j < n; ++j)
+        r[j] = static_cast<T>((s - static_cast<double>(w[j]) * e[j]) / static_cast<double>(x[j]));
+    } else if (zeros == 1) {
+      double s = 0;
+      for (int64_t i = 0; i < n; ++i)
+        if (i != p) {
+          s += static_cast<double>(w[i]) * e[i];
+          r[i] = static_cast<T>(static_cast<double>(w[p]) * e[i]);
+        }
+      r[p] = static_cast<T>(s);
+    } else if (zeros == 2) {
+      const double rest = e[p];  // the product of the nonzero elements
+      r[p] = static_cast<T>(static_cast<double>(w[q]) * rest);
+      r[q] = static_cast<T>(static_cast<double>(w[p]) * rest);
+    }
+  }
+}
+
+// Calls f(std::type_identity<float or double>{}), or fails naming the op.
+template <typename F>
+void dispatch_real(ElemType t, const char* op, F&& f) {
+  if (t == ElemType::f32) f(std::type_identity<float>{});
+  else if (t == ElemType::f64) f(std::type_identity<double>{});
+  else EMBER_FAIL(op, ": the CUDA kernel takes f32 or f64 only");
+}
+
+}  // namespace
+
+void cumsum(ElemType t, const void* x, void* out, int64_t outer, int64_t n, int64_t inner, bool reverse,
+            void* stream) {
+  if (outer * n * inner == 0) return;
+  dispatch_real(t, "cumsum", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    cumsum_kernel<T><<<blocks_for(outer * inner), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+        static_cast<const T*>(x), static_cast<T*>(out), outer, n, inner, reverse);
+    EMBER_CUDA_LAUNCHED(reverse ? "cumsum_reverse" : "cumsum");
+  });
+}
+
+void prod_others(ElemType t, const void* x, void* out, int64_t outer, int64_t n, double* scratch, void* stream) {
+  if (outer * n == 0) return;
+  dispatch_real(t, "prod", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    prod_others_kernel<T><<<blocks_for(outer), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+        static_cast<const T*>(x), static_cast<T*>(out), outer, n, scratch);
+    EMBER_CUDA_LAUNCHED("prod_backward");
+  });
+}
+
+void prod_others_backward(ElemType t, const void* x, const void* w, void* out, int64_t outer, int64_t n,
+                          double* scratch, void* stream) {
+  if (outer * n == 0) return;
+  dispatch_real(t, "prod", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    prod_others_backward_kernel<T><<<blocks_for(outer), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+        static_cast<const T*>(x), static_cast<const T*>(w), static_cast<T*>(out), outer, n, scratch);
+    EMBER_CUDA_LAUNCHED("prod_backward_backward");
+  });
+}
+
+}  // namespace ember::kernels::cuda
