@@ -34,7 +34,8 @@ bool Optimizer::on_gpu() const { return !params_.empty() && params_[0].device().
 
 // Parameters batched 32 to a launch of the fused kernel (kernels/cuda/optim.cu), which applies
 // the CPU loops below elementwise with the same constants.
-void Optimizer::step_gpu(const kernels::cuda::OptimStep& st, const char* slot0, const char* slot1) {
+void Optimizer::launch_gpu(const kernels::cuda::OptimStep& st) {
+  const auto [slot0, slot1] = gpu_slots();
   std::vector<kernels::cuda::OptimTensor> batch;
   std::vector<Tensor> keep;  // contiguous gradients live until their launch is queued
   const DType dtype = params_[0].dtype();
@@ -66,6 +67,31 @@ void Optimizer::step_gpu(const kernels::cuda::OptimStep& st, const char* slot0, 
     if (batch.size() == static_cast<size_t>(kernels::cuda::kMaxTensorsPerLaunch)) flush();
   }
   if (!batch.empty()) flush();
+}
+
+void Optimizer::step_gpu() {
+  ++steps_;
+  launch_gpu(gpu_step(steps_));
+}
+
+void Optimizer::prepare_step() {
+  EMBER_CHECK(on_gpu(), name_, ".prepare_step: for CUDA graphs; the parameters are on the CPU (use step())");
+  NoGrad ng;
+  ++steps_;
+  const kernels::cuda::OptimStep st = gpu_step(steps_);
+  const std::vector<double> v{st.lr, st.step_size, st.inv_sqrt_bc2, st.decay, st.first ? 1.0 : 0.0};
+  if (!device_scalars_.defined())
+    device_scalars_ = Tensor::empty({5}, {.dtype = DType::f64, .device = params_[0].device()});
+  device_scalars_.copy_(from_vector(v, {5}, {.dtype = DType::f64}));
+}
+
+void Optimizer::launch_step() {
+  EMBER_CHECK(device_scalars_.defined(), name_, ".launch_step: call prepare_step() first (it uploads the scalars the "
+              "kernels read)");
+  NoGrad ng;
+  kernels::cuda::OptimStep st = gpu_step(steps_);  // the fixed hyper-parameters
+  st.device_scalars = static_cast<const double*>(device_scalars_.device_data());
+  launch_gpu(st);
 }
 
 Optimizer::Optimizer(std::vector<Tensor> params, double lr_, const char* name)
@@ -117,21 +143,24 @@ SGD::SGD(std::vector<Tensor> params, SGDOptions o) : Optimizer(std::move(params)
   EMBER_CHECK(!o.nesterov || (o.momentum > 0 && o.dampening == 0), "SGD: nesterov needs momentum > 0 and dampening 0");
 }
 
+kernels::cuda::OptimStep SGD::gpu_step(int64_t t) const {
+  kernels::cuda::OptimStep st;
+  st.rule = kernels::cuda::OptimRule::sgd;
+  st.lr = lr;
+  st.weight_decay = opts.weight_decay;
+  st.momentum = opts.momentum;
+  st.dampening = opts.dampening;
+  st.nesterov = opts.nesterov;
+  st.first = t == 1;
+  return st;
+}
+std::pair<const char*, const char*> SGD::gpu_slots() const {
+  return {opts.momentum != 0 ? "momentum" : nullptr, nullptr};
+}
+
 void SGD::step() {
   NoGrad ng;
-  if (on_gpu()) {
-    kernels::cuda::OptimStep st;
-    st.rule = kernels::cuda::OptimRule::sgd;
-    st.lr = lr;
-    st.weight_decay = opts.weight_decay;
-    st.momentum = opts.momentum;
-    st.dampening = opts.dampening;
-    st.nesterov = opts.nesterov;
-    st.first = steps_ == 0;
-    step_gpu(st, opts.momentum != 0 ? "momentum" : nullptr, nullptr);
-    ++steps_;
-    return;
-  }
+  if (on_gpu()) return step_gpu();
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
@@ -159,24 +188,30 @@ Adam::Adam(std::vector<Tensor> params, AdamOptions o, bool decoupled)
   EMBER_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, name_, ": betas must be in [0, 1)");
 }
 
+kernels::cuda::OptimStep Adam::gpu_step(int64_t t) const {
+  const double bc1 = 1 - std::pow(opts.beta1, static_cast<double>(t));
+  const double bc2 = 1 - std::pow(opts.beta2, static_cast<double>(t));
+  kernels::cuda::OptimStep st;
+  st.rule = kernels::cuda::OptimRule::adam;
+  st.lr = lr;
+  st.beta1 = opts.beta1;
+  st.beta2 = opts.beta2;
+  st.eps = opts.eps;
+  st.weight_decay = opts.weight_decay;
+  st.step_size = lr / bc1;
+  st.inv_sqrt_bc2 = 1 / std::sqrt(bc2);
+  st.decay = 1 - lr * opts.weight_decay;
+  st.decoupled = decoupled_;
+  return st;
+}
+std::pair<const char*, const char*> Adam::gpu_slots() const { return {"exp_avg", "exp_avg_sq"}; }
+
 void Adam::step() {
   NoGrad ng;
+  if (on_gpu()) return step_gpu();
   ++steps_;
   const double bc1 = 1 - std::pow(opts.beta1, static_cast<double>(steps_));
   const double bc2 = 1 - std::pow(opts.beta2, static_cast<double>(steps_));
-  if (on_gpu()) {
-    kernels::cuda::OptimStep st;
-    st.rule = kernels::cuda::OptimRule::adam;
-    st.beta1 = opts.beta1;
-    st.beta2 = opts.beta2;
-    st.eps = opts.eps;
-    st.weight_decay = opts.weight_decay;
-    st.step_size = lr / bc1;
-    st.inv_sqrt_bc2 = 1 / std::sqrt(bc2);
-    st.decay = 1 - lr * opts.weight_decay;
-    st.decoupled = decoupled_;
-    return step_gpu(st, "exp_avg", "exp_avg_sq");
-  }
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;
@@ -201,20 +236,24 @@ void Adam::step() {
 
 Adamax::Adamax(std::vector<Tensor> params, AdamOptions o) : Optimizer(std::move(params), o.lr, "Adamax"), opts(o) {}
 
+kernels::cuda::OptimStep Adamax::gpu_step(int64_t t) const {
+  kernels::cuda::OptimStep st;
+  st.rule = kernels::cuda::OptimRule::adamax;
+  st.lr = lr;
+  st.beta1 = opts.beta1;
+  st.beta2 = opts.beta2;
+  st.eps = opts.eps;
+  st.weight_decay = opts.weight_decay;
+  st.step_size = lr / (1 - std::pow(opts.beta1, static_cast<double>(t)));
+  return st;
+}
+std::pair<const char*, const char*> Adamax::gpu_slots() const { return {"exp_avg", "exp_inf"}; }
+
 void Adamax::step() {
   NoGrad ng;
+  if (on_gpu()) return step_gpu();
   ++steps_;
   const double bc1 = 1 - std::pow(opts.beta1, static_cast<double>(steps_));
-  if (on_gpu()) {
-    kernels::cuda::OptimStep st;
-    st.rule = kernels::cuda::OptimRule::adamax;
-    st.beta1 = opts.beta1;
-    st.beta2 = opts.beta2;
-    st.eps = opts.eps;
-    st.weight_decay = opts.weight_decay;
-    st.step_size = lr / bc1;
-    return step_gpu(st, "exp_avg", "exp_inf");
-  }
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor g = params_[i].grad();
     if (!g.defined()) continue;

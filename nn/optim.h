@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ember/engine/tensor.h"
@@ -33,12 +34,25 @@ class Optimizer {
   std::map<std::string, Tensor> state_dict() const;
   void load_state_dict(const std::map<std::string, Tensor>& state);
 
+  // CUDA graphs (GPU parameters only). A captured step() would bake this step's scalars (the
+  // learning rate, Adam's bias corrections) into the graph. Instead: capture launch_step(),
+  // whose kernels read those scalars from a small device buffer, and before each replay call
+  // prepare_step() outside the graph, which counts the step and uploads its scalars.
+  // prepare_step() then launch_step() (or a replay) equals step().
+  void prepare_step();
+  void launch_step();
+
  protected:
   Tensor& slot(size_t param, const std::string& name);  // zeros like the parameter on first use
   bool on_gpu() const;
-  // The parameters with gradients through the fused GPU kernel; the state slots named here
-  // (either may be null) are handed to it as state0 and state1.
-  void step_gpu(const kernels::cuda::OptimStep& step, const char* slot0, const char* slot1);
+  // The GPU step: the scalars of step t (1-based) and the state slots the kernel updates
+  // (state0, state1; null when unused).
+  virtual kernels::cuda::OptimStep gpu_step(int64_t t) const = 0;
+  virtual std::pair<const char*, const char*> gpu_slots() const = 0;
+  void step_gpu();  // ++steps_, then the fused kernels with the scalars as launch arguments
+  // The parameters with gradients through the fused GPU kernel, 32 to a launch.
+  void launch_gpu(const kernels::cuda::OptimStep& step);
+  Tensor device_scalars_;  // for launch_step(): [lr, step_size, inv_sqrt_bc2, decay, first]
   std::vector<Tensor> params_;
   std::vector<std::map<std::string, Tensor>> state_;
   int64_t steps_ = 0;
@@ -54,6 +68,10 @@ class SGD : public Optimizer {
   SGD(std::vector<Tensor> params, SGDOptions o);
   void step() override;
   SGDOptions opts;
+
+ protected:
+  kernels::cuda::OptimStep gpu_step(int64_t t) const override;
+  std::pair<const char*, const char*> gpu_slots() const override;
 };
 
 struct AdamOptions {
@@ -65,6 +83,10 @@ class Adam : public Optimizer {
   Adam(std::vector<Tensor> params, AdamOptions o, bool decoupled_weight_decay = false);
   void step() override;
   AdamOptions opts;
+
+ protected:
+  kernels::cuda::OptimStep gpu_step(int64_t t) const override;
+  std::pair<const char*, const char*> gpu_slots() const override;
 
  private:
   bool decoupled_;
@@ -79,6 +101,10 @@ class Adamax : public Optimizer {
   Adamax(std::vector<Tensor> params, AdamOptions o);
   void step() override;
   AdamOptions opts;
+
+ protected:
+  kernels::cuda::OptimStep gpu_step(int64_t t) const override;
+  std::pair<const char*, const char*> gpu_slots() const override;
 };
 
 // ---- learning-rate schedules: lr = base_lr * factor(step); call step() once per optimizer step

@@ -31,17 +31,26 @@ __global__ void optim_kernel(Batch batch, OptimStep s) {
   T* s0 = static_cast<T*>(a.state0);
   T* s1 = static_cast<T*>(a.state1);
   const T b1 = T(s.beta1), b2 = T(s.beta2), eps = T(s.eps), wd = T(s.weight_decay);
+  double lr = s.lr, step_size = s.step_size, inv_sqrt_bc2 = s.inv_sqrt_bc2, decay = s.decay;
+  bool first = s.first;
+  if (s.device_scalars) {  // a graph replay: this step's values, uploaded before the launch
+    lr = s.device_scalars[0];
+    step_size = s.device_scalars[1];
+    inv_sqrt_bc2 = s.device_scalars[2];
+    decay = s.device_scalars[3];
+    first = s.device_scalars[4] != 0;
+  }
   for (int64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
     T d = g[k];
     T pk = p[k];
     if constexpr (RULE == OptimRule::adam) {
-      if (s.decoupled) pk *= T(s.decay);
+      if (s.decoupled) pk *= T(decay);
       else d += wd * pk;
       const T mk = b1 * s0[k] + (T(1) - b1) * d;
       const T vk = b2 * s1[k] + (T(1) - b2) * d * d;
       s0[k] = mk;
       s1[k] = vk;
-      p[k] = pk - T(s.step_size) * mk / (m_sqrt(vk) * T(s.inv_sqrt_bc2) + eps);
+      p[k] = pk - T(step_size) * mk / (m_sqrt(vk) * T(inv_sqrt_bc2) + eps);
     } else if constexpr (RULE == OptimRule::adamax) {
       d += wd * pk;
       const T mk = b1 * s0[k] + (T(1) - b1) * d;
@@ -49,16 +58,16 @@ __global__ void optim_kernel(Batch batch, OptimStep s) {
       const T uk = decayed < fresh ? fresh : decayed;  // std::max's order, NaN included
       s0[k] = mk;
       s1[k] = uk;
-      p[k] = pk - T(s.step_size) * mk / uk;
+      p[k] = pk - T(step_size) * mk / uk;
     } else {  // sgd
       d += wd * pk;
       if (s0) {
         const T mom = T(s.momentum);
-        const T bk = s.first ? d : mom * s0[k] + (T(1) - T(s.dampening)) * d;
+        const T bk = first ? d : mom * s0[k] + (T(1) - T(s.dampening)) * d;
         s0[k] = bk;
         d = s.nesterov ? d + mom * bk : bk;
       }
-      p[k] = pk - T(s.lr) * d;
+      p[k] = pk - T(lr) * d;
     }
   }
 }

@@ -32,6 +32,9 @@ struct OptimStep {
   bool decoupled = false;   // AdamW
   double momentum = 0, dampening = 0;  // SGD
   bool nesterov = false, first = false;  // SGD; first: the momentum buffer starts as the gradient
+  // When set (a step captured in a CUDA graph), the kernel reads the scalars that change from
+  // step to step from this device array instead: [lr, step_size, inv_sqrt_bc2, decay, first].
+  const double* device_scalars = nullptr;
 };
 
 // The CPU's update (nn/optim.cpp) elementwise over every listed tensor; f32 or f64.
