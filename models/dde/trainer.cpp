@@ -596,10 +596,10 @@ void final_outputs(Run& r, nn::MetricsLog& log) {
 // noise (drawn on the GPU from r.gen, the same Philox numbers as the eager step's randn_like) are
 // made outside the graph and copied into static buffers the graph reads; a randn inside the
 // graph would replay its first numbers. Captured: zero_grad, the loss with its double backward,
-// and backward; the parameters' .grad() are then the graph's outputs, rewritten by each replay.
-// Not captured: the Adam step (its bias corrections and the scheduled learning rate change every
-// step and would be baked into the graph as constants), reading the loss and the NaN check.
-// sigma is baked in too: a new sigma (tabular annealing) captures again.
+// backward and Adam's fused update, which reads the step's learning rate and bias corrections
+// from a device buffer that prepare_step() fills before each replay (nn/optim.h). Not
+// captured: reading the loss and the NaN check. sigma is baked in: a new sigma (tabular
+// annealing) captures again.
 struct GraphStep {
   std::unique_ptr<cuda::CudaGraph> graph;
   Tensor x, noise;  // the static inputs
@@ -620,6 +620,7 @@ Tensor graph_dde_step(Run& r, GraphStep& gs) {
     gs.x.copy_(batch);                           // host -> device through pinned staging
     gs.noise.copy_(randn_like(gs.x, &r.gen));     // the draw dde_loss makes eagerly
   }
+  r.opt_sp->prepare_step();  // this step's count and scalars, uploaded outside the graph
   if (!gs.graph || !gs.graph->captured() || gs.sigma != r.sigma_now) {
     if (!gs.graph) gs.graph = std::make_unique<cuda::CudaGraph>(r.device.index);
     const double sigma = r.sigma_now;
@@ -628,6 +629,7 @@ Tensor graph_dde_step(Run& r, GraphStep& gs) {
       r.opt_sp->zero_grad();
       gs.loss = dde_loss_given_noise(*r.nets.sp, gs.x, gs.noise, sigma);
       gs.loss.backward();
+      r.opt_sp->launch_step();
     });
     gs.sigma = sigma;
   }
@@ -726,9 +728,9 @@ std::string train(TrainConfig cfg) {
         r.opt_sp->zero_grad();
         loss = dde_loss(*r.nets.sp, x, r.sigma_now, &r.gen);
         loss.backward();
+        r.opt_sp->step();
         warmed = true;
       }
-      r.opt_sp->step();
       ++r.step;
       const bool eval_now = r.step % r.cfg.eval_every == 0 || r.step == r.cfg.steps;
       // Eagerly the loss is read every step; with graphs (whose point is not waiting for the GPU)

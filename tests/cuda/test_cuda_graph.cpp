@@ -116,7 +116,8 @@ TEST(CudaGpuGraph, ReplayMatchesEagerAfterTheInputsChange) {
 }
 
 // The DDE step (the loss on d s/dx, so a double backward through every layer) captured and
-// replayed for 20 steps with an eager Adam step after each replay: the loss curve of eager steps.
+// replayed for 20 steps, Adam's update inside the graph (its scalars uploaded by prepare_step
+// before each replay): the loss curve of eager steps.
 TEST(CudaGpuGraph, DdeStepReplaysTheEagerCurve) {
   EMBER_REQUIRE_GPU();
   const int kSteps = 20;
@@ -138,20 +139,22 @@ TEST(CudaGpuGraph, DdeStepReplaysTheEagerCurve) {
         opt.zero_grad();
         loss = models::dde::dde_loss(s, x, sigma, &g);
         loss.backward();
+        opt.step();
       } else {
         xs.copy_(x);
         ns.copy_(randn_like(x, &g));  // the draw dde_loss makes
+        opt.prepare_step();
         if (!graph.captured()) {
           graph.capture([&] {
             opt.zero_grad();
             captured_loss = models::dde::dde_loss_given_noise(s, xs, ns, sigma);
             captured_loss.backward();
+            opt.launch_step();
           });
         }
         graph.replay();
         loss = captured_loss;
       }
-      opt.step();
       losses.push_back(loss.item());
     }
     return losses;

@@ -3,6 +3,8 @@
 // first and second derivative (tests/cuda/cuda_parity.h). They skip without a GPU.
 #include <gtest/gtest.h>
 
+#include <memory>
+
 #include "cuda_parity.h"
 #include "ember/nn/optim.h"
 #include "ember/ops/attention.h"
@@ -12,6 +14,13 @@
 
 namespace ember {
 namespace {
+
+TEST(Cuda, GraphOptimizerStepIsForGpuParameters) {
+  Tensor p = ones({3}).requires_grad_(true);
+  nn::Adam opt({p}, {});
+  EXPECT_THROW(opt.prepare_step(), Error);  // CPU parameters: step() is the way
+  EXPECT_THROW(opt.launch_step(), Error);
+}
 
 // A random [a, b, c] tensor laid out as a permuted view (not contiguous).
 Tensor permuted(const Shape& abc, uint64_t seed, DType dt) {
@@ -184,23 +193,38 @@ void expect_optimizer_parity(const MakeOpt& make, const char* what) {
     pc.push_back(p.clone().requires_grad_(true));
     pg.push_back(p.to(kGpu).requires_grad_(true));
   }
-  auto oc = make(pc), og = make(pg);
+  TensorList ps2;  // a third copy stepped through prepare_step + launch_step (the CUDA-graph path)
+  for (const Tensor& p : pg) ps2.push_back(p.detach().clone().requires_grad_(true));
+  auto oc = make(pc), og = make(pg), o2 = make(ps2);
   for (int step = 0; step < 3; ++step) {
-    for (auto* o : {oc.get(), og.get()}) {
+    for (auto* o : {oc.get(), og.get(), o2.get()}) {
       o->zero_grad();
       const TensorList& ps = o->params();
       Tensor l = zeros({}, {.device = ps[0].device()});
       for (size_t i = 0; i < ps.size(); ++i) l = add(l, mul(square(ps[i]), static_cast<double>(i + 1)).sum());
       l.backward();
-      o->step();
+      o->lr *= 0.9;  // a schedule: the device scalars must follow it
+      if (o == o2.get()) {
+        o->prepare_step();
+        o->launch_step();
+      } else {
+        o->step();
+      }
     }
   }
-  for (size_t i = 0; i < pc.size(); ++i) EXPECT_LT(rel_diff(pg[i], pc[i]), 1e-5) << "param " << i;
+  for (size_t i = 0; i < pc.size(); ++i) {
+    EXPECT_LT(rel_diff(pg[i], pc[i]), 1e-5) << "param " << i;
+    EXPECT_LT(rel_diff(ps2[i], pg[i]), 1e-7) << "param " << i << ", prepare_step + launch_step";
+  }
 }
 
-TEST(CudaGpu, FusedSgdAndAdamaxMatchTheCpu) {
+TEST(CudaGpu, FusedOptimizersMatchTheCpu) {
   EMBER_REQUIRE_GPU();
   using P = std::vector<Tensor>;
+  expect_optimizer_parity([](const P& p) { return std::make_unique<nn::Adam>(p, nn::AdamOptions{.lr = 1e-2, .weight_decay = 0.1}); },
+                          "Adam");
+  expect_optimizer_parity([](const P& p) { return std::make_unique<nn::AdamW>(p, nn::AdamOptions{.lr = 1e-2, .weight_decay = 0.1}); },
+                          "AdamW");
   expect_optimizer_parity([](const P& p) { return std::make_unique<nn::SGD>(p, nn::SGDOptions{.lr = 1e-2}); }, "SGD");
   expect_optimizer_parity([](const P& p) {
     return std::make_unique<nn::SGD>(p, nn::SGDOptions{.lr = 1e-2, .momentum = 0.9, .dampening = 0.1, .weight_decay = 0.01});
