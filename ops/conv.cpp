@@ -19,6 +19,12 @@
 //   weight_grad(x, gy) [ggW] -> dx = conv_transpose2d(gy, ggW), dgy = conv2d(x, ggW)
 // The internal forms take the output's spatial size explicitly (instead of output_padding),
 // so each backward recovers its input's size exactly, whatever the stride left over.
+//
+// On the GPU the same three products run as im2col / col2im kernels (kernels/cuda/conv.cu) and
+// cuBLAS GEMMs under the matmul precision setting, a chunk of the batch at a time (see
+// conv2d_gpu); pooling and upsampling have kernels of their own (kernels/cuda/pool.cu). Every
+// backward is the same recorded op, so derivatives of any order stay on the device. Pixel
+// (un)shuffle are reshapes and permutes, so they need no kernel.
 #include "ember/ops/conv.h"
 
 #include <algorithm>
@@ -33,6 +39,12 @@
 #include "ember/kernels/cpu/gemm.h"
 #include "ember/kernels/cpu/im2col.h"
 #include "ember/kernels/cpu/parallel.h"
+#include "ember/kernels/cuda/blas.h"
+#include "ember/kernels/cuda/conv.h"
+#if EMBER_WITH_CUDA
+#include "ember/engine/cuda/bridge.h"
+#include "ember/engine/precision.h"
+#endif
 #include "ember/ops/elementwise.h"
 #include "ember/ops/reduce.h"
 #include "ember/ops/shape.h"
@@ -256,6 +268,156 @@ void conv2d_weight_grad_kernel(const T* x, const T* gy, T* dw, const ConvShape& 
 }
 
 // ======================================================================================
+// convolutions on the GPU: im2col / col2im (kernels/cuda/conv.cu) and cuBLAS GEMMs
+// ======================================================================================
+//
+// The same three products as the CPU kernels above, with the batch taken a chunk at a time:
+// one im2col launch fills the patch matrices of every sample of the chunk, and the products of
+// all (sample, group) pairs go to cuBLAS as strided batches. A strided batch has one stride per
+// operand, so one of the two indices is looped on the host: the groups when there are no more
+// of them than samples (one launch for an ordinary convolution), the samples otherwise (a
+// depthwise convolution of a small batch). The weight gradient sums over the samples, which a
+// batch cannot do (its products write disjoint matrices), so it loops over the samples, adding
+// each one's products into dW (beta = 1) with the groups as the batch. The precision setting
+// applies to the f32 GEMMs exactly as to matmul's.
+
+#if EMBER_WITH_CUDA
+namespace kg = kernels::cuda;
+
+kg::MathMode conv_math_mode() {
+  switch (matmul_precision()) {
+    case MatmulPrecision::high: return kg::MathMode::tf32;
+    case MatmulPrecision::medium: return kg::MathMode::bf16;
+    default: return kg::MathMode::exact;
+  }
+}
+
+// One operand of the (sample, group)-indexed products: the matrix of sample n, group g starts
+// per_sample * n + per_group * g elements past base; its rows are ld elements apart.
+struct GpuMatrix {
+  char* base;
+  int64_t ld, per_sample, per_group;
+};
+
+// The device address `offset` elements past t's first.
+char* device_ptr(const Tensor& t, int64_t offset) {
+  return static_cast<char*>(t.device_data()) + offset * static_cast<int64_t>(t.element_size());
+}
+
+GpuMatrix gpu_matrix(const Tensor& t, int64_t offset, int64_t ld, int64_t per_sample, int64_t per_group) {
+  return {device_ptr(t, offset), ld, per_sample, per_group};
+}
+
+// C[n][g] = op(A[n][g]) op(B[n][g]) (+ beta C[n][g]) for n < samples, g < groups, with the CPU
+// GEMM's operand convention (row-major, per-operand transpose flags).
+void grouped_gemm_gpu(const Tensor& like, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const GpuMatrix& A,
+                      const GpuMatrix& B, double beta, const GpuMatrix& C, int64_t samples, int64_t groups) {
+  const kg::ElemType t = cuda::elem_type(like.dtype());
+  const kg::MathMode mode = conv_math_mode();
+  const int device = like.device().index;
+  void* stream = cuda::stream_of(like);
+  const int64_t es = static_cast<int64_t>(like.element_size());
+  if (groups <= samples) {  // a batch over the samples per group
+    for (int64_t g = 0; g < groups; ++g)
+      kg::gemm(t, mode, ta, tb, M, N, K, A.base + g * A.per_group * es, A.ld, A.per_sample,
+               B.base + g * B.per_group * es, B.ld, B.per_sample, beta, C.base + g * C.per_group * es, C.ld,
+               C.per_sample, samples, device, stream);
+  } else {  // a batch over the groups per sample
+    for (int64_t n = 0; n < samples; ++n)
+      kg::gemm(t, mode, ta, tb, M, N, K, A.base + n * A.per_sample * es, A.ld, A.per_group,
+               B.base + n * B.per_sample * es, B.ld, B.per_group, beta, C.base + n * C.per_sample * es, C.ld,
+               C.per_group, groups, device, stream);
+  }
+}
+
+// Samples per im2col chunk, so that a chunk's patch matrices stay within ~256 MiB.
+int64_t chunk_samples(int64_t N, int64_t col_per_sample, size_t elem_size) {
+  constexpr int64_t kColBytes = int64_t{256} << 20;
+  const int64_t per_sample = std::max<int64_t>(1, col_per_sample * static_cast<int64_t>(elem_size));
+  return std::clamp<int64_t>(kColBytes / per_sample, 1, std::max<int64_t>(N, 1));
+}
+
+// conv2d_kernel on the GPU; x, w, b contiguous, y fresh.
+void conv2d_gpu(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& y, const ConvShape& s,
+                const ConvParams& p) {
+  const int64_t G = p.groups, Cig = s.Cin / G, Cog = s.Cout / G, P = s.OH * s.OW, Kd = Cig * s.kh * s.kw;
+  const int64_t image = s.Cin * s.H * s.W, col_rows = s.Cin * s.kh * s.kw;
+  const auto geo = geometry(s.Cin, s.H, s.W, s.kh, s.kw, p, s.OH, s.OW);
+  const kg::ElemType t = cuda::elem_type(x.dtype());
+  void* stream = cuda::stream_of(x);
+  const GpuMatrix wm = gpu_matrix(w, 0, Kd, 0, Cog * Kd);  // W[g]: [Cout/G, Kd], shared by the samples
+  if (is_identity(geo)) {
+    grouped_gemm_gpu(y, false, false, Cog, P, Kd, wm, gpu_matrix(x, 0, P, image, Kd * P), 0.0,
+                     gpu_matrix(y, 0, P, s.Cout * P, Cog * P), s.N, G);
+  } else {
+    const int64_t chunk = chunk_samples(s.N, col_rows * P, x.element_size());
+    Tensor col = Tensor::empty({chunk * col_rows * P}, options_of(x));
+    for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
+      const int64_t nc = std::min(chunk, s.N - n0);
+      kg::im2col(t, device_ptr(x, n0 * image), col.device_data(), geo, nc, stream);
+      grouped_gemm_gpu(y, false, false, Cog, P, Kd, wm, gpu_matrix(col, 0, P, col_rows * P, Kd * P), 0.0,
+                       gpu_matrix(y, n0 * s.Cout * P, P, s.Cout * P, Cog * P), nc, G);
+    }
+  }
+  if (b.defined()) kg::add_channel_bias(t, y.device_data(), b.device_data(), s.N, s.Cout, P, stream);
+}
+
+// conv_transpose2d_kernel on the GPU (shapes named as in that conv2d); x, w, b contiguous.
+void conv_transpose2d_gpu(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& y, const ConvShape& s,
+                          const ConvParams& p) {
+  const int64_t G = p.groups, Cig = s.Cin / G, Cog = s.Cout / G, P = s.OH * s.OW, Md = Cig * s.kh * s.kw;
+  const int64_t image = s.Cin * s.H * s.W, col_rows = s.Cin * s.kh * s.kw;
+  const auto geo = geometry(s.Cin, s.H, s.W, s.kh, s.kw, p, s.OH, s.OW);
+  const kg::ElemType t = cuda::elem_type(x.dtype());
+  void* stream = cuda::stream_of(x);
+  const GpuMatrix wm = gpu_matrix(w, 0, Md, 0, Cog * Md);  // W[g]: [Cout/G, Md], used transposed
+  if (is_identity(geo)) {
+    grouped_gemm_gpu(y, true, false, Md, P, Cog, wm, gpu_matrix(x, 0, P, s.Cout * P, Cog * P), 0.0,
+                     gpu_matrix(y, 0, P, image, Md * P), s.N, G);
+  } else {
+    const int64_t chunk = chunk_samples(s.N, col_rows * P, x.element_size());
+    Tensor col = Tensor::empty({chunk * col_rows * P}, options_of(x));
+    for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
+      const int64_t nc = std::min(chunk, s.N - n0);
+      grouped_gemm_gpu(y, true, false, Md, P, Cog, wm, gpu_matrix(x, n0 * s.Cout * P, P, s.Cout * P, Cog * P), 0.0,
+                       gpu_matrix(col, 0, P, col_rows * P, Md * P), nc, G);
+      kg::col2im(t, col.device_data(), device_ptr(y, n0 * image), geo, nc, stream);
+    }
+  }
+  if (b.defined()) kg::add_channel_bias(t, y.device_data(), b.device_data(), s.N, s.Cin, s.H * s.W, stream);
+}
+
+// conv2d_weight_grad_kernel on the GPU; x, gy contiguous, dw fresh.
+void conv2d_weight_grad_gpu(const Tensor& x, const Tensor& gy, Tensor dw, const ConvShape& s, const ConvParams& p) {
+  const int64_t G = p.groups, Cig = s.Cin / G, Cog = s.Cout / G, P = s.OH * s.OW, Kd = Cig * s.kh * s.kw;
+  const int64_t image = s.Cin * s.H * s.W, col_rows = s.Cin * s.kh * s.kw;
+  if (s.N == 0 || P == 0) {
+    dw.zero_();
+    return;
+  }
+  const auto geo = geometry(s.Cin, s.H, s.W, s.kh, s.kw, p, s.OH, s.OW);
+  const bool direct = is_identity(geo);
+  const kg::ElemType t = cuda::elem_type(x.dtype());
+  void* stream = cuda::stream_of(x);
+  const GpuMatrix dwm = gpu_matrix(dw, 0, Kd, 0, Cog * Kd);  // dW[g]: [Cout/G, Kd]
+  const int64_t chunk = direct ? s.N : chunk_samples(s.N, col_rows * P, x.element_size());
+  Tensor col = direct ? Tensor() : Tensor::empty({chunk * col_rows * P}, options_of(x));
+  for (int64_t n0 = 0; n0 < s.N; n0 += chunk) {
+    const int64_t nc = std::min(chunk, s.N - n0);
+    if (!direct) kg::im2col(t, device_ptr(x, n0 * image), col.device_data(), geo, nc, stream);
+    for (int64_t j = 0; j < nc; ++j) {
+      const int64_t n = n0 + j;
+      // dW[g] (+)= gy[n][g] [Cout/G, P] @ col(x[n])[g]^T [P, Kd]
+      const GpuMatrix gm = gpu_matrix(gy, n * s.Cout * P, P, 0, Cog * P);
+      const GpuMatrix cm =
+          direct ? gpu_matrix(x, n * image, P, 0, Kd * P) : gpu_matrix(col, j * col_rows * P, P, 0, Kd * P);
+      grouped_gemm_gpu(dw, false, true, Cog, Kd, P, gm, cm, n == 0 ? 0.0 : 1.0, dwm, 1, G);
+    }
+  }
+}
+#endif
+
+// ======================================================================================
 // convolution ops (recorded; sizes explicit, already checked)
 // ======================================================================================
 
@@ -269,10 +431,17 @@ Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor& b, const Conv
   Tensor y = Tensor::empty({s.N, s.Cout, OH, OW}, options_of(x));
   if (y.numel() > 0) {
     Tensor xc = contiguous_data(x), wc = contiguous_data(w), bc = b.defined() ? contiguous_data(b) : Tensor();
-    dispatch_floating(x.dtype(), "conv2d", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      conv2d_kernel<T>(xc.data<T>(), wc.data<T>(), bc.defined() ? bc.data<T>() : nullptr, y.data<T>(), s, p);
-    });
+    if (x.device().is_cuda()) {
+      dispatch_floating(x.dtype(), "conv2d", [](auto) {});  // the CPU's dtype error
+#if EMBER_WITH_CUDA
+      conv2d_gpu(xc, wc, bc, y, s, p);
+#endif
+    } else {
+      dispatch_floating(x.dtype(), "conv2d", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        conv2d_kernel<T>(xc.data<T>(), wc.data<T>(), bc.defined() ? bc.data<T>() : nullptr, y.data<T>(), s, p);
+      });
+    }
   }
   record("conv2d", {x, w, b}, y,
          [x, w, p, rx = x.requires_grad(), rw = w.requires_grad(), rb = b.defined() && b.requires_grad()](
@@ -297,11 +466,18 @@ Tensor conv_transpose2d_impl(const Tensor& x, const Tensor& w, const Tensor& b, 
   Tensor y = Tensor::empty({s.N, Cout, OH, OW}, options_of(x));
   if (y.numel() > 0) {
     Tensor xc = contiguous_data(x), wc = contiguous_data(w), bc = b.defined() ? contiguous_data(b) : Tensor();
-    dispatch_floating(x.dtype(), "conv_transpose2d", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      conv_transpose2d_kernel<T>(xc.data<T>(), wc.data<T>(), bc.defined() ? bc.data<T>() : nullptr, y.data<T>(), s,
-                                 p);
-    });
+    if (x.device().is_cuda()) {
+      dispatch_floating(x.dtype(), "conv_transpose2d", [](auto) {});  // the CPU's dtype error
+#if EMBER_WITH_CUDA
+      conv_transpose2d_gpu(xc, wc, bc, y, s, p);
+#endif
+    } else {
+      dispatch_floating(x.dtype(), "conv_transpose2d", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        conv_transpose2d_kernel<T>(xc.data<T>(), wc.data<T>(), bc.defined() ? bc.data<T>() : nullptr, y.data<T>(),
+                                   s, p);
+      });
+    }
   }
   record("conv_transpose2d", {x, w, b}, y,
          [x, w, p, rx = x.requires_grad(), rw = w.requires_grad(), rb = b.defined() && b.requires_grad()](
@@ -322,10 +498,17 @@ Tensor conv2d_weight_grad_impl(const Tensor& x, const Tensor& gy, int64_t kh, in
   Tensor dw = Tensor::empty({s.Cout, s.Cin / p.groups, kh, kw}, options_of(x));
   if (dw.numel() > 0) {
     Tensor xc = contiguous_data(x), gc = contiguous_data(gy);
-    dispatch_floating(x.dtype(), "conv2d_weight_grad", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      conv2d_weight_grad_kernel<T>(xc.data<T>(), gc.data<T>(), dw.data<T>(), s, p);
-    });
+    if (x.device().is_cuda()) {
+      dispatch_floating(x.dtype(), "conv2d_weight_grad", [](auto) {});  // the CPU's dtype error
+#if EMBER_WITH_CUDA
+      conv2d_weight_grad_gpu(xc, gc, dw, s, p);
+#endif
+    } else {
+      dispatch_floating(x.dtype(), "conv2d_weight_grad", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        conv2d_weight_grad_kernel<T>(xc.data<T>(), gc.data<T>(), dw.data<T>(), s, p);
+      });
+    }
   }
   record("conv2d_weight_grad", {x, gy}, dw,
          [x, gy, p, rx = x.requires_grad(), rg = gy.requires_grad()](const TensorList& g, const TensorList&) {
@@ -493,16 +676,31 @@ void upsample_backward(const T* y, T* x, int64_t planes, int64_t H, int64_t W, i
 
 Shape pooled_shape(const Tensor& x, const PoolParams& q) { return {x.size(0), x.size(1), q.OH, q.OW}; }
 
+#if EMBER_WITH_CUDA
+// The window as the GPU kernels take it (kernels/cuda/conv.h).
+kernels::cuda::PoolGeometry pool_geometry(const PoolParams& q) {
+  return {q.kh, q.kw, q.sh, q.sw, q.ph, q.pw, q.H, q.W, q.OH, q.OW};
+}
+#endif
+
 Tensor avg_pool2d_backward_impl(const Tensor& gy, const Shape& in_shape, const PoolParams& q);
 
 Tensor avg_pool2d_impl(const Tensor& x, const PoolParams& q) {
   Tensor y = Tensor::empty(pooled_shape(x, q), options_of(x));
   if (y.numel() > 0) {
     Tensor xc = contiguous_data(x);
-    dispatch_floating(x.dtype(), "avg_pool2d", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      avg_pool_forward<T>(xc.data<T>(), y.data<T>(), x.size(0) * x.size(1), q);
-    });
+    if (x.device().is_cuda()) {
+      dispatch_floating(x.dtype(), "avg_pool2d", [](auto) {});  // the CPU's dtype error
+#if EMBER_WITH_CUDA
+      kernels::cuda::avg_pool2d(cuda::elem_type(x.dtype()), xc.device_data(), y.device_data(), x.size(0) * x.size(1),
+                                pool_geometry(q), cuda::stream_of(x));
+#endif
+    } else {
+      dispatch_floating(x.dtype(), "avg_pool2d", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        avg_pool_forward<T>(xc.data<T>(), y.data<T>(), x.size(0) * x.size(1), q);
+      });
+    }
   }
   record("avg_pool2d", {x}, y, [in_shape = x.sizes(), q](const TensorList& g, const TensorList&) {
     return TensorList{avg_pool2d_backward_impl(g[0], in_shape, q)};
@@ -515,10 +713,18 @@ Tensor avg_pool2d_backward_impl(const Tensor& gy, const Shape& in_shape, const P
   Tensor gx = Tensor::empty(in_shape, options_of(gy));
   if (gx.numel() > 0) {
     Tensor gc = contiguous_data(gy);
-    dispatch_floating(gy.dtype(), "avg_pool2d_backward", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      avg_pool_backward<T>(gc.data<T>(), gx.data<T>(), in_shape[0] * in_shape[1], q);
-    });
+    if (gy.device().is_cuda()) {
+      dispatch_floating(gy.dtype(), "avg_pool2d_backward", [](auto) {});  // the CPU's dtype error
+#if EMBER_WITH_CUDA
+      kernels::cuda::avg_pool2d_backward(cuda::elem_type(gy.dtype()), gc.device_data(), gx.device_data(),
+                                         in_shape[0] * in_shape[1], pool_geometry(q), cuda::stream_of(gy));
+#endif
+    } else {
+      dispatch_floating(gy.dtype(), "avg_pool2d_backward", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        avg_pool_backward<T>(gc.data<T>(), gx.data<T>(), in_shape[0] * in_shape[1], q);
+      });
+    }
   }
   record("avg_pool2d_backward", {gy}, gx, [q](const TensorList& g, const TensorList&) {
     return TensorList{avg_pool2d_impl(g[0], q)};
@@ -526,39 +732,59 @@ Tensor avg_pool2d_backward_impl(const Tensor& gy, const Shape& in_shape, const P
   return gx;
 }
 
-Tensor max_pool2d_gather(const Tensor& t, const Tensor& idx);
+Tensor max_pool2d_gather(const Tensor& t, const Tensor& idx, const PoolParams& q);
 
 // Scatters gy [N, C, OH, OW] to the saved argmax positions of a [N, C, H, W] input; its
-// backward gathers from those positions.
-Tensor max_pool2d_backward_impl(const Tensor& gy, const Tensor& idx, const Shape& in_shape) {
+// backward gathers from those positions. q is the pooling that made idx: the GPU kernel adds
+// per input pixel over the windows that contain it (kernels/cuda/pool.cu), the CPU's loop
+// needs only idx.
+Tensor max_pool2d_backward_impl(const Tensor& gy, const Tensor& idx, const Shape& in_shape, const PoolParams& q) {
   Tensor gx = Tensor::empty(in_shape, options_of(gy));
   if (gx.numel() > 0) {
     Tensor gc = contiguous_data(gy);
-    dispatch_floating(gy.dtype(), "max_pool2d_backward", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      plane_scatter<T>(gc.data<T>(), idx.data<int64_t>(), gx.data<T>(), in_shape[0] * in_shape[1],
-                       idx.size(2) * idx.size(3), in_shape[2] * in_shape[3]);
-    });
+    if (gy.device().is_cuda()) {
+      dispatch_floating(gy.dtype(), "max_pool2d_backward", [](auto) {});  // the CPU's dtype error
+#if EMBER_WITH_CUDA
+      kernels::cuda::max_pool2d_scatter(cuda::elem_type(gy.dtype()), gc.device_data(),
+                                        static_cast<const int64_t*>(idx.device_data()), gx.device_data(),
+                                        in_shape[0] * in_shape[1], pool_geometry(q), cuda::stream_of(gy));
+#endif
+    } else {
+      dispatch_floating(gy.dtype(), "max_pool2d_backward", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        plane_scatter<T>(gc.data<T>(), idx.data<int64_t>(), gx.data<T>(), in_shape[0] * in_shape[1],
+                         idx.size(2) * idx.size(3), in_shape[2] * in_shape[3]);
+      });
+    }
   }
-  record("max_pool2d_backward", {gy}, gx, [idx](const TensorList& g, const TensorList&) {
-    return TensorList{max_pool2d_gather(g[0], idx)};
+  record("max_pool2d_backward", {gy}, gx, [idx, q](const TensorList& g, const TensorList&) {
+    return TensorList{max_pool2d_gather(g[0], idx, q)};
   }, {idx});
   return gx;
 }
 
 // t [N, C, H, W] read at idx [N, C, OH, OW]; its backward scatters.
-Tensor max_pool2d_gather(const Tensor& t, const Tensor& idx) {
+Tensor max_pool2d_gather(const Tensor& t, const Tensor& idx, const PoolParams& q) {
   Tensor out = Tensor::empty(idx.sizes(), options_of(t));
   if (out.numel() > 0) {
     Tensor tc = contiguous_data(t);
-    dispatch_floating(t.dtype(), "max_pool2d_gather", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      plane_gather<T>(tc.data<T>(), idx.data<int64_t>(), out.data<T>(), idx.size(0) * idx.size(1),
-                      t.size(2) * t.size(3), idx.size(2) * idx.size(3));
-    });
+    if (t.device().is_cuda()) {
+      dispatch_floating(t.dtype(), "max_pool2d_gather", [](auto) {});  // the CPU's dtype error
+#if EMBER_WITH_CUDA
+      kernels::cuda::max_pool2d_gather(cuda::elem_type(t.dtype()), tc.device_data(),
+                                       static_cast<const int64_t*>(idx.device_data()), out.device_data(),
+                                       idx.size(0) * idx.size(1), pool_geometry(q), cuda::stream_of(t));
+#endif
+    } else {
+      dispatch_floating(t.dtype(), "max_pool2d_gather", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        plane_gather<T>(tc.data<T>(), idx.data<int64_t>(), out.data<T>(), idx.size(0) * idx.size(1),
+                        t.size(2) * t.size(3), idx.size(2) * idx.size(3));
+      });
+    }
   }
-  record("max_pool2d_gather", {t}, out, [idx, in_shape = t.sizes()](const TensorList& g, const TensorList&) {
-    return TensorList{max_pool2d_backward_impl(g[0], idx, in_shape)};
+  record("max_pool2d_gather", {t}, out, [idx, q, in_shape = t.sizes()](const TensorList& g, const TensorList&) {
+    return TensorList{max_pool2d_backward_impl(g[0], idx, in_shape, q)};
   }, {idx});
   return out;
 }
@@ -570,10 +796,18 @@ Tensor upsample_nearest2d_impl(const Tensor& x, int64_t r) {
   Tensor y = Tensor::empty({x.size(0), x.size(1), H * r, W * r}, options_of(x));
   if (y.numel() > 0) {
     Tensor xc = contiguous_data(x);
-    dispatch_floating(x.dtype(), "upsample_nearest2d", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      upsample_forward<T>(xc.data<T>(), y.data<T>(), x.size(0) * x.size(1), H, W, r);
-    });
+    if (x.device().is_cuda()) {
+      dispatch_floating(x.dtype(), "upsample_nearest2d", [](auto) {});  // the CPU's dtype error
+#if EMBER_WITH_CUDA
+      kernels::cuda::upsample_nearest2d(cuda::elem_type(x.dtype()), xc.device_data(), y.device_data(),
+                                        x.size(0) * x.size(1), H, W, r, cuda::stream_of(x));
+#endif
+    } else {
+      dispatch_floating(x.dtype(), "upsample_nearest2d", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        upsample_forward<T>(xc.data<T>(), y.data<T>(), x.size(0) * x.size(1), H, W, r);
+      });
+    }
   }
   record("upsample_nearest2d", {x}, y, [r](const TensorList& g, const TensorList&) {
     return TensorList{upsample_nearest2d_backward_impl(g[0], r)};
@@ -587,10 +821,18 @@ Tensor upsample_nearest2d_backward_impl(const Tensor& gy, int64_t r) {
   Tensor gx = Tensor::empty({gy.size(0), gy.size(1), H, W}, options_of(gy));
   if (gx.numel() > 0) {
     Tensor gc = contiguous_data(gy);
-    dispatch_floating(gy.dtype(), "upsample_nearest2d_backward", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      upsample_backward<T>(gc.data<T>(), gx.data<T>(), gy.size(0) * gy.size(1), H, W, r);
-    });
+    if (gy.device().is_cuda()) {
+      dispatch_floating(gy.dtype(), "upsample_nearest2d_backward", [](auto) {});  // the CPU's dtype error
+#if EMBER_WITH_CUDA
+      kernels::cuda::upsample_nearest2d_backward(cuda::elem_type(gy.dtype()), gc.device_data(), gx.device_data(),
+                                                 gy.size(0) * gy.size(1), H, W, r, cuda::stream_of(gy));
+#endif
+    } else {
+      dispatch_floating(gy.dtype(), "upsample_nearest2d_backward", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        upsample_backward<T>(gc.data<T>(), gx.data<T>(), gy.size(0) * gy.size(1), H, W, r);
+      });
+    }
   }
   record("upsample_nearest2d_backward", {gy}, gx, [r](const TensorList& g, const TensorList&) {
     return TensorList{upsample_nearest2d_impl(g[0], r)};
@@ -736,14 +978,23 @@ std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& x, Size2 kernel,
   Tensor idx = Tensor::empty(out_shape, {.dtype = DType::i64, .device = x4.device()});
   if (y.numel() > 0) {
     Tensor xc = contiguous_data(x4);
-    dispatch_floating(x4.dtype(), "max_pool2d", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      max_pool_forward<T>(xc.data<T>(), y.data<T>(), idx.data<int64_t>(), x4.size(0) * x4.size(1), q);
-    });
+    if (x4.device().is_cuda()) {
+      dispatch_floating(x4.dtype(), "max_pool2d", [](auto) {});  // the CPU's dtype error
+#if EMBER_WITH_CUDA
+      kernels::cuda::max_pool2d(cuda::elem_type(x4.dtype()), xc.device_data(), y.device_data(),
+                                static_cast<int64_t*>(idx.device_data()), x4.size(0) * x4.size(1), pool_geometry(q),
+                                cuda::stream_of(x4));
+#endif
+    } else {
+      dispatch_floating(x4.dtype(), "max_pool2d", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        max_pool_forward<T>(xc.data<T>(), y.data<T>(), idx.data<int64_t>(), x4.size(0) * x4.size(1), q);
+      });
+    }
   }
   timer.set_output(y);
-  record("max_pool2d", {x4}, y, [idx, in_shape = x4.sizes()](const TensorList& g, const TensorList&) {
-    return TensorList{max_pool2d_backward_impl(g[0], idx, in_shape)};
+  record("max_pool2d", {x4}, y, [idx, q, in_shape = x4.sizes()](const TensorList& g, const TensorList&) {
+    return TensorList{max_pool2d_backward_impl(g[0], idx, in_shape, q)};
   }, {idx});
   if (unbatched) return {y.squeeze(0), idx.squeeze(0)};
   return {y, idx};
