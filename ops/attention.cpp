@@ -5,7 +5,11 @@
 //   softmax:      dx = y * (g - sum(g * y))
 //   log_softmax:  dx = g - exp(y) * sum(g)
 // Attention is a composite of those ops (matmul, softmax, matmul). On the GPU the same
-// arithmetic runs in kernels/cuda/softmax.cu.
+// arithmetic runs in kernels/cuda/softmax.cu, except that f32 attention with head dims up to
+// 256 runs fused (kernels/cuda/flash_attention.cu: no Tq x Tk matrix in memory, the row
+// log-sum-exp saved for the backward). Its backward is the fused kernel when no graph is being
+// built, and otherwise the composite's gradients written in ops (recomputing the
+// probabilities), so that second derivatives work; the forward is the same either way.
 #include "ember/ops/attention.h"
 
 #include <algorithm>
@@ -17,8 +21,11 @@
 #include "ember/engine/autograd/node.h"
 #include "ember/engine/dispatch.h"
 #include "ember/engine/factory.h"
+#include "ember/engine/autograd/grad_mode.h"
+#include "ember/engine/precision.h"
 #include "ember/kernels/cpu/parallel.h"
 #include "ember/kernels/cuda/softmax.h"
+#include "ember/kernels/cuda/flash_attention.h"
 #if EMBER_WITH_CUDA
 #include "ember/engine/cuda/bridge.h"
 #endif
@@ -158,6 +165,202 @@ Tensor log_softmax(const Tensor& x, int64_t dim) {
   return y;
 }
 
+namespace {
+
+// softmax(q k^T * s + mask) with the causal block, composed of differentiable ops: the
+// composite path's probabilities, and what the fused path's backward recomputes under
+// create_graph.
+Tensor attention_probs(const Tensor& q, const Tensor& k, const Tensor& attn_mask, bool is_causal, double s) {
+  const int64_t Tq = q.size(-2), Tk = k.size(-2);
+  Tensor scores = matmul(mul(q, s), k.transpose(-2, -1));  // [..., Tq, Tk]
+  if (attn_mask.defined()) {
+    if (attn_mask.dtype() == DType::boolean) scores = where(attn_mask, scores, -INFINITY);
+    else scores = add(scores, attn_mask);
+  }
+  if (is_causal) {
+    Tensor rows = arange(static_cast<double>(Tq), {.dtype = DType::i64, .device = q.device()}).reshape({Tq, 1});
+    Tensor cols = arange(static_cast<double>(Tk), {.dtype = DType::i64, .device = q.device()}).reshape({1, Tk});
+    scores = where(le(cols, rows), scores, -INFINITY);
+  }
+  return softmax(scores, -1);
+}
+
+#if EMBER_WITH_CUDA
+// The fused (flash) path: f32 CUDA tensors, head dims 1..256, at least one query and one key.
+// Everything else (f64, longer heads, a mask that wants its own gradient) is the composite.
+bool fused_attention_applies(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& attn_mask,
+                             const Shape& batch) {
+  if (!q.device().is_cuda() || q.dtype() != DType::f32) return false;
+  if (!kernels::cuda::flash_attention_supported(q.size(-1), v.size(-1))) return false;
+  if (q.size(-2) == 0 || k.size(-2) == 0 || shape_numel(batch) == 0) return false;
+  if (attn_mask.defined() && attn_mask.requires_grad() && grad_enabled()) return false;  // no fused d(mask)
+  return true;
+}
+
+kernels::cuda::MathMode attention_math_mode() {
+  switch (matmul_precision()) {
+    case MatmulPrecision::high: return kernels::cuda::MathMode::tf32;
+    case MatmulPrecision::medium: return kernels::cuda::MathMode::bf16;
+    default: return kernels::cuda::MathMode::exact;
+  }
+}
+
+// Tensors of shape [batch..., T, X] seen by the kernels as [B1, B2, T, X]: each is expanded to
+// the common batch shape (broadcast dims get stride 0), size-1 dims are dropped and neighbouring
+// dims merged where every tensor's strides allow; more than two dims left (rare) -> dense copies.
+struct FlashViews {
+  int64_t B1 = 1, B2 = 1;
+  std::vector<kernels::cuda::FlashTensor> t;
+};
+
+bool collapse_batch(const Shape& batch, const std::vector<Tensor>& ts, FlashViews& out) {
+  const size_t nb = batch.size(), n = ts.size();
+  std::vector<int64_t> sizes;
+  std::vector<std::vector<int64_t>> strides(n);
+  for (size_t d = 0; d < nb; ++d) {
+    if (batch[d] == 1) continue;
+    bool merge = !sizes.empty();
+    for (size_t i = 0; merge && i < n; ++i) merge = strides[i].back() == ts[i].stride(d) * batch[d];
+    if (merge) {
+      sizes.back() *= batch[d];
+      for (size_t i = 0; i < n; ++i) strides[i].back() = ts[i].stride(d);
+    } else {
+      sizes.push_back(batch[d]);
+      for (size_t i = 0; i < n; ++i) strides[i].push_back(ts[i].stride(d));
+    }
+  }
+  if (sizes.size() > 2) return false;
+  while (sizes.size() < 2) {
+    sizes.insert(sizes.begin(), 1);
+    for (size_t i = 0; i < n; ++i) strides[i].insert(strides[i].begin(), 0);
+  }
+  out.B1 = sizes[0];
+  out.B2 = sizes[1];
+  out.t.assign(n, {});
+  for (size_t i = 0; i < n; ++i) {
+    out.t[i].data = static_cast<const float*>(ts[i].device_data());
+    out.t[i].stride[0] = strides[i][0];
+    out.t[i].stride[1] = strides[i][1];
+    out.t[i].stride[2] = ts[i].stride(static_cast<int64_t>(nb));
+    out.t[i].stride[3] = ts[i].stride(static_cast<int64_t>(nb) + 1);
+  }
+  return true;
+}
+
+// ts: detached [..., T, X] tensors; replaced by the (expanded, maybe copied) views the kernels read,
+// which the caller keeps alive until the launch.
+FlashViews flash_views(const Shape& batch, std::vector<Tensor>& ts) {
+  for (Tensor& t : ts) {
+    Shape full = batch;
+    full.push_back(t.size(-2));
+    full.push_back(t.size(-1));
+    t = t.expand(full);
+  }
+  FlashViews v;
+  if (collapse_batch(batch, ts, v)) return v;
+  for (Tensor& t : ts) t = t.contiguous();
+  EMBER_CHECK(collapse_batch(batch, ts, v), "scaled_dot_product_attention: cannot lay out the batch dims ",
+              shape_str(batch), " for the fused kernel");
+  return v;
+}
+
+Shape with_tail(const Shape& batch, std::initializer_list<int64_t> tail) {
+  Shape s = batch;
+  s.insert(s.end(), tail);
+  return s;
+}
+
+// The fused kernels' arguments for q, k, v and the additive f32 mask (a bool mask becomes 0 where
+// kept, -inf where blocked); `extra` (the output gradient) shares the batch layout.
+struct FlashCall {
+  std::vector<Tensor> keep;  // the views the kernels read
+  kernels::cuda::FlashAttentionArgs args;
+  kernels::cuda::FlashTensor extra;
+};
+
+FlashCall flash_call(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, bool is_causal,
+                     double s, const Shape& batch, const Tensor& extra = Tensor()) {
+  FlashCall c;
+  c.keep = {q.detach(), k.detach(), v.detach()};
+  if (mask.defined()) {
+    Tensor m = mask.detach();
+    if (m.dtype() == DType::boolean) m = where(m, zeros({}, {.dtype = DType::f32, .device = q.device()}), -INFINITY);
+    while (m.dim() < 2) m = m.unsqueeze(0);
+    c.keep.push_back(m);
+  }
+  if (extra.defined()) c.keep.push_back(extra.detach());
+  FlashViews fv = flash_views(batch, c.keep);
+  auto& a = c.args;
+  a.B1 = fv.B1;
+  a.B2 = fv.B2;
+  a.Tq = q.size(-2);
+  a.Tk = k.size(-2);
+  a.D = q.size(-1);
+  a.Dv = v.size(-1);
+  a.q = fv.t[0];
+  a.k = fv.t[1];
+  a.v = fv.t[2];
+  if (mask.defined()) a.mask = fv.t[3];
+  if (extra.defined()) c.extra = fv.t.back();
+  a.causal = is_causal;
+  a.scale = static_cast<float>(s);
+  return c;
+}
+
+Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& attn_mask, bool is_causal,
+                       double s, const Shape& batch) {
+  trace::OpTimer timer("scaled_dot_product_attention", {q, k, v});
+  const int64_t Tq = q.size(-2), D = q.size(-1), Dv = v.size(-1);
+  const TensorOptions f32_on{.dtype = DType::f32, .device = q.device()};
+  Tensor out = Tensor::empty(with_tail(batch, {Tq, Dv}), f32_on);
+  Tensor lse = Tensor::empty(with_tail(batch, {Tq}), f32_on);  // row log-sum-exp, for the backward
+  {
+    FlashCall c = flash_call(q, k, v, attn_mask, is_causal, s, batch);
+    kernels::cuda::flash_attention_forward(c.args, static_cast<float*>(out.device_data()),
+                                           static_cast<float*>(lse.device_data()), attention_math_mode(),
+                                           cuda::stream_of(q));
+  }
+  timer.set_output(out);
+  // The backward: the fused kernel for a first-order backward; under create_graph (grad mode on
+  // and something that requires grad) the same gradients from differentiable ops, recomputing
+  // the probabilities, so that they differentiate again.
+  record("scaled_dot_product_attention", {q, k, v}, out,
+         [q, k, v, attn_mask, is_causal, s, lse, batch, D, Dv](const TensorList& g, const TensorList& outs) {
+           const bool rq = q.requires_grad(), rk = k.requires_grad(), rv = v.requires_grad();
+           if (!autograd::needs_grad({q, k, v, g[0]})) {
+             const int64_t Tq = q.size(-2), Tk = k.size(-2);
+             const TensorOptions opt{.dtype = DType::f32, .device = q.device()};
+             Tensor dq = Tensor::empty(with_tail(batch, {Tq, D}), opt);
+             Tensor dk = Tensor::empty(with_tail(batch, {Tk, D}), opt);
+             Tensor dv = Tensor::empty(with_tail(batch, {Tk, Dv}), opt);
+             Tensor rowsum = Tensor::empty(with_tail(batch, {Tq}), opt);
+             Tensor o = outs[0].detach();
+             FlashCall c = flash_call(q, k, v, attn_mask, is_causal, s, batch, g[0]);
+             kernels::cuda::flash_attention_backward(
+                 c.args, static_cast<const float*>(o.device_data()), static_cast<const float*>(lse.device_data()),
+                 c.extra, static_cast<float*>(dq.device_data()), static_cast<float*>(dk.device_data()),
+                 static_cast<float*>(dv.device_data()), static_cast<float*>(rowsum.device_data()),
+                 attention_math_mode(), cuda::stream_of(q));
+             return TensorList{rq ? sum_to_size(dq, q.sizes()) : Tensor(), rk ? sum_to_size(dk, k.sizes()) : Tensor(),
+                               rv ? sum_to_size(dv, v.sizes()) : Tensor()};
+           }
+           // Composite: P = softmax(S), dV = P^T g, dP = g V^T, dS = P (dP - rowsum(dP P)),
+           // dQ = s dS K, dK = s dS^T Q.
+           Tensor p = attention_probs(q, k, attn_mask, is_causal, s);
+           Tensor dp = matmul(g[0], v.transpose(-2, -1));
+           Tensor ds = mul(p, sub(dp, sum(mul(dp, p), {-1}, true)));
+           Tensor dq = rq ? sum_to_size(mul(matmul(ds, k), s), q.sizes()) : Tensor();
+           Tensor dk = rk ? sum_to_size(mul(matmul(ds.transpose(-2, -1), q), s), k.sizes()) : Tensor();
+           Tensor dv = rv ? sum_to_size(matmul(p.transpose(-2, -1), g[0]), v.sizes()) : Tensor();
+           return TensorList{dq, dk, dv};
+         },
+         {q, k, v}, /*save_outputs=*/true);
+  return out;
+}
+#endif
+
+}  // namespace
+
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& attn_mask,
                                     bool is_causal, std::optional<double> scale) {
   const char* op = "scaled_dot_product_attention";
@@ -194,18 +397,12 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                 " ([..., Tq, Tk] for q ", shape_str(q.sizes()), " and k ", shape_str(k.sizes()), ")");
   }
   const double s = scale ? *scale : 1.0 / std::sqrt(static_cast<double>(D));
-
-  Tensor scores = matmul(mul(q, s), k.transpose(-2, -1));  // [..., Tq, Tk]
-  if (attn_mask.defined()) {
-    if (attn_mask.dtype() == DType::boolean) scores = where(attn_mask, scores, -INFINITY);
-    else scores = add(scores, attn_mask);
-  }
-  if (is_causal) {
-    Tensor rows = arange(static_cast<double>(Tq), {.dtype = DType::i64, .device = q.device()}).reshape({Tq, 1});
-    Tensor cols = arange(static_cast<double>(Tk), {.dtype = DType::i64, .device = q.device()}).reshape({1, Tk});
-    scores = where(le(cols, rows), scores, -INFINITY);
-  }
-  return matmul(softmax(scores, -1), v);
+#if EMBER_WITH_CUDA
+  Shape batch(scores_shape.begin(), scores_shape.end() - 2);
+  if (fused_attention_applies(q, k, v, attn_mask, batch))
+    return fused_attention(q, k, v, attn_mask, is_causal, s, batch);
+#endif
+  return matmul(attention_probs(q, k, attn_mask, is_causal, s), v);
 }
 
 }  // namespace ember

@@ -17,7 +17,10 @@ Tensor log_softmax(const Tensor& x, int64_t dim);
 // (use -inf to block a position); a bool mask keeps the positions where it is true.
 // is_causal blocks key j for query i when j > i (PyTorch's top-left alignment); it may be
 // combined with attn_mask. A query whose keys are all blocked gets NaN, as in PyTorch.
-// A composite of matmul, softmax and matmul, so it differentiates to any order.
+// A composite of matmul, softmax and matmul, so it differentiates to any order. On the GPU, f32
+// inputs with head dims up to 256 take the fused flash kernels (kernels/cuda/flash_attention.cu;
+// products in the matmul precision): a fused backward for a first-order gradient, and under
+// create_graph a backward built from the composite's ops, so it still differentiates again.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                     const Tensor& attn_mask = Tensor(), bool is_causal = false,
                                     std::optional<double> scale = std::nullopt);

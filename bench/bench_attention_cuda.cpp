@@ -1,0 +1,90 @@
+// Fused (flash) attention on the GPU: forward alone and forward + backward (dq, dk, dv) on the
+// shapes of issue 6 and ../shared/reference/torch_workloads.py (q, k, v [B, 1, T, D], one head,
+// no mask, scale 1/sqrt(D)), in each precision: fp32 (`highest`, exact f32), tf32 (`high`) and
+// bf16 (`medium`: BF16 operands, f32 tensors and accumulation; PyTorch's bf16 run uses bf16
+// tensors). The names end in the workload names of the side-by-side runner:
+//   sdpa_fwd(B128,T256,D256), sdpa_fwd+bwd(B128,T1024,D128), ...
+// Reports TFLOP/s as "TFLOPS": 4 B T^2 D per forward (two products), 2.5x that for forward +
+// backward (five products). Every iteration ends with a device synchronisation. Without a
+// usable GPU each entry is skipped with the reason.
+//
+//   ./build/bench/ember_bench --benchmark_filter=Sdpa
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <string>
+
+#include "ember/ember.h"
+#include "ember/engine/cuda/runtime.h"
+#include "ember/engine/precision.h"
+#include "ember/ops/attention.h"
+
+namespace {
+
+using namespace ember;
+
+struct AttnShape {
+  int64_t B, T, D;
+};
+
+bool skip_without_gpu(benchmark::State& state) {
+  if (cuda::available()) return false;
+  state.SkipWithError(("no GPU here: " + cuda::unavailable_reason()).c_str());
+  return true;
+}
+
+void bench_sdpa(benchmark::State& state, AttnShape s, MatmulPrecision p, bool backward) {
+  if (skip_without_gpu(state)) return;
+  const MatmulPrecision prev = matmul_precision();
+  set_matmul_precision(p);
+  const Device gpu = Device::cuda(0);
+  Generator gen(0);
+  Tensor q = randn({s.B, 1, s.T, s.D}, {}, &gen).to(gpu);
+  Tensor k = randn({s.B, 1, s.T, s.D}, {}, &gen).to(gpu);
+  Tensor v = randn({s.B, 1, s.T, s.D}, {}, &gen).to(gpu);
+  Tensor go = randn({s.B, 1, s.T, s.D}, {}, &gen).to(gpu);
+  if (backward) {
+    q.requires_grad_(true);
+    k.requires_grad_(true);
+    v.requires_grad_(true);
+  }
+  auto step = [&] {
+    if (backward) {
+      Tensor o = scaled_dot_product_attention(q, k, v);
+      TensorList g = grad({o}, {q, k, v}, {go});
+      benchmark::DoNotOptimize(g[0].device_data());
+    } else {
+      NoGrad no_grad;
+      Tensor o = scaled_dot_product_attention(q, k, v);
+      benchmark::DoNotOptimize(o.device_data());
+    }
+  };
+  for (int i = 0; i < 3; ++i) step();  // warm the allocator's cache and the kernels
+  cuda::synchronize(0);
+  for (auto _ : state) {
+    step();
+    cuda::synchronize(0);
+  }
+  set_matmul_precision(prev);
+  const double flops = 4.0 * s.B * s.T * s.T * s.D * (backward ? 2.5 : 1.0);
+  state.counters["TFLOPS"] = benchmark::Counter(flops * state.iterations() / 1e12, benchmark::Counter::kIsRate);
+}
+
+void register_all() {
+  const AttnShape shapes[] = {{128, 256, 256}, {128, 1024, 128}, {32, 4096, 64}};
+  const std::pair<MatmulPrecision, const char*> precs[] = {
+      {MatmulPrecision::highest, "fp32"}, {MatmulPrecision::high, "tf32"}, {MatmulPrecision::medium, "bf16"}};
+  for (const auto& [p, pname] : precs)
+    for (const AttnShape& s : shapes)
+      for (bool bwd : {false, true}) {
+        const std::string name = std::string("BM_Sdpa_") + pname + "/sdpa_" + (bwd ? "fwd+bwd" : "fwd") + "(B" +
+                                 std::to_string(s.B) + ",T" + std::to_string(s.T) + ",D" + std::to_string(s.D) + ")";
+        benchmark::RegisterBenchmark(name.c_str(), [s, p = p, bwd](benchmark::State& st) { bench_sdpa(st, s, p, bwd); })
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
+      }
+}
+
+const bool registered = (register_all(), true);
+
+}  // namespace

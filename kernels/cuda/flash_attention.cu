@@ -1,0 +1,566 @@
+// Fused scaled dot-product attention, flash-style: O = softmax(scale Q K^T + mask) V without a
+// Tq x Tk matrix in global memory, and its backward.
+//
+// Forward (one block of 128 threads per tile of BR query rows of one (batch, head)):
+//   the Q tile stays in shared memory; the K and V tiles (BC keys each) are staged through
+//   shared memory one after the other; per K/V tile
+//     S = Q K^T                    (BR x BC, in shared memory)
+//     online softmax, one warp per row: new running max m, p = exp(scale s + mask - m),
+//       alpha = exp(m_old - m), l = alpha l + sum p
+//     O = alpha O + P V            (BR x Dp accumulator in shared memory)
+//   then O / l and the row's log-sum-exp L = m + log l (f32) are written. Causal attention
+//   stops at the last key the tile's last query can see.
+// Backward (FlashAttention-2's split, one block per tile of BC keys, looping over the query
+//   tiles): with D = rowsum(dO * O) from a small kernel and P recomputed from L,
+//     S = Q K^T, dP = dO V^T, P = exp(scale S + mask - L), dS = P * (dP - D)
+//     dV += P^T dO, dK += scale dS^T Q   (accumulated in shared memory, written once)
+//     dQ += scale dS K                   (atomicAdd into a zeroed f32 dQ: every key tile adds)
+//
+// Products: one helper (tile_mma) multiplies shared-memory tiles in three ways, by the
+// precision setting: exact f32 FMA on the CUDA cores (each thread owns a register tile of the
+// output), TF32 tensor cores (WMMA m16n16k8, operands rounded with __float_to_tf32) or BF16
+// tensor cores (WMMA m16n16k16, operands stored as bf16 in shared memory); accumulation is f32
+// in all three, and the softmax is always f32 with expf (no fast math).
+//
+// Head dims: the kernels are compiled for Dp = 32, 64, 128, 256; D and Dv (1..256) are padded
+// with zeros in shared memory up to the bucket of max(D, Dv). Tile sizes shrink as Dp grows so
+// that a block fits in the 227 KB of shared memory of an H100 (static_asserts below): the
+// largest, the TF32 backward at Dp = 128, takes about 200 KB. Every global load and store is
+// bounds-checked, so any sequence length works.
+//
+// What bounds it: the two (forward) or five (backward) products, 4 Tq Tk D and 10 Tq Tk D
+// flops; global traffic is O((Tq + Tk) D) per (batch, head) times the number of tiles on the
+// other side. The shared-memory accumulators keep the code simple (and the exact path the
+// most trustworthy) at some cost in speed against register-resident ones.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <cmath>
+#include <cstddef>
+#include <type_traits>
+
+#include "ember/engine/error.h"
+#include "ember/kernels/cuda/check.h"
+#include "ember/kernels/cuda/flash_attention.h"
+
+namespace ember::kernels::cuda {
+
+namespace {
+
+namespace wmma = nvcuda::wmma;
+
+constexpr int kThreads = 128;  // every kernel here: 4 warps
+constexpr int kWarps = kThreads / 32;
+constexpr size_t kMaxSmem = 227 * 1024;  // opt-in dynamic shared memory per block on sm_90
+
+// Operand type in shared memory and row padding (in elements) by precision. WMMA needs rows
+// that are multiples of 16 bytes; the exact path pads by one element so that a warp reading a
+// column touches 32 different banks.
+template <MathMode M>
+struct Prec {
+  using In = float;
+  static constexpr int pad_in = 4, pad_f = 4;
+};
+template <>
+struct Prec<MathMode::exact> {
+  using In = float;
+  static constexpr int pad_in = 1, pad_f = 1;
+};
+template <>
+struct Prec<MathMode::bf16> {
+  using In = __nv_bfloat16;
+  static constexpr int pad_in = 8, pad_f = 4;
+};
+
+template <typename In>
+__device__ __forceinline__ In to_in(float x) {
+  if constexpr (std::is_same_v<In, float>) return x;
+  else return __float2bfloat16_rn(x);
+}
+
+constexpr size_t align128(size_t bytes) { return (bytes + 127) / 128 * 128; }
+
+// A running max of -inf (nothing seen yet, or every key blocked) shifts by 0, so that the
+// arithmetic gives 0 / 0 = NaN for a fully blocked row, as the composite softmax does.
+__device__ __forceinline__ float usable_shift(float m) { return m == -INFINITY ? 0.f : m; }
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// C[M x N] = (ACC ? C : 0) + A[M x K] B[K x N], every matrix in shared memory; C is f32
+// row-major with row stride ldc. A(i, k) is A[i * lda + k], or A[k * lda + i] when A_COL;
+// B(k, j) is B[k * ldb + j], or B[j * ldb + k] when B_COL. Called by all 128 threads of the
+// block; each thread (exact) or warp (WMMA) writes its own part of C, so the caller puts a
+// __syncthreads() between this and any use of C or any rewrite of A and B.
+template <MathMode MODE, int M, int N, int K, bool A_COL, bool B_COL, bool ACC, typename In>
+__device__ __forceinline__ void tile_mma(float* C, int ldc, const In* A, int lda, const In* B, int ldb) {
+  if constexpr (MODE == MathMode::exact) {
+    // 16 x 8 threads; thread (ty, tx) owns rows ty + 16 a and columns tx + 8 b of C.
+    static_assert(M % 16 == 0 && N % 8 == 0, "exact tile shape");
+    constexpr int RM = M / 16, RN = N / 8;
+    const int ty = threadIdx.x / 8, tx = threadIdx.x % 8;
+    float acc[RM][RN];
+#pragma unroll
+    for (int a = 0; a < RM; ++a)
+#pragma unroll
+      for (int b = 0; b < RN; ++b) acc[a][b] = ACC ? C[(ty + 16 * a) * ldc + tx + 8 * b] : 0.f;
+#pragma unroll 2
+    for (int k = 0; k < K; ++k) {
+      float av[RM], bv[RN];
+#pragma unroll
+      for (int a = 0; a < RM; ++a) av[a] = A_COL ? A[k * lda + ty + 16 * a] : A[(ty + 16 * a) * lda + k];
+#pragma unroll
+      for (int b = 0; b < RN; ++b) bv[b] = B_COL ? B[(tx + 8 * b) * ldb + k] : B[k * ldb + tx + 8 * b];
+#pragma unroll
+      for (int a = 0; a < RM; ++a)
+#pragma unroll
+        for (int b = 0; b < RN; ++b) acc[a][b] = fmaf(av[a], bv[b], acc[a][b]);
+    }
+#pragma unroll
+    for (int a = 0; a < RM; ++a)
+#pragma unroll
+      for (int b = 0; b < RN; ++b) C[(ty + 16 * a) * ldc + tx + 8 * b] = acc[a][b];
+  } else {
+    // The warps share out the 16 x 16 tiles of C; each walks K in fragment steps.
+    constexpr bool kTf32 = MODE == MathMode::tf32;
+    constexpr int FK = kTf32 ? 8 : 16;
+    using FragT = std::conditional_t<kTf32, wmma::precision::tf32, __nv_bfloat16>;
+    using LayA = std::conditional_t<A_COL, wmma::col_major, wmma::row_major>;
+    using LayB = std::conditional_t<B_COL, wmma::col_major, wmma::row_major>;
+    static_assert(M % 16 == 0 && N % 16 == 0 && K % FK == 0, "WMMA tile shape");
+    constexpr int TN = N / 16, NT = (M / 16) * TN;
+    const int warp = threadIdx.x / 32;
+    for (int t = warp; t < NT; t += kWarps) {  // uniform within a warp
+      const int i0 = (t / TN) * 16, j0 = (t % TN) * 16;
+      wmma::fragment<wmma::accumulator, 16, 16, FK, float> c;
+      if constexpr (ACC) wmma::load_matrix_sync(c, C + i0 * ldc + j0, ldc, wmma::mem_row_major);
+      else wmma::fill_fragment(c, 0.f);
+      for (int k = 0; k < K; k += FK) {
+        wmma::fragment<wmma::matrix_a, 16, 16, FK, FragT, LayA> fa;
+        wmma::fragment<wmma::matrix_b, 16, 16, FK, FragT, LayB> fb;
+        wmma::load_matrix_sync(fa, A_COL ? A + k * lda + i0 : A + i0 * lda + k, lda);
+        wmma::load_matrix_sync(fb, B_COL ? B + j0 * ldb + k : B + k * ldb + j0, ldb);
+        if constexpr (kTf32) {
+#pragma unroll
+          for (int e = 0; e < fa.num_elements; ++e) fa.x[e] = wmma::__float_to_tf32(fa.x[e]);
+#pragma unroll
+          for (int e = 0; e < fb.num_elements; ++e) fb.x[e] = wmma::__float_to_tf32(fb.x[e]);
+        }
+        wmma::mma_sync(c, fa, fb, c);
+      }
+      wmma::store_matrix_sync(C + i0 * ldc + j0, c, ldc, wmma::mem_row_major);
+    }
+  }
+}
+
+// Rows [r0, r0 + R) of a [T, X] slice (element strides st, sx) into shared memory as In, rows
+// padded to XP columns; zeros outside T x X. Consecutive threads take consecutive columns.
+template <int R, int XP, typename In>
+__device__ __forceinline__ void load_tile(In* dst, int ld, const float* __restrict__ src, int64_t st, int64_t sx,
+                                          int64_t r0, int64_t T, int64_t X) {
+  for (int idx = threadIdx.x; idx < R * XP; idx += kThreads) {
+    const int r = idx / XP, c = idx % XP;
+    const int64_t row = r0 + r;
+    const float val = (row < T && c < X) ? src[row * st + c * sx] : 0.f;
+    dst[r * ld + c] = to_in<In>(val);
+  }
+}
+
+// Tile sizes by head-dim bucket: BR query rows, BC keys.
+template <int DP>
+struct FwdTiles;
+template <>
+struct FwdTiles<32> { static constexpr int BR = 64, BC = 64; };
+template <>
+struct FwdTiles<64> { static constexpr int BR = 64, BC = 64; };
+template <>
+struct FwdTiles<128> { static constexpr int BR = 64, BC = 32; };
+template <>
+struct FwdTiles<256> { static constexpr int BR = 32, BC = 32; };
+
+template <int DP>
+struct BwdTiles;
+template <>
+struct BwdTiles<32> { static constexpr int BR = 64, BC = 64; };
+template <>
+struct BwdTiles<64> { static constexpr int BR = 64, BC = 64; };
+template <>
+struct BwdTiles<128> { static constexpr int BR = 32, BC = 64; };
+template <>
+struct BwdTiles<256> { static constexpr int BR = 16, BC = 32; };
+
+// Shared memory of the forward, in bytes from the base (each array 128-byte aligned).
+template <MathMode MODE, int DP, int BR, int BC>
+struct FwdLayout {
+  using In = typename Prec<MODE>::In;
+  static constexpr bool kSeparateP = !std::is_same_v<In, float>;  // BF16: P needs its own copy
+  static constexpr int ld_d = DP + Prec<MODE>::pad_in;             // Q, K, V rows
+  static constexpr int ld_o = DP + Prec<MODE>::pad_f;              // O rows (f32)
+  static constexpr int ld_s = BC + Prec<MODE>::pad_f;              // S rows (f32)
+  static constexpr int ld_p = kSeparateP ? BC + Prec<MODE>::pad_in : ld_s;  // P rows
+  static constexpr size_t q = 0;
+  static constexpr size_t k = q + align128(sizeof(In) * BR * ld_d);
+  static constexpr size_t v = k + align128(sizeof(In) * BC * ld_d);
+  static constexpr size_t s = v + align128(sizeof(In) * BC * ld_d);
+  static constexpr size_t p = s + align128(sizeof(float) * BR * ld_s);
+  static constexpr size_t o = p + (kSeparateP ? align128(sizeof(In) * BR * ld_p) : 0);
+  static constexpr size_t rows = o + align128(sizeof(float) * BR * ld_o);
+  static constexpr size_t bytes = rows + align128(sizeof(float) * 3 * BR);
+  static_assert(bytes <= kMaxSmem, "forward tile does not fit in shared memory");
+  static_assert(BC % 32 == 0 && BR % 16 == 0, "forward tile shape");
+};
+
+template <MathMode MODE, int DP, int BR, int BC>
+__global__ void __launch_bounds__(kThreads)
+    flash_forward_kernel(const FlashAttentionArgs a, float* __restrict__ o, float* __restrict__ lse) {
+  using Lay = FwdLayout<MODE, DP, BR, BC>;
+  using In = typename Lay::In;
+  extern __shared__ __align__(128) unsigned char smem[];
+  In* Qs = reinterpret_cast<In*>(smem + Lay::q);
+  In* Ks = reinterpret_cast<In*>(smem + Lay::k);
+  In* Vs = reinterpret_cast<In*>(smem + Lay::v);
+  float* Ss = reinterpret_cast<float*>(smem + Lay::s);
+  In* Ps = reinterpret_cast<In*>(smem + Lay::p);  // == Ss (in place) unless BF16
+  float* Os = reinterpret_cast<float*>(smem + Lay::o);
+  float* row_m = reinterpret_cast<float*>(smem + Lay::rows);  // running max (may be -inf)
+  float* row_l = row_m + BR;                                   // running sum of exp
+  float* row_alpha = row_l + BR;                               // this step's rescale of O
+
+  const int64_t nqt = (a.Tq + BR - 1) / BR;
+  const int64_t bh = blockIdx.x / nqt, q0 = (blockIdx.x % nqt) * BR;
+  const int64_t b1 = bh / a.B2, b2 = bh % a.B2;
+  const float* qp = a.q.data + b1 * a.q.stride[0] + b2 * a.q.stride[1];
+  const float* kp = a.k.data + b1 * a.k.stride[0] + b2 * a.k.stride[1];
+  const float* vp = a.v.data + b1 * a.v.stride[0] + b2 * a.v.stride[1];
+  const float* mp = a.mask.data ? a.mask.data + b1 * a.mask.stride[0] + b2 * a.mask.stride[1] : nullptr;
+
+  load_tile<BR, DP>(Qs, Lay::ld_d, qp, a.q.stride[2], a.q.stride[3], q0, a.Tq, a.D);
+  for (int idx = threadIdx.x; idx < BR * DP; idx += kThreads) Os[(idx / DP) * Lay::ld_o + idx % DP] = 0.f;
+  for (int r = threadIdx.x; r < BR; r += kThreads) {
+    row_m[r] = -INFINITY;
+    row_l[r] = 0.f;
+  }
+
+  // Causal: key j is blocked for every query of the tile once j > q0 + BR - 1.
+  const int64_t kend = a.causal ? (a.Tk < q0 + BR ? a.Tk : q0 + BR) : a.Tk;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int64_t k0 = 0; k0 < kend; k0 += BC) {
+    load_tile<BC, DP>(Ks, Lay::ld_d, kp, a.k.stride[2], a.k.stride[3], k0, a.Tk, a.D);
+    load_tile<BC, DP>(Vs, Lay::ld_d, vp, a.v.stride[2], a.v.stride[3], k0, a.Tk, a.Dv);
+    __syncthreads();  // Q (first pass), K and V are in; the last pass's P V is done
+    tile_mma<MODE, BR, BC, DP, false, true, false>(Ss, Lay::ld_s, Qs, Lay::ld_d, Ks, Lay::ld_d);
+    __syncthreads();
+
+    // Online softmax: one warp per row, a lane per column (BC / 32 each).
+    for (int r = warp; r < BR; r += kWarps) {  // uniform within a warp
+      const int64_t i = q0 + r;
+      float sv[BC / 32];
+      float mx = -INFINITY;
+#pragma unroll
+      for (int c = 0; c < BC / 32; ++c) {
+        const int col = lane + 32 * c;
+        const int64_t j = k0 + col;
+        float s = -INFINITY;
+        if (j < a.Tk && !(a.causal && j > i)) {
+          s = Ss[r * Lay::ld_s + col] * a.scale;
+          if (mp != nullptr && i < a.Tq) s += mp[i * a.mask.stride[2] + j * a.mask.stride[3]];
+        }
+        sv[c] = s;
+        mx = fmaxf(mx, s);
+      }
+      mx = warp_max(mx);
+      const float m_old = row_m[r];
+      const float m_new = fmaxf(m_old, mx);
+      const float shift = usable_shift(m_new);
+      float sum = 0.f;
+#pragma unroll
+      for (int c = 0; c < BC / 32; ++c) {
+        const float p = expf(sv[c] - shift);
+        sum += p;
+        Ps[r * Lay::ld_p + lane + 32 * c] = to_in<In>(p);
+      }
+      sum = warp_sum(sum);
+      __syncwarp();
+      if (lane == 0) {
+        const float alpha = expf(usable_shift(m_old) - shift);
+        row_alpha[r] = alpha;
+        row_l[r] = row_l[r] * alpha + sum;
+        row_m[r] = m_new;
+      }
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < BR * DP; idx += kThreads) {
+      const int r = idx / DP;
+      Os[r * Lay::ld_o + idx % DP] *= row_alpha[r];
+    }
+    __syncthreads();
+    tile_mma<MODE, BR, DP, BC, false, false, true>(Os, Lay::ld_o, Ps, Lay::ld_p, Vs, Lay::ld_d);
+    __syncthreads();  // before the next pass overwrites K, V (and S / P)
+  }
+
+  // Row r: O / l (0 / 0 = NaN for a fully blocked row) and L = m + log l.
+  for (int idx = threadIdx.x; idx < BR * DP; idx += kThreads) {
+    const int r = idx / DP, c = idx % DP;
+    const int64_t i = q0 + r;
+    if (i < a.Tq && c < a.Dv) o[(bh * a.Tq + i) * a.Dv + c] = Os[r * Lay::ld_o + c] / row_l[r];
+  }
+  for (int r = threadIdx.x; r < BR; r += kThreads) {
+    const int64_t i = q0 + r;
+    if (i < a.Tq) lse[bh * a.Tq + i] = usable_shift(row_m[r]) + logf(row_l[r]);
+  }
+}
+
+// rowsum[b, i] = sum_d dO[b, i, d] O[b, i, d]: one warp per row.
+__global__ void __launch_bounds__(kThreads)
+    flash_rowsum_kernel(const float* __restrict__ o, const FlashTensor dout, float* __restrict__ rowsum, int64_t B2,
+                        int64_t Tq, int64_t Dv, int64_t rows) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;  // uniform within a warp
+  const int64_t bh = row / Tq, i = row % Tq, b1 = bh / B2, b2 = bh % B2;
+  const float* g = dout.data + b1 * dout.stride[0] + b2 * dout.stride[1] + i * dout.stride[2];
+  const float* orow = o + row * Dv;
+  float acc = 0.f;
+  for (int64_t d = lane; d < Dv; d += 32) acc = fmaf(g[d * dout.stride[3]], orow[d], acc);
+  acc = warp_sum(acc);
+  if (lane == 0) rowsum[row] = acc;
+}
+
+template <MathMode MODE, int DP, int BR, int BC>
+struct BwdLayout {
+  using In = typename Prec<MODE>::In;
+  static constexpr bool kSeparateP = !std::is_same_v<In, float>;  // BF16: P and dS need copies
+  static constexpr int ld_d = DP + Prec<MODE>::pad_in;             // K, V, Q, dO rows
+  static constexpr int ld_f = DP + Prec<MODE>::pad_f;              // dK, dV, dQ rows (f32)
+  static constexpr int ld_s = BC + Prec<MODE>::pad_f;              // S / P and dP / dS rows (f32)
+  static constexpr int ld_p = kSeparateP ? BC + Prec<MODE>::pad_in : ld_s;  // P, dS operand rows
+  static constexpr size_t k = 0;
+  static constexpr size_t v = k + align128(sizeof(In) * BC * ld_d);
+  static constexpr size_t dk = v + align128(sizeof(In) * BC * ld_d);
+  static constexpr size_t dv = dk + align128(sizeof(float) * BC * ld_f);
+  static constexpr size_t q = dv + align128(sizeof(float) * BC * ld_f);
+  static constexpr size_t dout = q + align128(sizeof(In) * BR * ld_d);
+  static constexpr size_t dq = dout + align128(sizeof(In) * BR * ld_d);
+  static constexpr size_t s = dq + align128(sizeof(float) * BR * ld_f);
+  static constexpr size_t dp = s + align128(sizeof(float) * BR * ld_s);
+  static constexpr size_t pb = dp + align128(sizeof(float) * BR * ld_s);
+  static constexpr size_t dsb = pb + (kSeparateP ? align128(sizeof(In) * BR * ld_p) : 0);
+  static constexpr size_t rows = dsb + (kSeparateP ? align128(sizeof(In) * BR * ld_p) : 0);
+  static constexpr size_t bytes = rows + align128(sizeof(float) * 2 * BR);
+  static_assert(bytes <= kMaxSmem, "backward tile does not fit in shared memory");
+  static_assert(BC % 16 == 0 && BR % 16 == 0, "backward tile shape");
+};
+
+template <MathMode MODE, int DP, int BR, int BC>
+__global__ void __launch_bounds__(kThreads)
+    flash_backward_kernel(const FlashAttentionArgs a, const float* __restrict__ lse, const FlashTensor dout,
+                          const float* __restrict__ rowsum, float* __restrict__ dq, float* __restrict__ dk,
+                          float* __restrict__ dv) {
+  using Lay = BwdLayout<MODE, DP, BR, BC>;
+  using In = typename Lay::In;
+  extern __shared__ __align__(128) unsigned char smem[];
+  In* Ks = reinterpret_cast<In*>(smem + Lay::k);
+  In* Vs = reinterpret_cast<In*>(smem + Lay::v);
+  float* dKs = reinterpret_cast<float*>(smem + Lay::dk);
+  float* dVs = reinterpret_cast<float*>(smem + Lay::dv);
+  In* Qs = reinterpret_cast<In*>(smem + Lay::q);
+  In* dOs = reinterpret_cast<In*>(smem + Lay::dout);
+  float* dQs = reinterpret_cast<float*>(smem + Lay::dq);
+  float* Ss = reinterpret_cast<float*>(smem + Lay::s);   // S, then P
+  float* dPs = reinterpret_cast<float*>(smem + Lay::dp);  // dP, then dS
+  In* Pop = Lay::kSeparateP ? reinterpret_cast<In*>(smem + Lay::pb) : reinterpret_cast<In*>(Ss);
+  In* dSop = Lay::kSeparateP ? reinterpret_cast<In*>(smem + Lay::dsb) : reinterpret_cast<In*>(dPs);
+  float* row_L = reinterpret_cast<float*>(smem + Lay::rows);
+  float* row_D = row_L + BR;
+
+  const int64_t nkt = (a.Tk + BC - 1) / BC;
+  const int64_t bh = blockIdx.x / nkt, k0 = (blockIdx.x % nkt) * BC;
+  const int64_t b1 = bh / a.B2, b2 = bh % a.B2;
+  const float* qp = a.q.data + b1 * a.q.stride[0] + b2 * a.q.stride[1];
+  const float* kp = a.k.data + b1 * a.k.stride[0] + b2 * a.k.stride[1];
+  const float* vp = a.v.data + b1 * a.v.stride[0] + b2 * a.v.stride[1];
+  const float* gp = dout.data + b1 * dout.stride[0] + b2 * dout.stride[1];
+  const float* mp = a.mask.data ? a.mask.data + b1 * a.mask.stride[0] + b2 * a.mask.stride[1] : nullptr;
+  const float* Lp = lse + bh * a.Tq;
+  const float* Dp = rowsum + bh * a.Tq;
+  float* dqp = dq + bh * a.Tq * a.D;
+
+  load_tile<BC, DP>(Ks, Lay::ld_d, kp, a.k.stride[2], a.k.stride[3], k0, a.Tk, a.D);
+  load_tile<BC, DP>(Vs, Lay::ld_d, vp, a.v.stride[2], a.v.stride[3], k0, a.Tk, a.Dv);
+  for (int idx = threadIdx.x; idx < BC * DP; idx += kThreads) {
+    const int r = idx / DP, c = idx % DP;
+    dKs[r * Lay::ld_f + c] = 0.f;
+    dVs[r * Lay::ld_f + c] = 0.f;
+  }
+
+  // Causal: queries i < k0 see none of this tile's keys.
+  const int64_t qstart = a.causal ? (k0 / BR) * BR : 0;
+  for (int64_t q0 = qstart; q0 < a.Tq; q0 += BR) {
+    load_tile<BR, DP>(Qs, Lay::ld_d, qp, a.q.stride[2], a.q.stride[3], q0, a.Tq, a.D);
+    load_tile<BR, DP>(dOs, Lay::ld_d, gp, dout.stride[2], dout.stride[3], q0, a.Tq, a.Dv);
+    for (int r = threadIdx.x; r < BR; r += kThreads) {
+      const int64_t i = q0 + r;
+      row_L[r] = i < a.Tq ? Lp[i] : 0.f;
+      row_D[r] = i < a.Tq ? Dp[i] : 0.f;
+    }
+    __syncthreads();
+    tile_mma<MODE, BR, BC, DP, false, true, false>(Ss, Lay::ld_s, Qs, Lay::ld_d, Ks, Lay::ld_d);    // Q K^T
+    tile_mma<MODE, BR, BC, DP, false, true, false>(dPs, Lay::ld_s, dOs, Lay::ld_d, Vs, Lay::ld_d);  // dO V^T
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < BR * BC; idx += kThreads) {
+      const int r = idx / BC, c = idx % BC;
+      const int64_t i = q0 + r, j = k0 + c;
+      float p = 0.f, ds = 0.f;
+      if (i < a.Tq && j < a.Tk && !(a.causal && j > i)) {
+        float s = Ss[r * Lay::ld_s + c] * a.scale;
+        if (mp != nullptr) s += mp[i * a.mask.stride[2] + j * a.mask.stride[3]];
+        p = expf(s - row_L[r]);
+        ds = p * (dPs[r * Lay::ld_s + c] - row_D[r]);
+      }
+      Ss[r * Lay::ld_s + c] = p;
+      dPs[r * Lay::ld_s + c] = ds;
+      if constexpr (Lay::kSeparateP) {
+        Pop[r * Lay::ld_p + c] = to_in<In>(p);
+        dSop[r * Lay::ld_p + c] = to_in<In>(ds);
+      }
+    }
+    __syncthreads();
+    tile_mma<MODE, BC, DP, BR, true, false, true>(dVs, Lay::ld_f, Pop, Lay::ld_p, dOs, Lay::ld_d);   // += P^T dO
+    tile_mma<MODE, BC, DP, BR, true, false, true>(dKs, Lay::ld_f, dSop, Lay::ld_p, Qs, Lay::ld_d);  // += dS^T Q
+    tile_mma<MODE, BR, DP, BC, false, false, false>(dQs, Lay::ld_f, dSop, Lay::ld_p, Ks, Lay::ld_d);  // dS K
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < BR * DP; idx += kThreads) {
+      const int r = idx / DP, c = idx % DP;
+      const int64_t i = q0 + r;
+      if (i < a.Tq && c < a.D) atomicAdd(dqp + i * a.D + c, dQs[r * Lay::ld_f + c] * a.scale);
+    }
+    __syncthreads();  // before the next query tile overwrites Q, dO, S and dP
+  }
+
+  for (int idx = threadIdx.x; idx < BC * DP; idx += kThreads) {
+    const int r = idx / DP, c = idx % DP;
+    const int64_t j = k0 + r;
+    if (j >= a.Tk) continue;
+    if (c < a.D) dk[(bh * a.Tk + j) * a.D + c] = dKs[r * Lay::ld_f + c] * a.scale;
+    if (c < a.Dv) dv[(bh * a.Tk + j) * a.Dv + c] = dVs[r * Lay::ld_f + c];
+  }
+}
+
+int bucket(int64_t d) { return d <= 32 ? 32 : d <= 64 ? 64 : d <= 128 ? 128 : 256; }
+
+unsigned grid_size(int64_t blocks, const char* what) {
+  EMBER_CHECK(blocks < (int64_t{1} << 31), what, ": ", blocks, " thread blocks are more than one launch takes");
+  return static_cast<unsigned>(blocks);
+}
+
+template <typename Kernel>
+void allow_smem(Kernel kernel, size_t bytes, const char* what) {
+  if (bytes > 48 * 1024)
+    check_cuda(static_cast<int>(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                     static_cast<int>(bytes))),
+               "cudaFuncSetAttribute", what);
+}
+
+template <MathMode MODE, int DP>
+void forward_for(const FlashAttentionArgs& a, float* o, float* lse, cudaStream_t st) {
+  constexpr int BR = FwdTiles<DP>::BR, BC = FwdTiles<DP>::BC;
+  constexpr size_t bytes = FwdLayout<MODE, DP, BR, BC>::bytes;
+  auto kernel = flash_forward_kernel<MODE, DP, BR, BC>;
+  allow_smem(kernel, bytes, "flash_attention_forward");
+  const unsigned blocks = grid_size((a.Tq + BR - 1) / BR * a.B1 * a.B2, "flash_attention_forward");
+  kernel<<<blocks, kThreads, bytes, st>>>(a, o, lse);
+  EMBER_CUDA_LAUNCHED("flash_attention_forward");
+}
+
+template <MathMode MODE, int DP>
+void backward_for(const FlashAttentionArgs& a, const float* lse, const FlashTensor& dout, const float* rowsum,
+                  float* dq, float* dk, float* dv, cudaStream_t st) {
+  constexpr int BR = BwdTiles<DP>::BR, BC = BwdTiles<DP>::BC;
+  constexpr size_t bytes = BwdLayout<MODE, DP, BR, BC>::bytes;
+  auto kernel = flash_backward_kernel<MODE, DP, BR, BC>;
+  allow_smem(kernel, bytes, "flash_attention_backward");
+  const unsigned blocks = grid_size((a.Tk + BC - 1) / BC * a.B1 * a.B2, "flash_attention_backward");
+  kernel<<<blocks, kThreads, bytes, st>>>(a, lse, dout, rowsum, dq, dk, dv);
+  EMBER_CUDA_LAUNCHED("flash_attention_backward");
+}
+
+template <MathMode MODE>
+void forward_mode(const FlashAttentionArgs& a, float* o, float* lse, cudaStream_t st) {
+  switch (bucket(a.D > a.Dv ? a.D : a.Dv)) {
+    case 32: return forward_for<MODE, 32>(a, o, lse, st);
+    case 64: return forward_for<MODE, 64>(a, o, lse, st);
+    case 128: return forward_for<MODE, 128>(a, o, lse, st);
+    default: return forward_for<MODE, 256>(a, o, lse, st);
+  }
+}
+
+template <MathMode MODE>
+void backward_mode(const FlashAttentionArgs& a, const float* lse, const FlashTensor& dout, const float* rowsum,
+                   float* dq, float* dk, float* dv, cudaStream_t st) {
+  switch (bucket(a.D > a.Dv ? a.D : a.Dv)) {
+    case 32: return backward_for<MODE, 32>(a, lse, dout, rowsum, dq, dk, dv, st);
+    case 64: return backward_for<MODE, 64>(a, lse, dout, rowsum, dq, dk, dv, st);
+    case 128: return backward_for<MODE, 128>(a, lse, dout, rowsum, dq, dk, dv, st);
+    default: return backward_for<MODE, 256>(a, lse, dout, rowsum, dq, dk, dv, st);
+  }
+}
+
+void check_args(const FlashAttentionArgs& a, const char* what) {
+  EMBER_CHECK(flash_attention_supported(a.D, a.Dv), what, ": head dims D = ", a.D, ", Dv = ", a.Dv,
+              " are outside 1..256");
+  EMBER_CHECK(a.q.data && a.k.data && a.v.data, what, ": q, k and v must be given");
+}
+
+}  // namespace
+
+bool flash_attention_supported(int64_t D, int64_t Dv) { return D >= 1 && D <= 256 && Dv >= 1 && Dv <= 256; }
+
+void flash_attention_forward(const FlashAttentionArgs& a, float* o, float* lse, MathMode mode, void* stream) {
+  check_args(a, "flash_attention_forward");
+  if (a.B1 * a.B2 == 0 || a.Tq == 0) return;
+  EMBER_CHECK(a.Tk > 0, "flash_attention_forward: no keys (Tk = 0)");
+  auto st = static_cast<cudaStream_t>(stream);
+  switch (mode) {
+    case MathMode::exact: return forward_mode<MathMode::exact>(a, o, lse, st);
+    case MathMode::tf32: return forward_mode<MathMode::tf32>(a, o, lse, st);
+    case MathMode::bf16: return forward_mode<MathMode::bf16>(a, o, lse, st);
+  }
+}
+
+void flash_attention_backward(const FlashAttentionArgs& a, const float* o, const float* lse, const FlashTensor& do_,
+                              float* dq, float* dk, float* dv, float* rowsum, MathMode mode, void* stream) {
+  check_args(a, "flash_attention_backward");
+  EMBER_CHECK(do_.data, "flash_attention_backward: the output gradient must be given");
+  const int64_t BH = a.B1 * a.B2;
+  if (BH == 0 || a.Tk == 0) return;
+  auto st = static_cast<cudaStream_t>(stream);
+  check_cuda(static_cast<int>(cudaMemsetAsync(dq, 0, sizeof(float) * BH * a.Tq * a.D, st)), "cudaMemsetAsync",
+             "flash_attention_backward");
+  if (a.Tq == 0) {  // no queries: dk = dv = 0
+    check_cuda(static_cast<int>(cudaMemsetAsync(dk, 0, sizeof(float) * BH * a.Tk * a.D, st)), "cudaMemsetAsync",
+               "flash_attention_backward");
+    check_cuda(static_cast<int>(cudaMemsetAsync(dv, 0, sizeof(float) * BH * a.Tk * a.Dv, st)), "cudaMemsetAsync",
+               "flash_attention_backward");
+    return;
+  }
+  const int64_t rows = BH * a.Tq;
+  flash_rowsum_kernel<<<grid_size((rows + kWarps - 1) / kWarps, "flash_attention_backward"), kThreads, 0, st>>>(
+      o, do_, rowsum, a.B2, a.Tq, a.Dv, rows);
+  EMBER_CUDA_LAUNCHED("flash_attention_backward (rowsum)");
+  switch (mode) {
+    case MathMode::exact: return backward_mode<MathMode::exact>(a, lse, do_, rowsum, dq, dk, dv, st);
+    case MathMode::tf32: return backward_mode<MathMode::tf32>(a, lse, do_, rowsum, dq, dk, dv, st);
+    case MathMode::bf16: return backward_mode<MathMode::bf16>(a, lse, do_, rowsum, dq, dk, dv, st);
+  }
+}
+
+}  // namespace ember::kernels::cuda

@@ -1,0 +1,196 @@
+// The fused (flash) attention kernels (kernels/cuda/flash_attention.cu) against the CPU composite:
+// forward and first derivatives in each precision, and second order (the composite path the
+// backward takes under create_graph). They skip without a GPU.
+//
+// Reference: the CPU composite in f64 on the same random inputs (never zeros). Tolerances are
+// relative to the result's scale (max |ref|, at least 1; tests/cuda/cuda_parity.h):
+//   exact f32 (precision `highest`)  forward 1e-5, first derivatives 1e-4
+//   TF32      (precision `high`)     forward 2e-3, first derivatives 2e-2
+//   BF16      (precision `medium`)   forward 2e-2, first derivatives 2e-1
+//   second order (expect_parity_n, f32 CPU vs GPU, `highest`): 1e-5, 1e-4, 1e-3.
+// Shapes: sequence lengths that are multiples of no tile (Tq = 77, Tk = 131, and the other way
+// round), head dims 32, 48, 64, 128, 256 (and Dv != D), batch and heads broadcast, q/k/v given
+// as transposed views, with and without an additive mask (with -inf entries), a bool mask,
+// causal, and mask with causal.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+
+#include "cuda_parity.h"
+#include "ember/engine/autograd/grad_mode.h"
+#include "ember/engine/precision.h"
+#include "ember/ops/attention.h"
+
+namespace ember {
+namespace {
+
+struct PrecisionScope {
+  MatmulPrecision prev;
+  explicit PrecisionScope(MatmulPrecision p) : prev(matmul_precision()) { set_matmul_precision(p); }
+  ~PrecisionScope() { set_matmul_precision(prev); }
+};
+
+struct PrecisionCase {
+  MatmulPrecision p;
+  double tolerance;
+};
+constexpr PrecisionCase kPrecisions[] = {
+    {MatmulPrecision::highest, 1e-5}, {MatmulPrecision::high, 2e-3}, {MatmulPrecision::medium, 2e-2}};
+
+using AttnFn = std::function<Tensor(const TensorList&)>;
+
+// f on the CPU in f64 (the reference) and on the GPU in f32: the forward and the gradient of
+// sum(w * f) for a random w with respect to every input, taken without create_graph (so the GPU
+// runs the fused backward kernel).
+void flash_parity(const AttnFn& f, const TensorList& inputs_f64, double tolerance, const std::string& what) {
+  SCOPED_TRACE(what);
+  auto run = [&](const Device& d, DType dt) {
+    TensorList xs;
+    for (const Tensor& x : inputs_f64) xs.push_back(x.to(dt).to(d).detach().requires_grad_(true));
+    Tensor y = f(xs);
+    Tensor w = add(mul(rnd(y.sizes(), 99, DType::f64), 0.5), 1.0).to(dt).to(d);  // the same w on both
+    TensorList g = grad(TensorList{mul(y, w).sum()}, xs, {}, {.allow_unused = true});
+    g.insert(g.begin(), y.detach());
+    return g;
+  };
+  TensorList c = run(Device::cpu(), DType::f64), g = run(kGpu, DType::f32);
+  EXPECT_LT(rel_diff(g[0], c[0]), tolerance) << "forward";
+  for (size_t i = 1; i < c.size(); ++i)
+    EXPECT_LT(rel_diff(g[i], c[i]), tolerance * 10) << "first derivative of input " << i - 1;
+}
+
+// t stored [..., X, T] and handed to attention as its transpose [..., T, X]: a strided view.
+Tensor stored_transposed(const Shape& s, uint64_t seed) {
+  Shape st = s;
+  std::swap(st[st.size() - 1], st[st.size() - 2]);
+  return rnd(st, seed, DType::f64);
+}
+Tensor tr(const Tensor& t) { return t.transpose(-2, -1); }
+
+// An additive [Tq, Tk] mask: normal values, about one entry in nine -inf.
+Tensor additive_mask(int64_t Tq, int64_t Tk, uint64_t seed) {
+  Tensor m = rnd({Tq, Tk}, seed, DType::f64);
+  return where(le(rnd({Tq, Tk}, seed + 1, DType::f64), 1.2), m, -INFINITY);
+}
+
+Tensor on_like(const Tensor& m, const Tensor& like) {
+  return m.dtype() == DType::boolean ? m.to(like.device()) : m.to(like.dtype()).to(like.device());
+}
+
+TEST(CudaGpu, FlashAttentionMatchesTheCpuInEachPrecision) {
+  EMBER_REQUIRE_GPU();
+  for (const PrecisionCase& pc : kPrecisions) {
+    PrecisionScope scope(pc.p);
+    SCOPED_TRACE(precision_name(pc.p));
+    for (int64_t D : {32, 48, 64, 128, 256}) {
+      SCOPED_TRACE("D = " + std::to_string(D));
+      const int64_t Tq = 77, Tk = 131;
+      // q [2, 3, Tq, D]; k shared by the heads [2, 1, Tk, D]; v shared by the batch [3, Tk, D].
+      Tensor q = stored_transposed({2, 3, Tq, D}, 100 + D), k = stored_transposed({2, 1, Tk, D}, 200 + D),
+             v = stored_transposed({3, Tk, D}, 300 + D);
+      Tensor mask = additive_mask(Tq, Tk, 400 + D);
+      flash_parity([](const TensorList& t) { return scaled_dot_product_attention(tr(t[0]), tr(t[1]), tr(t[2])); },
+                   {q, k, v}, pc.tolerance, "plain");
+      flash_parity(
+          [mask](const TensorList& t) {
+            return scaled_dot_product_attention(tr(t[0]), tr(t[1]), tr(t[2]), on_like(mask, t[0]));
+          },
+          {q, k, v}, pc.tolerance, "additive mask with -inf");
+      flash_parity(
+          [](const TensorList& t) {
+            return scaled_dot_product_attention(tr(t[0]), tr(t[1]), tr(t[2]), Tensor(), /*is_causal=*/true);
+          },
+          {q, k, v}, pc.tolerance, "causal");
+      flash_parity(
+          [mask](const TensorList& t) {
+            return scaled_dot_product_attention(tr(t[0]), tr(t[1]), tr(t[2]), on_like(mask, t[0]), true, 0.3);
+          },
+          {q, k, v}, pc.tolerance, "mask, causal and an explicit scale");
+    }
+  }
+}
+
+TEST(CudaGpu, FlashAttentionOddLayouts) {
+  EMBER_REQUIRE_GPU();
+  for (const PrecisionCase& pc : kPrecisions) {
+    PrecisionScope scope(pc.p);
+    SCOPED_TRACE(precision_name(pc.p));
+    // More queries than keys, causal (top-left: query i sees keys 0..min(i, Tk - 1)).
+    Tensor q = rnd({2, 131, 64}, 1, DType::f64), k = rnd({2, 77, 64}, 2, DType::f64), v = rnd({2, 77, 64}, 3, DType::f64);
+    flash_parity([](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2], Tensor(), true); },
+                 {q, k, v}, pc.tolerance, "Tq > Tk, causal, contiguous, one batch dim");
+    // Dv != D, a bool mask broadcast over the batch [1, Tk] and 3 batch dims.
+    Tensor q3 = rnd({2, 2, 3, 19, 48}, 4, DType::f64), k3 = rnd({2, 2, 3, 45, 48}, 5, DType::f64),
+           v3 = rnd({2, 1, 3, 45, 40}, 6, DType::f64);
+    Tensor keep = gt(rnd({1, 45}, 7, DType::f64), -1.0);  // ~84% kept
+    flash_parity([keep](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2], on_like(keep, t[0])); },
+                 {q3, k3, v3}, pc.tolerance, "Dv != D, bool mask, three batch dims");
+    // One query, one key; a 2-D problem with no batch dims.
+    Tensor q1 = rnd({1, 32}, 8, DType::f64), k1 = rnd({1, 32}, 9, DType::f64), v1 = rnd({1, 32}, 10, DType::f64);
+    flash_parity([](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); }, {q1, k1, v1},
+                 pc.tolerance, "Tq = Tk = 1");
+  }
+}
+
+TEST(CudaGpu, FlashAttentionSecondOrderTakesTheComposite) {
+  EMBER_REQUIRE_GPU();
+  PrecisionScope scope(MatmulPrecision::highest);
+  const DType dt = DType::f32;
+  for (int64_t D : {32, 64}) {
+    SCOPED_TRACE("D = " + std::to_string(D));
+    Tensor q = rnd({2, 2, 19, D}, 20 + D, dt), k = rnd({2, 1, 23, D}, 21 + D, dt), v = rnd({2, 2, 23, D}, 22 + D, dt);
+    Tensor mask = additive_mask(19, 23, 23 + D).to(dt);
+    expect_parity_n([](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); },
+                    {q, k, v}, tol(dt), "plain");
+    expect_parity_n(
+        [mask](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2], mask.to(t[0].device()), true); },
+        {q, k, v}, tol(dt), "mask and causal");
+    // A mask that wants its own gradient: the composite from the forward on.
+    expect_parity_n([](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2], t[3]); },
+                    {q, k, v, rnd({19, 23}, 24, dt)}, tol(dt), "mask with a gradient");
+  }
+}
+
+TEST(CudaGpu, FlashAttentionForwardIsTheSameWhicheverBackwardFollows) {
+  EMBER_REQUIRE_GPU();
+  Tensor q = rnd({2, 37, 64}, 30).to(kGpu), k = rnd({2, 41, 64}, 31).to(kGpu), v = rnd({2, 41, 64}, 32).to(kGpu);
+  Tensor a;
+  {
+    NoGrad no_grad;
+    a = scaled_dot_product_attention(q, k, v);
+  }
+  Tensor qg = q.detach().requires_grad_(true);
+  Tensor b = scaled_dot_product_attention(qg, k, v);
+  EXPECT_EQ(rel_diff(b.detach(), a), 0.0);
+  // The fused first-order backward and the create_graph composite give one gradient.
+  Tensor g1 = grad(TensorList{b.sum()}, TensorList{qg}, {}, {.retain_graph = true})[0];
+  Tensor g2 = grad(TensorList{b.sum()}, TensorList{qg}, {}, {.create_graph = true})[0];
+  EXPECT_LT(rel_diff(g1, g2.detach()), 1e-5);
+}
+
+TEST(CudaGpu, FlashAttentionBlockedQueryIsNaNAsOnTheCpu) {
+  EMBER_REQUIRE_GPU();
+  Tensor q = rnd({5, 32}, 40), k = rnd({9, 32}, 41), v = rnd({9, 32}, 42);
+  Tensor mask = rnd({5, 9}, 43);
+  mask.select(0, 3).fill_(-INFINITY);  // query 3 sees no key
+  Tensor c = scaled_dot_product_attention(q, k, v, mask);
+  Tensor g = scaled_dot_product_attention(q.to(kGpu), k.to(kGpu), v.to(kGpu), mask.to(kGpu)).to(Device::cpu());
+  auto cv = c.to_vector<double>(), gv = g.to_vector<double>();
+  for (size_t i = 0; i < cv.size(); ++i) {
+    EXPECT_EQ(std::isnan(cv[i]), std::isnan(gv[i])) << i;
+    if (!std::isnan(cv[i])) EXPECT_NEAR(gv[i], cv[i], 1e-5) << i;
+  }
+}
+
+TEST(CudaGpu, AttentionBeyondTheFusedKernelTakesTheComposite) {
+  EMBER_REQUIRE_GPU();
+  // Head dim 300 (> 256): the composite of cuBLAS products and the softmax kernel.
+  Tensor q = rnd({2, 13, 300}, 50), k = rnd({2, 17, 300}, 51), v = rnd({2, 17, 300}, 52);
+  expect_parity_n([](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); }, {q, k, v},
+                  tol(DType::f32), "D = 300");
+}
+
+}  // namespace
+}  // namespace ember
