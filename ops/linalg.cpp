@@ -197,11 +197,21 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     GemmOperand gx = as_gemm_operand(x2), gw = as_gemm_operand(w.detach());
 #if EMBER_WITH_CUDA
     if (out.device().is_cuda()) {
-      // The bias rows first (a broadcast copy), then cuBLAS accumulates x W^T onto them.
       Tensor y2 = out.detach().view({N, outf});
-      if (bias.defined()) copy_into(y2, bias.detach());
-      gemm_gpu(out, gx.trans, !gw.trans, N, outf, in, gx.t, gx.ld, 0, gw.t, gw.ld, 0, bias.defined() ? 1.0 : 0.0, y2,
-               outf, 0, 1);
+      bool fused = false;  // x W^T + bias in one cuBLASLt call (the bias in the epilogue)
+      if (bias.defined()) {
+        dispatch_floating(x.dtype(), "linear", [](auto) {});
+        Tensor bc = bias.detach().contiguous();
+        fused = kernels::cuda::gemm_bias(cuda::elem_type(x.dtype()), gpu_math_mode(), gx.trans, !gw.trans, N, outf, in,
+                                         gx.t.device_data(), gx.ld, gw.t.device_data(), gw.ld, bc.device_data(),
+                                         y2.device_data(), outf, out.device().index, cuda::stream_of(out));
+      }
+      if (!fused) {
+        // Otherwise the bias rows first (a broadcast copy), then cuBLAS accumulates x W^T onto them.
+        if (bias.defined()) copy_into(y2, bias.detach());
+        gemm_gpu(out, gx.trans, !gw.trans, N, outf, in, gx.t, gx.ld, 0, gw.t, gw.ld, 0, bias.defined() ? 1.0 : 0.0, y2,
+                 outf, 0, 1);
+      }
     } else
 #endif
     dispatch_floating(x.dtype(), "linear", [&](auto tag) {

@@ -18,4 +18,12 @@ void gemm(ElemType t, MathMode mode, bool trans_a, bool trans_b, int64_t M, int6
           int64_t lda, int64_t sa, const void* B, int64_t ldb, int64_t sb, double beta, void* C, int64_t ldc,
           int64_t sc, int64_t batch, int device, void* stream);
 
+// C = A B + bias for one row-major product (bias [N]: one value per column of C [M, N]) in a
+// single cuBLASLt call whose epilogue adds the bias, instead of a bias copy and a GEMM. Same
+// operand convention as gemm. Returns false, having done nothing, when cuBLASLt offers no
+// algorithm for the case (the caller then copies the bias and calls gemm with beta = 1).
+bool gemm_bias(ElemType t, MathMode mode, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
+               int64_t lda, const void* B, int64_t ldb, const void* bias, void* C, int64_t ldc, int device,
+               void* stream);
+
 }  // namespace ember::kernels::cuda

@@ -172,6 +172,24 @@ TEST(CudaGpu, MatmulMatchesTheCpuInEachPrecision) {
   set_matmul_precision(MatmulPrecision::highest);
 }
 
+// linear with a bias runs one cuBLASLt call with the bias in its epilogue; operands at odd
+// offsets (4-byte aligned views) and transposed layouts must plan algorithms that accept them.
+TEST(CudaGpu, LinearWithTheBiasEpilogueMatchesTheCpu) {
+  EMBER_REQUIRE_GPU();
+  for (DType dt : {DType::f64, DType::f32}) {
+    SCOPED_TRACE(dtype_name(dt));
+    Tensor w = rnd({19, 53}, 31, dt), bias_storage = rnd({20}, 32, dt);
+    Tensor bias = bias_storage.slice(0, 1, 20);  // an odd offset: not 16-byte aligned
+    expect_parity_n([](const TensorList& t) { return linear(t[0], t[1], t[2]); }, {odd_input(33, dt), w, bias}, tol(dt),
+                    "transposed input, offset bias");
+    Tensor x = rnd({7, 54}, 34, dt).slice(1, 1, 54);  // rows of 53 at an odd offset
+    expect_parity_n([](const TensorList& t) { return linear(t[0], t[1], t[2]); }, {x, w, bias}, tol(dt),
+                    "offset input");
+    expect_parity_n([](const TensorList& t) { return linear(t[0], t[1].t(), t[2]); }, {x, w.t().contiguous(), bias},
+                    tol(dt), "transposed weight");
+  }
+}
+
 TEST(CudaGpu, PhiloxGivesTheCpuNumbers) {
   EMBER_REQUIRE_GPU();
   for (DType dt : {DType::f32, DType::f64}) {
