@@ -1,4 +1,4 @@
-// Block-wide reductions shared by the row kernels (reductions, softmax): the threads combine in
+// Block-wide reductions shared by the row kernels (reductions, softmax, GroupNorm): the threads combine in
 // registers, then across each warp with shuffles, then across the warps through one small
 // shared array. Every thread gets the result. Blocks of up to 1024 threads (32 warps).
 #pragma once
@@ -14,17 +14,25 @@ __device__ __forceinline__ bool is_nan(T v) {
   else return false;
 }
 
-// Sum of v over the block.
-__device__ __forceinline__ double block_sum(double v) {
+// f(v) over the block, f associative with identity `id`; blockDim.x a multiple of 32.
+template <typename F>
+__device__ __forceinline__ double block_combine(double v, F f, double id) {
   __shared__ double part[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  for (int o = 16; o > 0; o >>= 1) v = f(v, __shfl_down_sync(0xffffffffu, v, o));
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
   __syncthreads();  // part[] may still be read by a previous call
   if (lane == 0) part[warp] = v;
   __syncthreads();
-  double s = 0;
-  for (int w = 0; w < warps; ++w) s += part[w];
-  return s;
+  double r = id;
+  for (int w = 0; w < warps; ++w) r = f(r, part[w]);
+  return r;
+}
+
+__device__ __forceinline__ double block_sum(double v) {
+  return block_combine(v, [](double a, double b) { return a + b; }, 0.0);
+}
+__device__ __forceinline__ double block_product(double v) {
+  return block_combine(v, [](double a, double b) { return a * b; }, 1.0);
 }
 
 // The extreme of v over the block (NaN wins, as on the CPU).

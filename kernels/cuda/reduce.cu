@@ -11,6 +11,7 @@
 #include <cfloat>
 
 #include "ember/engine/error.h"
+#include "ember/kernels/cuda/block_reduce.cuh"
 #include "ember/kernels/cuda/map.cuh"
 #include "ember/kernels/cuda/reduce.h"
 
@@ -20,53 +21,6 @@ namespace {
 
 constexpr int kBlock = 256;
 constexpr int64_t kChunk = 16384;  // elements per block in the split sum
-
-template <typename T>
-__device__ __forceinline__ bool is_nan(T v) {
-  if constexpr (std::is_floating_point_v<T>) return v != v;
-  else return false;
-}
-
-// Sum of v over the block, returned to every thread.
-__device__ double block_sum(double v) {
-  __shared__ double part[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
-  __syncthreads();  // part[] may still be read by a previous call
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  double s = 0;
-  for (int w = 0; w < warps; ++w) s += part[w];
-  return s;
-}
-
-// Product of v over the block, returned to every thread.
-__device__ double block_product(double v) {
-  __shared__ double part[32];
-  for (int o = 16; o > 0; o >>= 1) v *= __shfl_down_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
-  __syncthreads();
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  double p = 1;
-  for (int w = 0; w < warps; ++w) p *= part[w];
-  return p;
-}
-
-// The extreme of v over the block (NaN wins), returned to every thread.
-template <typename T>
-__device__ T block_extreme(T v, bool is_max) {
-  __shared__ T part[32];
-  auto pick = [is_max](T a, T b) { return (is_nan(a) || (!is_nan(b) && (is_max ? a >= b : a <= b))) ? a : b; };
-  for (int o = 16; o > 0; o >>= 1) v = pick(v, __shfl_down_sync(0xffffffffu, v, o));
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
-  __syncthreads();
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  T r = part[0];
-  for (int w = 1; w < warps; ++w) r = pick(r, part[w]);
-  return r;
-}
 
 template <typename T, RowOp OP>
 __global__ void reduce_rows_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t inner, double p0) {
