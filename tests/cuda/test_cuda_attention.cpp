@@ -41,24 +41,9 @@ constexpr PrecisionCase kPrecisions[] = {
 
 using AttnFn = std::function<Tensor(const TensorList&)>;
 
-// f on the CPU in f64 (the reference) and on the GPU in f32: the forward and the gradient of
-// sum(w * f) for a random w with respect to every input, taken without create_graph (so the GPU
-// runs the fused backward kernel).
+// f on the CPU in f64 (the reference) and on the GPU in f32, to first order (the fused backward).
 void flash_parity(const AttnFn& f, const TensorList& inputs_f64, double tolerance, const std::string& what) {
-  SCOPED_TRACE(what);
-  auto run = [&](const Device& d, DType dt) {
-    TensorList xs;
-    for (const Tensor& x : inputs_f64) xs.push_back(x.to(dt).to(d).detach().requires_grad_(true));
-    Tensor y = f(xs);
-    Tensor w = add(mul(rnd(y.sizes(), 99, DType::f64), 0.5), 1.0).to(dt).to(d);  // the same w on both
-    TensorList g = grad(TensorList{mul(y, w).sum()}, xs, {}, {.allow_unused = true});
-    g.insert(g.begin(), y.detach());
-    return g;
-  };
-  TensorList c = run(Device::cpu(), DType::f64), g = run(kGpu, DType::f32);
-  EXPECT_LT(rel_diff(g[0], c[0]), tolerance) << "forward";
-  for (size_t i = 1; i < c.size(); ++i)
-    EXPECT_LT(rel_diff(g[i], c[i]), tolerance * 10) << "first derivative of input " << i - 1;
+  expect_first_order_parity(f, inputs_f64, tolerance, what, DType::f32);
 }
 
 // t stored [..., X, T] and handed to attention as its transpose [..., T, X]: a strided view.

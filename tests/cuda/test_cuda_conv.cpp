@@ -53,53 +53,16 @@ Tensor weight_view(const Tensor& b) { return b.permute({1, 3, 0, 2}); }
 Tensor bias_base(uint64_t seed, DType dt, int64_t C) { return nonzero(seed, dt, {2 * C}); }
 Tensor bias_view(const Tensor& b) { return b.slice(0, 0, b.size(0), 2); }
 
-// f on device d: the forward, the gradient of sum(0.75 f) with respect to every input, and the
-// gradient of the sum of those gradients squared; all back on the CPU.
-TensorList derivatives(const Fn& f, const TensorList& inputs, const Device& d) {
-  TensorList xs;
-  for (const Tensor& x : inputs) xs.push_back(x.to(d).detach().requires_grad_(true));
-  Tensor y = f(xs);
-  EXPECT_EQ(y.device(), d);
-  TensorList out{y.detach().to(Device::cpu())};
-  Tensor w = full_like(y, 0.75);
-  TensorList g1 = grad(TensorList{mul(y, w).sum()}, xs, {}, {.create_graph = true, .allow_unused = true});
-  Tensor s = zeros({}, {.dtype = y.dtype(), .device = d});
-  for (const Tensor& g : g1)
-    if (g.defined() && g.requires_grad()) s = add(s, mul(g, g).sum());
-  TensorList g2 = s.requires_grad() ? grad(TensorList{s}, xs, {}, {.allow_unused = true}) : TensorList(xs.size());
-  for (size_t i = 0; i < xs.size(); ++i) {
-    out.push_back(g1[i].defined() ? g1[i].detach().to(Device::cpu()) : zeros_like(inputs[i]));
-    out.push_back(g2[i].defined() ? g2[i].detach().to(Device::cpu()) : zeros_like(inputs[i]));
-  }
-  return out;
-}
-
-// f on the CPU and on d agree to second order.
+// f on the CPU and on d agree to second order (tolerance by dtype).
 void expect_same(const Fn& f, const TensorList& inputs, const Device& d, const std::string& what) {
-  SCOPED_TRACE(what);
-  TensorList c = derivatives(f, inputs, Device::cpu());
-  TensorList g = derivatives(f, inputs, d);
-  ASSERT_EQ(c.size(), g.size());
-  const double t = tol(inputs.at(0).dtype());
-  EXPECT_LT(rel_diff(g[0], c[0]), t) << "forward";
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    EXPECT_LT(rel_diff(g[1 + 2 * i], c[1 + 2 * i]), t * 10) << "first derivative, input " << i;
-    EXPECT_LT(rel_diff(g[2 + 2 * i], c[2 + 2 * i]), t * 100) << "second derivative, input " << i;
-  }
+  expect_parity_n(f, inputs, tol(inputs.at(0).dtype()), what, d);
 }
 
 Tensor squared(const Tensor& y) { return mul(y, y); }
 
 // Each test body runs on the GPU (skipped without one) and, as a check of the test itself,
 // with the CPU in the GPU's place.
-#define EMBER_CONV_TEST(name)                                  \
-  void name##_on(const Device& d);                             \
-  TEST(CudaGpuConv, name) {                                    \
-    EMBER_REQUIRE_GPU();                                       \
-    name##_on(kGpu);                                           \
-  }                                                            \
-  TEST(CudaConvSelfCheck, name) { name##_on(Device::cpu()); } \
-  void name##_on(const Device& d)
+#define EMBER_CONV_TEST(name) EMBER_GPU_AND_SELF_CHECK_TEST(CudaGpuConv, CudaConvSelfCheck, name)
 
 // One conv2d case: input [N, Cin, H, W], weight [Cout, Cin/groups, kh, kw], optional bias.
 struct ConvCase {

@@ -46,51 +46,17 @@ Tensor random_index(uint64_t seed, int64_t high, const Shape& s) {
   return randint(0, high, s, {.dtype = DType::i64}, &g);
 }
 
-// f on device d: the forward and, when differentiable, the gradient of sum(0.75 f) with respect
-// to every input and the gradient of the sum of those gradients squared; all back on the CPU.
-TensorList derivatives(const Fn& f, const TensorList& inputs, const Device& d, bool differentiable) {
-  TensorList xs;
-  for (const Tensor& x : inputs) {
-    Tensor t = x.to(d).detach();
-    if (differentiable) t.requires_grad_(true);
-    xs.push_back(t);
-  }
-  Tensor y = f(xs, d);
-  EXPECT_EQ(y.device(), d);
-  TensorList out{y.detach().to(Device::cpu())};
-  if (!differentiable) return out;
-  Tensor w = full_like(y, 0.75);
-  TensorList g1 = grad(TensorList{mul(y, w).sum()}, xs, {}, {.create_graph = true, .allow_unused = true});
-  Tensor s = zeros({}, {.dtype = y.dtype(), .device = d});
-  for (const Tensor& g : g1)
-    if (g.defined() && g.requires_grad()) s = add(s, mul(g, g).sum());
-  TensorList g2 = s.requires_grad() ? grad(TensorList{s}, xs, {}, {.allow_unused = true}) : TensorList(xs.size());
-  for (size_t i = 0; i < xs.size(); ++i) {
-    out.push_back(g1[i].defined() ? g1[i].detach().to(Device::cpu()) : zeros_like(inputs[i]));
-    out.push_back(g2[i].defined() ? g2[i].detach().to(Device::cpu()) : zeros_like(inputs[i]));
-  }
-  return out;
-}
-
 // f on the CPU and on d agree to second order (floating inputs), or exactly (any other dtype).
 void expect_same(const Fn& f, const TensorList& inputs, const Device& d, const std::string& what) {
-  SCOPED_TRACE(what);
   const DType dt = inputs.at(0).dtype();
-  const bool differentiable = dt == DType::f32 || dt == DType::f64;
-  TensorList c = derivatives(f, inputs, Device::cpu(), differentiable);
-  TensorList g = derivatives(f, inputs, d, differentiable);
-  ASSERT_EQ(c.size(), g.size());
-  if (!differentiable) {
-    EXPECT_EQ(c[0].dtype(), g[0].dtype());
-    EXPECT_EQ(rel_diff(g[0].to(DType::f64), c[0].to(DType::f64)), 0.0) << "forward";
-    return;
-  }
-  const double t = tol(dt);
-  EXPECT_LT(rel_diff(g[0], c[0]), t) << "forward";
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    EXPECT_LT(rel_diff(g[1 + 2 * i], c[1 + 2 * i]), t * 10) << "first derivative, input " << i;
-    EXPECT_LT(rel_diff(g[2 + 2 * i], c[2 + 2 * i]), t * 100) << "second derivative, input " << i;
-  }
+  auto on_its_device = [&f](const TensorList& xs) { return f(xs, xs.at(0).device()); };
+  if (dt == DType::f32 || dt == DType::f64) return expect_parity_n(on_its_device, inputs, tol(dt), what, d);
+  SCOPED_TRACE(what);
+  TensorList xs;
+  for (const Tensor& x : inputs) xs.push_back(x.to(d));
+  Tensor c = f(inputs, Device::cpu()), g = f(xs, d);
+  EXPECT_EQ(c.dtype(), g.dtype());
+  EXPECT_EQ(rel_diff(g.to(DType::f64), c.to(DType::f64)), 0.0) << "forward";
 }
 
 // Wraps a one-input op so its derivatives are not constant: sum(0.75 y^2) has a second
@@ -104,14 +70,7 @@ Fn squared(std::function<Tensor(const Tensor& x, const Device& d)> op) {
 
 // Each test body runs on the GPU (skipped without one) and, as a check of the test itself,
 // with the CPU in the GPU's place.
-#define EMBER_INDEX_TEST(name)                     \
-  void name##_on(const Device& d);                 \
-  TEST(CudaGpuIndex, name) {                       \
-    EMBER_REQUIRE_GPU();                           \
-    name##_on(kGpu);                               \
-  }                                                \
-  TEST(CudaIndexSelfCheck, name) { name##_on(Device::cpu()); } \
-  void name##_on(const Device& d)
+#define EMBER_INDEX_TEST(name) EMBER_GPU_AND_SELF_CHECK_TEST(CudaGpuIndex, CudaIndexSelfCheck, name)
 
 // ---- index_select ----
 

@@ -96,25 +96,6 @@ TEST(CudaGpu, NormsMatchTheCpu) {
   }
 }
 
-// First-order gradients of sum(w * f) on both devices, taken without create_graph (so the GPU
-// runs a fused backward kernel where an op has one).
-void expect_first_order_parity(const std::function<Tensor(const TensorList&)>& f, const TensorList& inputs_cpu,
-                               double tolerance, const char* what) {
-  SCOPED_TRACE(what);
-  auto run = [&](const Device& d) {
-    TensorList xs;
-    for (const Tensor& x : inputs_cpu) xs.push_back(x.to(d).detach().requires_grad_(true));
-    Tensor y = f(xs);
-    Tensor w = add(mul(rnd(y.sizes(), 99, y.dtype()), 0.5), 1.0).to(d);
-    TensorList g = grad(TensorList{mul(y, w).sum()}, xs, {}, {.allow_unused = true});
-    g.insert(g.begin(), y.detach());
-    return g;
-  };
-  TensorList c = run(Device::cpu()), g = run(kGpu);
-  EXPECT_LT(rel_diff(g[0], c[0]), tolerance) << "forward";
-  for (size_t i = 1; i < c.size(); ++i) EXPECT_LT(rel_diff(g[i], c[i]), tolerance * 10) << "gradient of input " << i - 1;
-}
-
 TEST(CudaGpu, FusedGroupNormSiluMatchesTheCpu) {
   EMBER_REQUIRE_GPU();
   for (DType dt : {DType::f64, DType::f32}) {
