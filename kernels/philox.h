@@ -4,11 +4,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define EMBER_HD __host__ __device__ __forceinline__
-#else
-#define EMBER_HD inline
-#endif
+#include "ember/kernels/host_device.h"
 
 namespace ember::philox {
 

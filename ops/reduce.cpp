@@ -19,6 +19,7 @@
 #include "ember/engine/factory.h"
 #include "ember/kernels/cpu/parallel.h"
 #include "ember/kernels/cuda/reduce.h"
+#include "ember/kernels/prod_rows.h"
 #include "ember/kernels/cuda/scan.h"
 #include "ember/ops/elementwise.h"
 #if EMBER_WITH_CUDA
@@ -675,46 +676,8 @@ Tensor prod_others_backward(const Tensor& w, const Tensor& a, const std::vector<
     T* rs = out.data<T>();
     const int64_t n = ra.inner;
     for_each_row(ra.outer, n, [&](int64_t row) {
-      const T* x = xs + row * n;
-      const T* w = ws + row * n;
-      T* r = rs + row * n;
-      // e_i: product of the nonzero elements other than x_i (zeros count as 1).
       std::vector<double> e(n);
-      double acc = 1;
-      for (int64_t i = 0; i < n; ++i) {
-        e[i] = acc;
-        if (x[i] != T(0)) acc *= x[i];
-      }
-      acc = 1;
-      int64_t zeros = 0, p = -1, q = -1;
-      for (int64_t i = n - 1; i >= 0; --i) {
-        e[i] *= acc;
-        if (x[i] != T(0)) {
-          acc *= x[i];
-        } else {
-          ++zeros;
-          q = p;
-          p = i;
-        }
-      }
-      for (int64_t j = 0; j < n; ++j) r[j] = T(0);
-      if (zeros == 0) {
-        double s = 0;
-        for (int64_t i = 0; i < n; ++i) s += w[i] * e[i];
-        for (int64_t j = 0; j < n; ++j) r[j] = static_cast<T>((s - w[j] * e[j]) / x[j]);
-      } else if (zeros == 1) {
-        double s = 0;
-        for (int64_t i = 0; i < n; ++i)
-          if (i != p) {
-            s += w[i] * e[i];
-            r[i] = static_cast<T>(w[p] * e[i]);
-          }
-        r[p] = static_cast<T>(s);
-      } else if (zeros == 2) {
-        const double rest = e[p];  // the product of the nonzero elements
-        r[p] = static_cast<T>(w[q] * rest);
-        r[q] = static_cast<T>(w[p] * rest);
-      }
+      kernels::prod_others_backward_row(xs + row * n, ws + row * n, rs + row * n, n, e.data());
     });
   });
   Tensor r = from_rows(out, a.sizes(), rd);
@@ -743,19 +706,8 @@ Tensor prod_others(const Tensor& a, const std::vector<int64_t>& rd) {
     T* os = out.data<T>();
     const int64_t n = r.inner;
     for_each_row(r.outer, n, [&](int64_t row) {
-      const T* x = xs + row * n;
-      T* o = os + row * n;
       std::vector<double> pre(n);
-      double acc = 1;
-      for (int64_t i = 0; i < n; ++i) {
-        pre[i] = acc;
-        acc *= x[i];
-      }
-      acc = 1;
-      for (int64_t i = n - 1; i >= 0; --i) {
-        o[i] = static_cast<T>(pre[i] * acc);
-        acc *= x[i];
-      }
+      kernels::prod_others_row(xs + row * n, os + row * n, n, pre.data());
     });
   });
   Tensor y = from_rows(out, a.sizes(), rd);

@@ -6,11 +6,12 @@
 // the bit for cumsum) and no cross-thread scan is needed. The price is parallelism on few, long
 // rows (a cumsum over the only dim of a vector is one thread); correctness came first here, and
 // a blocked scan can replace the kernel body without touching its interface.
-// The product kernels keep their per-row f64 temporaries (the CPU's std::vector<double>) in a
-// scratch buffer the op allocates, one double per element.
+// The product kernels run the CPU's row routines (kernels/prod_rows.h) with their f64
+// temporaries in a scratch buffer the op allocates, one double per element.
 #include "ember/engine/error.h"
 #include "ember/kernels/cuda/scan.h"
 #include "ember/kernels/cuda/map.cuh"
+#include "ember/kernels/prod_rows.h"
 
 namespace ember::kernels::cuda {
 
@@ -42,68 +43,15 @@ __global__ void cumsum_kernel(const T* __restrict__ x, T* __restrict__ out, int6
 template <typename T>
 __global__ void prod_others_kernel(const T* __restrict__ xs, T* __restrict__ os, int64_t outer, int64_t n,
                                    double* __restrict__ scratch) {
-  for (int64_t row = first_index(); row < outer; row += grid_step()) {
-    const T* x = xs + row * n;
-    T* o = os + row * n;
-    double* pre = scratch + row * n;
-    double acc = 1;
-    for (int64_t i = 0; i < n; ++i) {
-      pre[i] = acc;
-      acc *= static_cast<double>(x[i]);
-    }
-    acc = 1;
-    for (int64_t i = n - 1; i >= 0; --i) {
-      o[i] = static_cast<T>(pre[i] * acc);
-      acc *= static_cast<double>(x[i]);
-    }
-  }
+  for (int64_t row = first_index(); row < outer; row += grid_step())
+    prod_others_row(xs + row * n, os + row * n, n, scratch + row * n);
 }
 
 template <typename T>
 __global__ void prod_others_backward_kernel(const T* __restrict__ xs, const T* __restrict__ ws, T* __restrict__ rs,
                                             int64_t outer, int64_t n, double* __restrict__ scratch) {
-  for (int64_t row = first_index(); row < outer; row += grid_step()) {
-    const T* x = xs + row * n;
-    const T* w = ws + row * n;
-    T* r = rs + row * n;
-    double* e = scratch + row * n;  // product of the nonzero elements other than x_i
-    double acc = 1;
-    for (int64_t i = 0; i < n; ++i) {
-      e[i] = acc;
-      if (x[i] != T(0)) acc *= static_cast<double>(x[i]);
-    }
-    acc = 1;
-    int64_t zeros = 0, p = -1, q = -1;
-    for (int64_t i = n - 1; i >= 0; --i) {
-      e[i] *= acc;
-      if (x[i] != T(0)) {
-        acc *= static_cast<double>(x[i]);
-      } else {
-        ++zeros;
-        q = p;
-        p = i;
-      }
-    }
-    for (int64_t j = 0; j < n; ++j) r[j] = T(0);
-    if (zeros == 0) {
-      double s = 0;
-      for (int64_t i = 0; i < n; ++i) s += static_cast<double>(w[i]) * e[i];
-      for (int64_t j = 0; j < n; ++j)
-        r[j] = static_cast<T>((s - static_cast<double>(w[j]) * e[j]) / static_cast<double>(x[j]));
-    } else if (zeros == 1) {
-      double s = 0;
-      for (int64_t i = 0; i < n; ++i)
-        if (i != p) {
-          s += static_cast<double>(w[i]) * e[i];
-          r[i] = static_cast<T>(static_cast<double>(w[p]) * e[i]);
-        }
-      r[p] = static_cast<T>(s);
-    } else if (zeros == 2) {
-      const double rest = e[p];  // the product of the nonzero elements
-      r[p] = static_cast<T>(static_cast<double>(w[q]) * rest);
-      r[q] = static_cast<T>(static_cast<double>(w[p]) * rest);
-    }
-  }
+  for (int64_t row = first_index(); row < outer; row += grid_step())
+    prod_others_backward_row(xs + row * n, ws + row * n, rs + row * n, n, scratch + row * n);
 }
 
 // Calls f(std::type_identity<float or double>{}), or fails naming the op.
