@@ -188,18 +188,24 @@ Adam::Adam(std::vector<Tensor> params, AdamOptions o, bool decoupled)
   EMBER_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, name_, ": betas must be in [0, 1)");
 }
 
-kernels::cuda::OptimStep Adam::gpu_step(int64_t t) const {
-  const double bc1 = 1 - std::pow(opts.beta1, static_cast<double>(t));
-  const double bc2 = 1 - std::pow(opts.beta2, static_cast<double>(t));
+namespace {
+// The scalars Adam and Adamax share at step t: the hyper-parameters and lr / (1 - beta1^t).
+kernels::cuda::OptimStep adam_family_step(kernels::cuda::OptimRule rule, const AdamOptions& o, double lr, int64_t t) {
   kernels::cuda::OptimStep st;
-  st.rule = kernels::cuda::OptimRule::adam;
+  st.rule = rule;
   st.lr = lr;
-  st.beta1 = opts.beta1;
-  st.beta2 = opts.beta2;
-  st.eps = opts.eps;
-  st.weight_decay = opts.weight_decay;
-  st.step_size = lr / bc1;
-  st.inv_sqrt_bc2 = 1 / std::sqrt(bc2);
+  st.beta1 = o.beta1;
+  st.beta2 = o.beta2;
+  st.eps = o.eps;
+  st.weight_decay = o.weight_decay;
+  st.step_size = lr / (1 - std::pow(o.beta1, static_cast<double>(t)));
+  return st;
+}
+}  // namespace
+
+kernels::cuda::OptimStep Adam::gpu_step(int64_t t) const {
+  kernels::cuda::OptimStep st = adam_family_step(kernels::cuda::OptimRule::adam, opts, lr, t);
+  st.inv_sqrt_bc2 = 1 / std::sqrt(1 - std::pow(opts.beta2, static_cast<double>(t)));
   st.decay = 1 - lr * opts.weight_decay;
   st.decoupled = decoupled_;
   return st;
@@ -237,15 +243,7 @@ void Adam::step() {
 Adamax::Adamax(std::vector<Tensor> params, AdamOptions o) : Optimizer(std::move(params), o.lr, "Adamax"), opts(o) {}
 
 kernels::cuda::OptimStep Adamax::gpu_step(int64_t t) const {
-  kernels::cuda::OptimStep st;
-  st.rule = kernels::cuda::OptimRule::adamax;
-  st.lr = lr;
-  st.beta1 = opts.beta1;
-  st.beta2 = opts.beta2;
-  st.eps = opts.eps;
-  st.weight_decay = opts.weight_decay;
-  st.step_size = lr / (1 - std::pow(opts.beta1, static_cast<double>(t)));
-  return st;
+  return adam_family_step(kernels::cuda::OptimRule::adamax, opts, lr, t);
 }
 std::pair<const char*, const char*> Adamax::gpu_slots() const { return {"exp_avg", "exp_inf"}; }
 
