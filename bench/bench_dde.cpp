@@ -3,11 +3,16 @@
 // step (Algorithm 1 of the DDE paper with the generator updated every iteration).
 // Like the reference, it runs on the GPU where one is usable (EMBER_BENCH_DEVICE=cpu forces the
 // CPU) and waits for the GPU at the end of every iteration, so a time is a whole iteration's.
+// The `/cuda_graphs` variants (GPU only) capture the whole iteration, the three optimizer
+// steps included, as one CUDA graph and replay it; the iteration's random draws are made
+// outside the graph into static inputs, as ember dde --cuda-graphs does. Their PyTorch
+// yardstick is the same eager iteration.
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
 
 #include "ember/ember.h"
+#include "ember/engine/cuda/graph.h"
 #include "ember/models/dde/dde.h"
 #include "ember/models/mlp.h"
 #include "ember/nn/optim.h"
@@ -55,29 +60,88 @@ void iteration(Setup& s) {
   if (s.device.is_cuda()) cuda::synchronize(s.device.index);
 }
 
-void run(benchmark::State& state, Setup s) {
+// The iteration as a CUDA graph: static inputs for the data batch, the generator's latents and
+// the three noises, refilled before each replay; the optimizers' step scalars uploaded by
+// prepare_step (nn/optim.h).
+struct GraphIteration {
+  cuda::CudaGraph graph;
+  Tensor x, n_real, z_dde, n_gen, z_gen, n_g;
+  explicit GraphIteration(const Setup& s) : graph(s.device.index) {
+    const TensorOptions on{.device = s.device};
+    x = Tensor::empty({s.batch, s.data_dim}, on);
+    n_real = Tensor::empty({s.batch, s.data_dim}, on);
+    n_gen = Tensor::empty({s.batch, s.data_dim}, on);
+    n_g = Tensor::empty({s.batch, s.data_dim}, on);
+    z_dde = Tensor::empty({s.batch, s.zdim}, on);
+    z_gen = Tensor::empty({s.batch, s.zdim}, on);
+  }
+  void refill(const Setup& s) {
+    NoGrad ng;
+    const TensorOptions on{.device = s.device};
+    x.copy_(s.uniform_data ? rand({s.batch, s.data_dim}, on) : randn({s.batch, s.data_dim}, on));
+    for (Tensor* t : {&n_real, &n_gen, &n_g, &z_dde, &z_gen}) t->copy_(randn(t->sizes(), on));
+  }
+  void step(Setup& s) {
+    s.opts[1]->zero_grad();
+    dde::dde_loss_given_noise(*s.dreal, x, n_real, s.sigma).backward();
+    s.opts[1]->launch_step();
+    s.opts[2]->zero_grad();
+    Tensor gx;
+    {
+      NoGrad ng;
+      gx = (*s.gen)(z_dde);
+    }
+    dde::dde_loss_given_noise(*s.dgen, gx, n_gen, s.sigma).backward();
+    s.opts[2]->launch_step();
+    s.opts[0]->zero_grad();
+    dde::generator_loss_given_noise(*s.dgen, *s.dreal, (*s.gen)(z_gen), n_g, s.sigma).backward();
+    s.opts[0]->launch_step();
+  }
+  void iteration(Setup& s) {
+    refill(s);
+    for (auto& o : s.opts) o->prepare_step();
+    if (!graph.captured()) graph.capture([&] { step(s); });
+    graph.replay();
+    cuda::synchronize(s.device.index);
+  }
+};
+
+void run(benchmark::State& state, Setup s, bool graphs = false) {
+  if (graphs && !s.device.is_cuda()) {
+    state.SkipWithError(cuda::available() ? "CUDA graphs: EMBER_BENCH_DEVICE forces the CPU"
+                                          : "CUDA graphs need a GPU; none is usable here");
+    return;
+  }
   state.SetLabel(s.device.str());
   for (auto* m : {s.gen.get(), s.dreal.get(), s.dgen.get()}) m->to(s.device);
   for (auto* m : {s.gen.get(), s.dreal.get(), s.dgen.get()})
     s.opts.push_back(std::make_unique<nn::Adam>(m->parameters(), nn::AdamOptions{.lr = 1e-3}));
-  iteration(s);  // warm-up
+  iteration(s);  // warm-up (and, for graphs, the eager step that fills the allocator's cache)
+  if (graphs) {
+    GraphIteration g(s);
+    g.iteration(s);  // captures
+    for (auto _ : state) g.iteration(s);
+    return;
+  }
   for (auto _ : state) iteration(s);
 }
 
-void BM_dde_toy_iteration(benchmark::State& state) {
+void BM_dde_toy_iteration(benchmark::State& state, bool graphs) {
   manual_seed(0);
   run(state, Setup{std::make_shared<models::MLP>(2, 32, 25, 2, true), std::make_shared<models::MLP>(2, 32, 25, 1),
-                   std::make_shared<models::MLP>(2, 32, 25, 1), {}, 2048, 2, 2, 0.2, false});
+                   std::make_shared<models::MLP>(2, 32, 25, 1), {}, 2048, 2, 2, 0.2, false}, graphs);
 }
 
-void BM_dde_mnist_iteration(benchmark::State& state) {
+void BM_dde_mnist_iteration(benchmark::State& state, bool graphs) {
   manual_seed(0);
   run(state, Setup{std::make_shared<models::DenseNetMLP>(16, 64, 16, 784, true),
                    std::make_shared<models::DenseNetMLP>(784, 256, 16, 1),
-                   std::make_shared<models::DenseNetMLP>(784, 256, 16, 1), {}, 100, 16, 784, 0.5, true});
+                   std::make_shared<models::DenseNetMLP>(784, 256, 16, 1), {}, 100, 16, 784, 0.5, true}, graphs);
 }
 
 }  // namespace
 
-BENCHMARK(BM_dde_toy_iteration)->Name("dde_toy_iteration(b2048,25x32)")->Unit(benchmark::kMillisecond)->MinTime(3.0);
-BENCHMARK(BM_dde_mnist_iteration)->Name("dde_mnist_iteration(b100,dense16x256)")->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK_CAPTURE(BM_dde_toy_iteration, eager, false)->Name("dde_toy_iteration(b2048,25x32)")->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK_CAPTURE(BM_dde_mnist_iteration, eager, false)->Name("dde_mnist_iteration(b100,dense16x256)")->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK_CAPTURE(BM_dde_toy_iteration, graphs, true)->Name("dde_toy_iteration(b2048,25x32)/cuda_graphs")->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK_CAPTURE(BM_dde_mnist_iteration, graphs, true)->Name("dde_mnist_iteration(b100,dense16x256)/cuda_graphs")->Unit(benchmark::kMillisecond)->MinTime(3.0);

@@ -37,7 +37,12 @@ Tensor dde_loss_given_noise(nn::Module& s, const Tensor& x, const Tensor& noise,
 }
 
 Tensor generator_loss(nn::Module& s_q, nn::Module& s_p, const Tensor& gz, double sigma, Generator* gen) {
-  Tensor gn = add(gz, mul(randn_like(gz, gen), sigma));
+  return generator_loss_given_noise(s_q, s_p, gz, randn_like(gz, gen), sigma);
+}
+
+Tensor generator_loss_given_noise(nn::Module& s_q, nn::Module& s_p, const Tensor& gz, const Tensor& noise,
+                                  double sigma) {
+  Tensor gn = add(gz, mul(noise, sigma));
   return sum(sub(s_q(gn), s_p(gn)));
 }
 

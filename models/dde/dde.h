@@ -26,6 +26,10 @@ Tensor dde_loss_given_noise(nn::Module& s, const Tensor& x, const Tensor& noise,
 
 // Algorithm 1's generator loss: sum[ s_q(g(z) + e) - s_p(g(z) + e) ], gradient flowing into g.
 Tensor generator_loss(nn::Module& s_q, nn::Module& s_p, const Tensor& gz, double sigma, Generator* gen = nullptr);
+// The same loss with the noise given (shaped like gz): for CUDA graphs, whose static inputs
+// receive the draws made outside the graph.
+Tensor generator_loss_given_noise(nn::Module& s_q, nn::Module& s_p, const Tensor& gz, const Tensor& noise,
+                                  double sigma);
 
 // log Z of exp(s) by importance sampling from N(mean, diag(var)): `estimates` independent
 // estimates of `samples` points each. Returns each log Z_k; combine with logsumexp - log K.
