@@ -241,8 +241,11 @@ bool collapse_batch(const Shape& batch, const std::vector<Tensor>& ts, FlashView
     out.t[i].data = static_cast<const float*>(ts[i].device_data());
     out.t[i].stride[0] = strides[i][0];
     out.t[i].stride[1] = strides[i][1];
-    out.t[i].stride[2] = ts[i].stride(static_cast<int64_t>(nb));
-    out.t[i].stride[3] = ts[i].stride(static_cast<int64_t>(nb) + 1);
+    // A size-1 row or column dim (a mask broadcast over queries or keys) is read with stride 0:
+    // the kernels index every row and column, and a contiguous size-1 dim keeps a real stride.
+    const int64_t r = static_cast<int64_t>(nb);
+    out.t[i].stride[2] = ts[i].size(r) == 1 ? 0 : ts[i].stride(r);
+    out.t[i].stride[3] = ts[i].size(r + 1) == 1 ? 0 : ts[i].stride(r + 1);
   }
   return true;
 }
@@ -285,8 +288,10 @@ FlashCall flash_call(const Tensor& q, const Tensor& k, const Tensor& v, const Te
   if (mask.defined()) {
     Tensor m = mask.detach();
     if (m.dtype() == DType::boolean) m = where(m, zeros({}, {.dtype = DType::f32, .device = q.device()}), -INFINITY);
-    while (m.dim() < 2) m = m.unsqueeze(0);
-    c.keep.push_back(m);
+    Shape full = batch;  // the scores' shape: size-1 query/key dims of the mask get stride 0
+    full.push_back(q.size(-2));
+    full.push_back(k.size(-2));
+    c.keep.push_back(m.expand(full));
   }
   if (extra.defined()) c.keep.push_back(extra.detach());
   FlashViews fv = flash_views(batch, c.keep);

@@ -30,6 +30,7 @@
 #include <atomic>
 #include <bit>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -70,6 +71,12 @@ struct DeviceCache {
   std::unordered_map<void*, Block> live;          // pointer -> its block
   std::unordered_map<uint64_t, FreeLists> pools;  // graph pool id -> its free blocks
   uint64_t capturing_pool = 0;                    // the pool of the capture in progress (0: none)
+  std::thread::id capturing_thread;               // the thread capturing: only its blocks use the pool
+
+  // The pool an allocation or free by this thread belongs to now (0: the cache).
+  uint64_t pool_of_this_thread() const {
+    return capturing_pool && std::this_thread::get_id() == capturing_thread ? capturing_pool : 0;
+  }
   uint64_t next_pool = 1;
   MemoryStats stats;
 
@@ -122,7 +129,7 @@ void* device_alloc(size_t nbytes, int index) {
   DeviceCache& c = cache(index);
   const size_t size = round_size(nbytes);
   std::lock_guard<std::mutex> lock(c.mutex);
-  const uint64_t pool = c.capturing_pool;
+  const uint64_t pool = c.pool_of_this_thread();
   void* p = pool ? take(c.pools[pool], size) : nullptr;
   if (!p) p = take(c.free_blocks, size);
   if (p) {
@@ -169,9 +176,10 @@ void device_free(void* p, int index) {
   if (it == c.live.end()) return;  // not ours; never happens for Storage-owned memory
   const Block b = it->second;
   c.stats.allocated -= b.size;
-  // A pool's block goes back to its pool; a cache block freed during a capture is adopted by the
-  // capturing pool (a captured kernel may read it on replay); any other to the cache.
-  const uint64_t owner = b.pool ? b.pool : c.capturing_pool;
+  // A pool's block goes back to its pool; a cache block freed by the capturing thread during a
+  // capture is adopted by the capturing pool (a captured kernel may read it on replay); any other
+  // to the cache.
+  const uint64_t owner = b.pool ? b.pool : c.pool_of_this_thread();
   (owner ? c.pools[owner] : c.free_blocks)[b.size].push_back(p);
   c.live.erase(it);
 }
@@ -192,6 +200,7 @@ void begin_pool_capture(int index, uint64_t pool) {
   EMBER_CHECK(c.capturing_pool == 0, "cuda:", index, ": a CUDA graph capture is already in progress (captures do not nest)");
   EMBER_CHECK(c.pools.count(pool), "cuda:", index, ": graph pool ", pool, " does not exist");
   c.capturing_pool = pool;
+  c.capturing_thread = std::this_thread::get_id();
 }
 
 void end_pool_capture(int index) {

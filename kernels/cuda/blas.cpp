@@ -28,8 +28,7 @@ cublasHandle_t handle_for(int device) {
   cublasHandle_t& h = (*handles)[device];
   if (!h) {
     check_cublas(cublasCreate(&h), "cublasCreate", "gemm");
-    void* ws = nullptr;
-    check_cuda(cudaMalloc(&ws, kWorkspaceBytes), "cudaMalloc", "cuBLAS workspace");
+    void* ws = malloc_workspace(kWorkspaceBytes, "cuBLAS workspace");  // may be inside a capture
     check_cublas(cublasSetWorkspace(h, ws, kWorkspaceBytes), "cublasSetWorkspace", "gemm");
   }
   return h;

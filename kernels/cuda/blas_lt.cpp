@@ -66,8 +66,8 @@ Device& device_for(State& s, int device) {
   if (static_cast<int>(s.devices.size()) <= device) s.devices.resize(device + 1);
   Device& d = s.devices[device];
   if (!d.handle) {
+    d.workspace = malloc_workspace(kWorkspaceBytes, "cuBLASLt workspace");  // may be inside a capture
     check_cublas(cublasLtCreate(&d.handle), "cublasLtCreate", "linear");
-    check_cuda(cudaMalloc(&d.workspace, kWorkspaceBytes), "cudaMalloc", "cuBLASLt workspace");
   }
   return d;
 }

@@ -21,6 +21,16 @@ void raise_cuda_error(int code, const char* call, const char* where) {
   EMBER_FAIL("CUDA error in ", call, " (", where, "): ", cudaGetErrorName(e), ": ", cudaGetErrorString(e), hint);
 }
 
+void* malloc_workspace(size_t bytes, const char* what) {
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, bytes);
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  check_cuda(static_cast<int>(e), "cudaMalloc", what);
+  return p;
+}
+
 void raise_cublas_error(int status, const char* call, const char* where) {
   EMBER_FAIL("cuBLAS error in ", call, " (", where, "): ", cublasGetStatusName(static_cast<cublasStatus_t>(status)),
              ": ", cublasGetStatusString(static_cast<cublasStatus_t>(status)));

@@ -2,11 +2,16 @@
 // op) it was made for, so "an illegal memory access" arrives with "in softplus_backward".
 // Plain C++: included by the .cu kernels and by the host side alike.
 #pragma once
+#include <cstddef>
 
 namespace ember::kernels::cuda {
 
 [[noreturn]] void raise_cuda_error(int code, const char* call, const char* where);
 [[noreturn]] void raise_cublas_error(int status, const char* call, const char* where);
+
+// A library's long-lived device buffer (cuBLAS's workspace): cudaMalloc in relaxed capture mode,
+// so a first use inside a CUDA graph capture does not invalidate it. Raises on failure.
+void* malloc_workspace(size_t bytes, const char* what);
 
 inline void check_cuda(int code, const char* call, const char* where) {
   if (code != 0) raise_cuda_error(code, call, where);

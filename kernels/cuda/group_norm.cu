@@ -19,8 +19,6 @@
 // The first pass gathers the group means and the per-sample parts of dw and db (summed over N
 // by the caller with one small reduction), the second writes dx and dt. dy and x are read
 // twice; the second read of a 16 KB group hits L2.
-#include <mutex>
-
 #include "ember/engine/error.h"
 #include "ember/kernels/cuda/block_reduce.cuh"
 #include "ember/kernels/cuda/group_norm.h"
@@ -184,12 +182,11 @@ void forward(const GroupNormShape& s, const void* x, const void* bias_nc, const 
   const unsigned grid = groups_grid(s.N * s.G);
   const int threads = threads_for(M);
   if (bytes <= kMaxCacheBytes) {
-    static std::once_flag opted_in;  // per T: allow the cache past the default 48 KB
-    std::call_once(opted_in, [] {
-      check_cuda(static_cast<int>(cudaFuncSetAttribute(group_norm_forward_kernel<T, true>,
-                                                       cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxCacheBytes)),
-                 "cudaFuncSetAttribute", "group_norm_forward");
-    });
+    // Allow the cache past the default 48 KB. The attribute belongs to the current device's
+    // context, so it is set at each launch (a host-side call, no GPU work).
+    check_cuda(static_cast<int>(cudaFuncSetAttribute(group_norm_forward_kernel<T, true>,
+                                                     cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxCacheBytes)),
+               "cudaFuncSetAttribute", "group_norm_forward");
     group_norm_forward_kernel<T, true><<<grid, threads, static_cast<size_t>(bytes), st>>>(
         p, static_cast<T*>(y), static_cast<T*>(mean), static_cast<T*>(rstd));
   } else {
