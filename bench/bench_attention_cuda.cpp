@@ -2,16 +2,18 @@
 // shapes of issue 6 and ../shared/reference/torch_workloads.py (q, k, v [B, 1, T, D], one head,
 // no mask, scale 1/sqrt(D)), in each precision: fp32 (`highest`, exact f32), tf32 (`high`) and
 // bf16 (`medium`: BF16 operands, f32 tensors and accumulation; PyTorch's bf16 run uses bf16
-// tensors). The names end in the workload names of the side-by-side runner:
-//   sdpa_fwd(B128,T256,D256), sdpa_fwd+bwd(B128,T1024,D128), ...
+// tensors). The names are those of the side-by-side runner (bench/side_by_side.sh kernels):
+// "kernels_" + the workload name of torch_workloads.py + "/" + its precision, e.g.
+//   kernels_sdpa_fwd(B128,T256,D256)/bf16, kernels_sdpa_fwd+bwd(B128,T1024,D128)/tf32, ...
 // Reports TFLOP/s as "TFLOPS": 4 B T^2 D per forward (two products), 2.5x that for forward +
 // backward (five products). Every iteration ends with a device synchronisation. Without a
 // usable GPU each entry is skipped with the reason.
 //
-//   ./build/bench/ember_bench --benchmark_filter=Sdpa
+//   ./build/bench/ember_bench --benchmark_filter=kernels_sdpa
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <exception>
 #include <string>
 
 #include "ember/ember.h"
@@ -59,11 +61,17 @@ void bench_sdpa(benchmark::State& state, AttnShape s, MatmulPrecision p, bool ba
       benchmark::DoNotOptimize(o.device_data());
     }
   };
-  for (int i = 0; i < 3; ++i) step();  // warm the allocator's cache and the kernels
-  cuda::synchronize(0);
-  for (auto _ : state) {
-    step();
+  try {  // an ember::Error (a kernel failing) skips this entry instead of ending the whole run
+    for (int i = 0; i < 3; ++i) step();  // warm the allocator's cache and the kernels
     cuda::synchronize(0);
+    for (auto _ : state) {
+      step();
+      cuda::synchronize(0);
+    }
+  } catch (const std::exception& e) {
+    set_matmul_precision(prev);
+    state.SkipWithError(e.what());
+    return;
   }
   set_matmul_precision(prev);
   const double flops = 4.0 * s.B * s.T * s.T * s.D * (backward ? 2.5 : 1.0);
@@ -77,8 +85,8 @@ void register_all() {
   for (const auto& [p, pname] : precs)
     for (const AttnShape& s : shapes)
       for (bool bwd : {false, true}) {
-        const std::string name = std::string("BM_Sdpa_") + pname + "/sdpa_" + (bwd ? "fwd+bwd" : "fwd") + "(B" +
-                                 std::to_string(s.B) + ",T" + std::to_string(s.T) + ",D" + std::to_string(s.D) + ")";
+        const std::string name = std::string("kernels_sdpa_") + (bwd ? "fwd+bwd" : "fwd") + "(B" + std::to_string(s.B) +
+                                 ",T" + std::to_string(s.T) + ",D" + std::to_string(s.D) + ")/" + pname;
         benchmark::RegisterBenchmark(name.c_str(), [s, p = p, bwd](benchmark::State& st) { bench_sdpa(st, s, p, bwd); })
             ->Unit(benchmark::kMillisecond)
             ->UseRealTime();
