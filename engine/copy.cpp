@@ -50,6 +50,11 @@ void copy_into(const Tensor& dst, const Tensor& src) {
 #if EMBER_WITH_CUDA
   if (!(dst.device() == src.device())) return copy_across_devices(dst, src);
   if (dst.device().is_cuda()) {
+    if (dst.storage() == src.storage()) {  // views of one buffer may overlap: one kernel would race
+      Tensor tmp = Tensor::empty(src.sizes(), {.dtype = src.dtype(), .device = src.device()});
+      copy_into(tmp, src);
+      return copy_into(dst, tmp);
+    }
     kernels::cuda::copy(cuda::elem_type(dst.dtype()), cuda::elem_type(src.dtype()),
                         cuda::make_strided<2>(dst.sizes(), {&dst, &src}), cuda::stream_of(dst));
     return;

@@ -7,3 +7,25 @@
 #else
 #define EMBER_HD inline
 #endif
+
+namespace ember::kernels {
+
+// a * b rounded on its own. nvcc contracts a * b + c into one fused multiply-add (one rounding)
+// where the CPU build rounds twice; code whose two devices must agree to the last bit (Philox
+// draws, prod's derivative rows) writes its products through these.
+EMBER_HD double mul_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+EMBER_HD double add_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+}  // namespace ember::kernels

@@ -49,14 +49,14 @@ EMBER_HD void prod_others_backward_row(const T* x, const T* w, T* r, int64_t n, 
   for (int64_t j = 0; j < n; ++j) r[j] = T(0);
   if (zeros == 0) {
     double s = 0;
-    for (int64_t i = 0; i < n; ++i) s += static_cast<double>(w[i]) * e[i];
+    for (int64_t i = 0; i < n; ++i) s += mul_rn(static_cast<double>(w[i]), e[i]);
     for (int64_t j = 0; j < n; ++j)
-      r[j] = static_cast<T>((s - static_cast<double>(w[j]) * e[j]) / static_cast<double>(x[j]));
+      r[j] = static_cast<T>((s - mul_rn(static_cast<double>(w[j]), e[j])) / static_cast<double>(x[j]));
   } else if (zeros == 1) {
     double s = 0;
     for (int64_t i = 0; i < n; ++i)
       if (i != p) {
-        s += static_cast<double>(w[i]) * e[i];
+        s += mul_rn(static_cast<double>(w[i]), e[i]);
         r[i] = static_cast<T>(static_cast<double>(w[p]) * e[i]);
       }
     r[p] = static_cast<T>(s);

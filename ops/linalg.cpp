@@ -207,10 +207,13 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
                                          y2.device_data(), outf, out.device().index, cuda::stream_of(out));
       }
       if (!fused) {
-        // Otherwise the bias rows first (a broadcast copy), then cuBLAS accumulates x W^T onto them.
+        // Otherwise the bias rows first (a broadcast copy), then cuBLAS accumulates x W^T onto them;
+        // with no input features the result is those rows (or zeros), not left to cuBLAS's k = 0.
         if (bias.defined()) copy_into(y2, bias.detach());
-        gemm_gpu(out, gx.trans, !gw.trans, N, outf, in, gx.t, gx.ld, 0, gw.t, gw.ld, 0, bias.defined() ? 1.0 : 0.0, y2,
-                 outf, 0, 1);
+        else if (in == 0) fill_tensor(y2, 0.0);
+        if (in > 0)
+          gemm_gpu(out, gx.trans, !gw.trans, N, outf, in, gx.t, gx.ld, 0, gw.t, gw.ld, 0, bias.defined() ? 1.0 : 0.0,
+                   y2, outf, 0, 1);
       }
     } else
 #endif

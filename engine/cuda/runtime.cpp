@@ -198,13 +198,16 @@ void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size
                 kCaptureHint);
   // Same-device and host<->device copies run on the GPU side's stream. A copy between two GPUs
   // waits for the source's stream, then runs on the destination's (peer access where enabled,
-  // else staged by the driver).
-  if (dst_dev.is_cuda() && src_dev.is_cuda() && dst_dev.index != src_dev.index) synchronize(src_dev.index);
+  // else staged by the driver), and is waited for before returning: the source's memory may be
+  // freed or written by its own stream, which knows nothing of the destination's.
+  const bool across = dst_dev.is_cuda() && src_dev.is_cuda() && dst_dev.index != src_dev.index;
+  if (across) synchronize(src_dev.index);
   auto s = static_cast<cudaStream_t>(stream(dev));
   if (src_dev.is_cpu() && staged_to_device(dst, src, n, dev, s)) return;
   check_cuda(cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, s), "cudaMemcpyAsync",
              dst_dev.is_cpu() ? "device -> host copy" : (src_dev.is_cpu() ? "host -> device copy" : "device copy"));
-  if (dst_dev.is_cpu()) check_cuda(cudaStreamSynchronize(s), "cudaStreamSynchronize", "device -> host copy");
+  if (dst_dev.is_cpu() || across)
+    check_cuda(cudaStreamSynchronize(s), "cudaStreamSynchronize", across ? "copy between GPUs" : "device -> host copy");
 }
 
 #else  // CPU-only build

@@ -1,7 +1,8 @@
 // cuBLAS behind kernels::cuda::gemm. cuBLAS is column-major; a row-major C = A B is the
 // column-major C^T = B^T A^T, so the operands are passed swapped and no data moves. One handle
-// per device, bound to ember's stream at each call, with a workspace set once so that cuBLAS
-// allocates nothing while a CUDA graph is being captured.
+// per device, bound to ember's stream, with a workspace of its own so that cuBLAS allocates
+// nothing while a CUDA graph is being captured. cublasSetStream resets the workspace to
+// cuBLAS's default pool, so the workspace is set again after every change of stream.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
@@ -20,18 +21,31 @@ namespace {
 
 constexpr size_t kWorkspaceBytes = 32u << 20;
 
-cublasHandle_t handle_for(int device) {
+struct Handle {
+  cublasHandle_t h = nullptr;
+  void* workspace = nullptr;
+  cudaStream_t stream = nullptr;
+  bool bound = false;
+};
+
+// The device's handle, bound to `stream` with ember's workspace.
+cublasHandle_t handle_for(int device, cudaStream_t stream) {
   static std::mutex m;
-  static auto* handles = new std::vector<cublasHandle_t>();  // never destroyed (see allocator.cpp)
+  static auto* handles = new std::vector<Handle>();  // never destroyed (see allocator.cpp)
   std::lock_guard<std::mutex> lock(m);
-  if (static_cast<int>(handles->size()) <= device) handles->resize(device + 1, nullptr);
-  cublasHandle_t& h = (*handles)[device];
-  if (!h) {
-    check_cublas(cublasCreate(&h), "cublasCreate", "gemm");
-    void* ws = malloc_workspace(kWorkspaceBytes, "cuBLAS workspace");  // may be inside a capture
-    check_cublas(cublasSetWorkspace(h, ws, kWorkspaceBytes), "cublasSetWorkspace", "gemm");
+  if (static_cast<int>(handles->size()) <= device) handles->resize(device + 1);
+  Handle& hd = (*handles)[device];
+  if (!hd.h) {
+    check_cublas(cublasCreate(&hd.h), "cublasCreate", "gemm");
+    hd.workspace = malloc_workspace(kWorkspaceBytes, "cuBLAS workspace");  // may be inside a capture
   }
-  return h;
+  if (!hd.bound || hd.stream != stream) {
+    check_cublas(cublasSetStream(hd.h, stream), "cublasSetStream", "gemm");
+    check_cublas(cublasSetWorkspace(hd.h, hd.workspace, kWorkspaceBytes), "cublasSetWorkspace", "gemm");
+    hd.stream = stream;
+    hd.bound = true;
+  }
+  return hd.h;
 }
 
 int as_int(int64_t v, const char* what) {
@@ -45,8 +59,7 @@ void gemm(ElemType t, MathMode mode, bool trans_a, bool trans_b, int64_t M, int6
           int64_t lda, int64_t sa, const void* B, int64_t ldb, int64_t sb, double beta, void* C, int64_t ldc,
           int64_t sc, int64_t batch, int device, void* stream) {
   if (M == 0 || N == 0 || batch == 0) return;
-  cublasHandle_t h = handle_for(device);
-  check_cublas(cublasSetStream(h, static_cast<cudaStream_t>(stream)), "cublasSetStream", "gemm");
+  cublasHandle_t h = handle_for(device, static_cast<cudaStream_t>(stream));
   const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   // cuBLAS wants ld >= max(1, the stored row length) even where a dim of 1 makes ld unused.
   const int m = as_int(N, "N"), n = as_int(M, "M"), k = as_int(K, "K");

@@ -12,6 +12,9 @@ namespace ember::kernels::cuda {
 
 namespace {
 
+using kernels::add_rn;
+using kernels::mul_rn;
+
 constexpr double kTwoPi = 6.283185307179586476925286766559;
 
 template <typename T, bool Normal>
@@ -25,10 +28,10 @@ __global__ void philox_kernel(T* __restrict__ out, int64_t n, double a, double b
     if constexpr (!Normal) {  // a = low, b = high
       if constexpr (k == 4) {
         for (int j = 0; j < 4 && i0 + j < n; ++j)
-          out[i0 + j] = static_cast<float>(a + (b - a) * philox::to_unit_float(w.w[j]));
+          out[i0 + j] = static_cast<float>(add_rn(a, mul_rn(b - a, philox::to_unit_float(w.w[j]))));
       } else {
         for (int j = 0; j < 2 && i0 + j < n; ++j)
-          out[i0 + j] = a + (b - a) * philox::to_unit_double(w.w[2 * j], w.w[2 * j + 1]);
+          out[i0 + j] = add_rn(a, mul_rn(b - a, philox::to_unit_double(w.w[2 * j], w.w[2 * j + 1])));
       }
     } else {  // a = mean, b = std
       if constexpr (k == 4) {
@@ -38,15 +41,15 @@ __global__ void philox_kernel(T* __restrict__ out, int64_t n, double a, double b
           const float r = sqrtf(-2.0f * logf(u1));
           const float z0 = r * cosf(static_cast<float>(kTwoPi) * u2), z1 = r * sinf(static_cast<float>(kTwoPi) * u2);
           const int64_t i = i0 + 2 * pair;
-          if (i < n) out[i] = static_cast<float>(a + b * z0);
-          if (i + 1 < n) out[i + 1] = static_cast<float>(a + b * z1);
+          if (i < n) out[i] = static_cast<float>(add_rn(a, mul_rn(b, z0)));
+          if (i + 1 < n) out[i + 1] = static_cast<float>(add_rn(a, mul_rn(b, z1)));
         }
       } else {
         const double u1 = 1.0 - philox::to_unit_double(w.w[0], w.w[1]);
         const double u2 = philox::to_unit_double(w.w[2], w.w[3]);
         const double r = ::sqrt(-2.0 * ::log(u1));
-        if (i0 < n) out[i0] = a + b * r * ::cos(kTwoPi * u2);
-        if (i0 + 1 < n) out[i0 + 1] = a + b * r * ::sin(kTwoPi * u2);
+        if (i0 < n) out[i0] = add_rn(a, mul_rn(mul_rn(b, r), ::cos(kTwoPi * u2)));
+        if (i0 + 1 < n) out[i0 + 1] = add_rn(a, mul_rn(mul_rn(b, r), ::sin(kTwoPi * u2)));
       }
     }
   }

@@ -234,6 +234,7 @@ void reduce_rows(RowOp op, ElemType t, const void* x, void* out, int64_t outer, 
 void arg_extreme_rows(bool is_max, ElemType t, const void* x, void* values, int64_t* indices, int64_t outer,
                       int64_t inner, void* stream) {
   if (outer == 0) return;
+  EMBER_CHECK(outer <= 2147483647LL, is_max ? "argmax" : "argmin", ": more than 2^31 - 1 rows");
   bool done = false;
   dispatch_elem(t, "argmax", [&](auto tag) {
     using T = typename decltype(tag)::type;

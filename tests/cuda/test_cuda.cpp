@@ -190,12 +190,33 @@ TEST(CudaGpu, LinearWithTheBiasEpilogueMatchesTheCpu) {
   }
 }
 
+// Copies between overlapping views of one buffer go through a temporary, as memmove would.
+TEST(CudaGpu, OverlappingCopyIsLikeTheCpus) {
+  EMBER_REQUIRE_GPU();
+  Tensor c = rnd({100}, 35), g = c.to(kGpu);
+  c.slice(0, 1, 100).copy_(c.slice(0, 0, 99));
+  g.slice(0, 1, 100).copy_(g.slice(0, 0, 99));
+  EXPECT_EQ(rel_diff(g, c), 0.0);
+}
+
+// linear with no input features: the bias rows (or zeros), as on the CPU.
+TEST(CudaGpu, LinearWithoutInputFeatures) {
+  EMBER_REQUIRE_GPU();
+  Tensor x = zeros({4, 0}), w = zeros({3, 0}), b = rnd({3}, 36);
+  EXPECT_EQ(rel_diff(linear(x.to(kGpu), w.to(kGpu), b.to(kGpu)), linear(x, w, b)), 0.0);
+  EXPECT_EQ(rel_diff(linear(x.to(kGpu), w.to(kGpu), Tensor()), linear(x, w, Tensor())), 0.0);
+}
+
 TEST(CudaGpu, PhiloxGivesTheCpuNumbers) {
   EMBER_REQUIRE_GPU();
   for (DType dt : {DType::f32, DType::f64}) {
     Generator gc(99), gg(99);
     Tensor uc = rand({1001}, {.dtype = dt}, &gc), ug = rand({1001}, {.dtype = dt, .device = kGpu}, &gg);
     EXPECT_EQ(rel_diff(ug, uc), 0.0) << "uniforms are bit-identical";
+    // a range that is not a power of two: low + (high - low) u must not be fused on the GPU
+    uc = uniform({1001}, 0.02, 0.98, {.dtype = dt}, &gc);
+    ug = uniform({1001}, 0.02, 0.98, {.dtype = dt, .device = kGpu}, &gg);
+    EXPECT_EQ(rel_diff(ug, uc), 0.0) << "uniform(0.02, 0.98) is bit-identical";
     Tensor nc = randn({999}, {.dtype = dt}, &gc), ng = randn({999}, {.dtype = dt, .device = kGpu}, &gg);
     EXPECT_LT(rel_diff(ng, nc), dt == DType::f32 ? 1e-5 : 1e-13) << "normals agree to a few ulp";
     EXPECT_EQ(gc.offset(), gg.offset());
