@@ -20,11 +20,14 @@
 // The internal forms take the output's spatial size explicitly (instead of output_padding),
 // so each backward recovers its input's size exactly, whatever the stride left over.
 //
-// On the GPU the same three products run as im2col / col2im kernels (kernels/cuda/conv.cu) and
-// cuBLAS GEMMs under the matmul precision setting, a chunk of the batch at a time (see
-// conv2d_gpu); pooling and upsampling have kernels of their own (kernels/cuda/pool.cu). Every
-// backward is the same recorded op, so derivatives of any order stay on the device. Pixel
-// (un)shuffle are reshapes and permutes, so they need no kernel.
+// On the GPU the same three products run, for f32, as implicit-GEMM kernels that gather the
+// patches tile by tile in shared memory (kernels/cuda/conv_igemm.cu; depthwise convolutions as
+// direct kernels), and otherwise (f64, a 1x1 stride-1 unpadded convolution, which is a plain
+// GEMM) as im2col / col2im kernels (kernels/cuda/conv.cu) and cuBLAS GEMMs, a chunk of the
+// batch at a time; both under the matmul precision setting (see conv2d_gpu). Pooling and
+// upsampling have kernels of their own (kernels/cuda/pool.cu). Every backward is the same
+// recorded op, so derivatives of any order stay on the device. Pixel (un)shuffle are reshapes
+// and permutes, so they need no kernel.
 #include "ember/ops/conv.h"
 
 #include <algorithm>
@@ -41,6 +44,7 @@
 #include "ember/kernels/cpu/parallel.h"
 #include "ember/kernels/cuda/blas.h"
 #include "ember/kernels/cuda/conv.h"
+#include "ember/kernels/cuda/conv_igemm.h"
 #if EMBER_WITH_CUDA
 #include "ember/engine/cuda/bridge.h"
 #include "ember/engine/precision.h"
@@ -268,11 +272,14 @@ void conv2d_weight_grad_kernel(const T* x, const T* gy, T* dw, const ConvShape& 
 }
 
 // ======================================================================================
-// convolutions on the GPU: im2col / col2im (kernels/cuda/conv.cu) and cuBLAS GEMMs
+// convolutions on the GPU: implicit GEMM (kernels/cuda/conv_igemm.cu), or im2col / col2im
+// (kernels/cuda/conv.cu) and cuBLAS GEMMs
 // ======================================================================================
 //
-// The same three products as the CPU kernels above, with the batch taken a chunk at a time:
-// one im2col launch fills the patch matrices of every sample of the chunk, and the products of
+// Each of the three functions below first offers its convolution to the implicit-GEMM kernels
+// (use_igemm: f32, not a plain GEMM, within their indices). Otherwise they run the same three
+// products as the CPU kernels above, with the batch taken a chunk at a time: one im2col launch
+// fills the patch matrices of every sample of the chunk, and the products of
 // all (sample, group) pairs go to cuBLAS as strided batches. A strided batch has one stride per
 // operand, so one of the two indices is looped on the host: the groups when there are no more
 // of them than samples (one launch for an ordinary convolution), the samples otherwise (a
@@ -291,6 +298,24 @@ kg::MathMode conv_math_mode() {
     default: return kg::MathMode::exact;
   }
 }
+
+// The implicit-GEMM kernels (kernels/cuda/conv_igemm.cu) take every f32 convolution except a
+// 1x1, stride-1, unpadded one, which is a plain GEMM and stays with cuBLAS; f64, and shapes
+// beyond the kernels' 32-bit indices, stay with im2col + cuBLAS below. Fills *g when it returns
+// true.
+bool use_igemm(const Tensor& x, const ConvShape& s, const ConvParams& p, kg::igemm::Geom* g) {
+  if (x.dtype() != DType::f32 || is_identity(geometry(s.Cin, s.H, s.W, s.kh, s.kw, p, s.OH, s.OW))) return false;
+  const int64_t v[] = {s.N, s.Cin, s.H, s.W, s.Cout, s.OH, s.OW, s.kh, s.kw, p.stride[0], p.stride[1],
+                       p.padding[0], p.padding[1], p.dilation[0], p.dilation[1], p.groups};
+  for (int64_t e : v)
+    if (e > std::numeric_limits<int>::max()) return false;
+  auto i = [](int64_t e) { return static_cast<int>(e); };
+  *g = {i(s.N), i(s.Cin), i(s.H), i(s.W), i(s.Cout), i(s.OH), i(s.OW), i(s.kh), i(s.kw), i(p.stride[0]),
+        i(p.stride[1]), i(p.padding[0]), i(p.padding[1]), i(p.dilation[0]), i(p.dilation[1]), i(p.groups)};
+  return kg::conv_igemm_supports(*g);
+}
+
+const float* f32_ptr(const Tensor& t) { return t.defined() ? static_cast<const float*>(t.device_data()) : nullptr; }
 
 // One operand of the (sample, group)-indexed products: the matrix of sample n, group g starts
 // per_sample * n + per_group * g elements past base; its rows are ld elements apart.
@@ -345,6 +370,11 @@ void conv2d_gpu(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor&
   const auto geo = geometry(s.Cin, s.H, s.W, s.kh, s.kw, p, s.OH, s.OW);
   const kg::ElemType t = cuda::elem_type(x.dtype());
   void* stream = cuda::stream_of(x);
+  if (kg::igemm::Geom ig; use_igemm(x, s, p, &ig)) {
+    kg::conv_igemm_forward(conv_math_mode(), ig, f32_ptr(x), f32_ptr(w), f32_ptr(b),
+                           static_cast<float*>(y.device_data()), stream);
+    return;
+  }
   const GpuMatrix wm = gpu_matrix(w, 0, Kd, 0, Cog * Kd);  // W[g]: [Cout/G, Kd], shared by the samples
   if (is_identity(geo)) {
     grouped_gemm_gpu(y, false, false, Cog, P, Kd, wm, gpu_matrix(x, 0, P, image, Kd * P), 0.0,
@@ -370,6 +400,11 @@ void conv_transpose2d_gpu(const Tensor& x, const Tensor& w, const Tensor& b, con
   const auto geo = geometry(s.Cin, s.H, s.W, s.kh, s.kw, p, s.OH, s.OW);
   const kg::ElemType t = cuda::elem_type(x.dtype());
   void* stream = cuda::stream_of(x);
+  if (kg::igemm::Geom ig; use_igemm(x, s, p, &ig)) {  // conv2d's backward-data pass
+    kg::conv_igemm_backward_data(conv_math_mode(), ig, f32_ptr(x), f32_ptr(w), f32_ptr(b),
+                                 static_cast<float*>(y.device_data()), stream);
+    return;
+  }
   const GpuMatrix wm = gpu_matrix(w, 0, Md, 0, Cog * Md);  // W[g]: [Cout/G, Md], used transposed
   if (is_identity(geo)) {
     grouped_gemm_gpu(y, true, false, Md, P, Cog, wm, gpu_matrix(x, 0, P, s.Cout * P, Cog * P), 0.0,
@@ -399,6 +434,14 @@ void conv2d_weight_grad_gpu(const Tensor& x, const Tensor& gy, Tensor dw, const 
   const bool direct = is_identity(geo);
   const kg::ElemType t = cuda::elem_type(x.dtype());
   void* stream = cuda::stream_of(x);
+  if (kg::igemm::Geom ig; use_igemm(x, s, p, &ig)) {
+    const int device = x.device().index;
+    const int64_t ws = kg::conv_igemm_weight_grad_workspace(ig, device);
+    Tensor work = ws > 0 ? Tensor::empty({ws}, options_of(x)) : Tensor();
+    kg::conv_igemm_backward_weight(conv_math_mode(), ig, f32_ptr(x), f32_ptr(gy), static_cast<float*>(dw.device_data()),
+                                   work.defined() ? static_cast<float*>(work.device_data()) : nullptr, device, stream);
+    return;
+  }
   const GpuMatrix dwm = gpu_matrix(dw, 0, Kd, 0, Cog * Kd);  // dW[g]: [Cout/G, Kd]
   const int64_t chunk = direct ? s.N : chunk_samples(s.N, col_rows * P, x.element_size());
   Tensor col = direct ? Tensor() : Tensor::empty({chunk * col_rows * P}, options_of(x));

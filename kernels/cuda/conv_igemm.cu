@@ -1,0 +1,592 @@
+// 2-D convolution as implicit GEMM on f32 tensors: conv2d's forward, its backward in the input
+// (which is also conv_transpose2d's forward) and its weight gradient, without writing an
+// im2col matrix to global memory. The GEMM view of each pass, and the address of every operand
+// element, is in conv_igemm_index.h (shared with a host test); this file is the machinery that
+// moves those elements through shared memory and multiplies them.
+//
+// One kernel template serves the three passes (Pass) and the three math modes (MathMode):
+//   - a block of 128 threads (4 warps) computes a BM x BN = 64 x 64 tile of one group's
+//     C = A B, walking K in steps of BK = 16;
+//   - A's and B's K-step tiles are gathered into shared memory by cp.async (4-byte copies with
+//     zero-fill: the gathered operand is not contiguous, and a tap in the padding, a stride
+//     phase that does not divide, or an index past the edge of the GEMM is a copy of 0 bytes
+//     that fills zeros), three stages deep: while step t is multiplied, steps t+1 and t+2 are
+//     in flight. Stored k-major, A as [BK][BM] and B as [BK][BN], rows padded by 4 floats.
+//     (In NCHW the contiguous runs of a gathered image start at any element, so 16-byte copies
+//     do not apply to it; the weights of the forward pass could take them, not done yet);
+//   - the multiply is where the modes differ, and nothing else does:
+//       exact: f32 FMA on the CUDA cores, each thread a 4 x 8 register tile (16-byte shared loads);
+//       tf32:  WMMA m16n16k8, fragments rounded with __float_to_tf32, each warp a 32 x 32 tile;
+//       bf16:  the stage is converted to bf16 tiles in shared memory, then WMMA m16n16k16;
+//     accumulation is f32 in all three;
+//   - the accumulators go through shared memory (reusing the pipeline's buffers) so that the
+//     stores to global memory are coalesced along the output's contiguous index (the pixel for
+//     the forward and backward-data passes, the weight element for the weight gradient), with
+//     the bias added on the way out.
+// A thread copies elements of the same rows (or of the same k) in every K-step tile
+// (load_outer/load_k in conv_igemm_index.h), so it computes the row/column half of their
+// addresses once (a_outer/b_outer) and only the k half per step, with multiply-shift divisions.
+// Shared memory: 3 stages x 2 operands x 16 x 68 floats = 26 KB (+ 4.5 KB of bf16 tiles),
+// within the default 48 KB, so no opt-in attribute is needed (static_assert below).
+//
+// The weight gradient's K (the batch times the output plane) is long and its M x N (Cout/G by
+// Cin/G*KH*KW) small, so K is split over blocks (about four blocks per SM in all): each split
+// writes a partial dW into a workspace and a second kernel adds the partials in split order.
+// Deterministic, no atomics.
+//
+// A convolution with one input channel per group (depthwise, any multiplier; or a one-channel
+// image) is KH*KW multiply-adds per output, far too little for a GEMM tile: direct kernels do
+// it, one thread per output element (forward, backward-data) or one block per output channel
+// with a fixed-order tree reduction (weight gradient, up to 16 taps), in exact f32 whatever the
+// mode.
+//
+// Backward-data at stride (sh, sw) runs as sh*sw GEMMs in one launch (grid z), one per stride
+// phase of the output pixels, each with only the taps that reach its pixels
+// (conv_igemm_index.h): no multiply is spent on the zeros a stride would otherwise leave in A.
+//
+// What bounds it: the products (2 M N K flops) on the CUDA cores for the exact path; on the
+// tensor cores, more likely the issue of the gather (integer work and one 4-byte cp.async per
+// element, each A element gathered once per 64 output channels).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <algorithm>
+#include <atomic>
+
+#include "ember/engine/error.h"
+#include "ember/kernels/cuda/check.h"
+#include "ember/kernels/cuda/conv_common.cuh"
+#include "ember/kernels/cuda/conv_igemm.h"
+
+namespace ember::kernels::cuda {
+
+namespace {
+
+namespace wmma = nvcuda::wmma;
+using igemm::Dims;
+using igemm::Geom;
+using igemm::Ix;
+using igemm::Pass;
+
+constexpr int BM = igemm::kTileM, BN = igemm::kTileN, BK = igemm::kTileK, kBlock = igemm::kThreads, kStages = 3;
+constexpr int LDS = 64 + 4;  // f32 tile row: a multiple of 16 bytes (WMMA, float4), shifted 4 banks per row
+constexpr int LDH = 64 + 8;  // bf16 tile row
+constexpr int LDC = BM + 4;  // the accumulator tile, [BN][LDC] (column-major C), rows of 16-byte multiples
+constexpr int kPer = igemm::kLoadsPerThread, kOutPer = igemm::kOutPerThread;
+static_assert(BM == 64 && BN == 64, "the load and store mappings of conv_igemm_index.h assume 64-wide tiles");
+
+struct PipeTiles {
+  float a[kStages][BK][LDS];
+  float b[kStages][BK][LDS];
+};
+union MainSmem {
+  PipeTiles pipe;
+  float c[BN][LDC];
+};
+struct Bf16Tiles {
+  __nv_bfloat16 a[BK][LDH];
+  __nv_bfloat16 b[BK][LDH];
+};
+template <MathMode M>
+struct Smem {
+  MainSmem main;
+};
+template <>
+struct Smem<MathMode::bf16> {
+  MainSmem main;
+  Bf16Tiles h;
+};
+static_assert(sizeof(Smem<MathMode::bf16>) <= 48 * 1024, "within the default shared memory of a block");
+
+// ---- cp.async (sm_80+) ----
+
+// 4 bytes from global to shared memory, or 4 zero bytes when !valid (src-size 0: nothing read).
+__device__ __forceinline__ void cp_async4(void* smem, const float* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// ---- the multiply of one K-step tile, by mode ----
+
+template <MathMode M>
+struct Mma;
+
+// Thread (tx, ty) of a 16 x 8 grid owns rows 4 tx .. 4 tx + 3 and columns 8 ty .. 8 ty + 7 of the
+// tile: per k, one 16-byte shared load of A and two of B feed 32 FMAs (the 16 threads of a
+// half-warp read 256 consecutive bytes of A and one broadcast address of B). Every output sums
+// its k in increasing order.
+template <>
+struct Mma<MathMode::exact> {
+  float acc[4][8];
+  __device__ void zero() {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc[i][j] = 0.f;
+  }
+  __device__ void step(Smem<MathMode::exact>& s, int stage, int tid) {
+    const int tx = tid % 16, ty = tid / 16;
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+      const float4 a = *reinterpret_cast<const float4*>(&s.main.pipe.a[stage][kk][4 * tx]);
+      const float4 b0 = *reinterpret_cast<const float4*>(&s.main.pipe.b[stage][kk][8 * ty]);
+      const float4 b1 = *reinterpret_cast<const float4*>(&s.main.pipe.b[stage][kk][8 * ty + 4]);
+      const float av[4] = {a.x, a.y, a.z, a.w};
+      const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+    }
+  }
+  __device__ void store(float (*c)[LDC], int tid) const {
+    const int tx = tid % 16, ty = tid / 16;
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      *reinterpret_cast<float4*>(&c[8 * ty + j][4 * tx]) = make_float4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]);
+  }
+};
+
+// Warp w owns the 32 x 32 sub-tile at rows 32 (w % 2), columns 32 (w / 2): 2 x 2 fragments.
+// A's tile [BK][BM] is A column-major (element (m, k) at k*LDS + m); B's [BK][BN] is row-major.
+template <>
+struct Mma<MathMode::tf32> {
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2][2];
+  __device__ void zero() {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
+  }
+  __device__ void step(Smem<MathMode::tf32>& s, int stage, int tid) {
+    const int warp = tid / 32, wm = warp % 2, wn = warp / 2;
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 8) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fa[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        wmma::load_matrix_sync(fa[i], &s.main.pipe.a[stage][kk][wm * 32 + i * 16], LDS);
+#pragma unroll
+        for (int e = 0; e < fa[i].num_elements; ++e) fa[i].x[e] = wmma::__float_to_tf32(fa[i].x[e]);
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        wmma::load_matrix_sync(fb[j], &s.main.pipe.b[stage][kk][wn * 32 + j * 16], LDS);
+#pragma unroll
+        for (int e = 0; e < fb[j].num_elements; ++e) fb[j].x[e] = wmma::__float_to_tf32(fb[j].x[e]);
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
+  }
+  __device__ void store(float (*c)[LDC], int tid) const {
+    const int warp = tid / 32, wm = warp % 2, wn = warp / 2;
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+        wmma::store_matrix_sync(&c[wn * 32 + j * 16][wm * 32 + i * 16], acc[i][j], LDC, wmma::mem_col_major);
+  }
+};
+
+// As tf32, after rounding the stage's f32 tiles to bf16 tiles (one K-step of 16 = one MMA).
+template <>
+struct Mma<MathMode::bf16> {
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+  __device__ void zero() {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
+  }
+  __device__ void step(Smem<MathMode::bf16>& s, int stage, int tid) {
+#pragma unroll
+    for (int r = 0; r < BK * 64 / kBlock; ++r) {
+      const int e = tid + r * kBlock, kk = e / 64, x = e % 64;
+      s.h.a[kk][x] = __float2bfloat16_rn(s.main.pipe.a[stage][kk][x]);
+      s.h.b[kk][x] = __float2bfloat16_rn(s.main.pipe.b[stage][kk][x]);
+    }
+    __syncthreads();  // the bf16 tiles are complete; the next step's conversion comes after its top barrier
+    const int warp = tid / 32, wm = warp % 2, wn = warp / 2;
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::col_major> fa[2];
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &s.h.a[0][wm * 32 + i * 16], LDH);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &s.h.b[0][wn * 32 + j * 16], LDH);
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+  }
+  __device__ void store(float (*c)[LDC], int tid) const {
+    const int warp = tid / 32, wm = warp % 2, wn = warp / 2;
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+        wmma::store_matrix_sync(&c[wn * 32 + j * 16][wm * 32 + i * 16], acc[i][j], LDC, wmma::mem_col_major);
+  }
+};
+
+// ---- the implicit-GEMM kernel ----
+
+template <bool OUTER_FAST>
+__device__ __forceinline__ int outer_of(int tid, int i) {
+  return igemm::load_outer(OUTER_FAST, tid, i);
+}
+template <bool OUTER_FAST>
+__device__ __forceinline__ int k_of(int tid, int i) {
+  return igemm::load_k(OUTER_FAST, tid, i);
+}
+
+// Grid: x = tiles of M (of the largest phase), y = tiles of N, z = group * subs + sub, where the
+// sub is the stride phase for backward-data (sh*sw of them, conv_igemm_index.h) and the K split
+// for the weight gradient (`splits` of them, `chunk` long). C (or, with several splits, the
+// workspace slice of the split, split_stride elements apart) gets the tile.
+template <Pass P, MathMode M>
+__global__ void __launch_bounds__(kBlock) igemm_kernel(Geom g, const float* __restrict__ A,
+                                                       const float* __restrict__ B, const float* __restrict__ bias,
+                                                       float* __restrict__ C, int splits, int chunk,
+                                                       int64_t split_stride) {
+  __shared__ __align__(128) unsigned char raw[sizeof(Smem<M>)];
+  Smem<M>& s = *reinterpret_cast<Smem<M>*>(raw);
+  constexpr bool kAOuterFast = P != Pass::backward_weight;
+  constexpr bool kPhased = P == Pass::backward_data;
+  const int tid = threadIdx.x;
+  const int subs = kPhased ? igemm::phases(g, P) : splits;
+  const int grp = blockIdx.z / subs, sub = blockIdx.z - grp * subs, split = kPhased ? 0 : sub;
+  const igemm::Phase f = igemm::phase_of<P>(g, kPhased ? sub : 0);
+  const Dims d = igemm::dims(g, P, f);
+  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+  if (m0 >= d.M) return;  // a phase with fewer pixels than the largest (the whole block leaves)
+  const int k_begin = split * chunk, k_end = min(d.K, k_begin + chunk);
+  const int steps = k_end > k_begin ? (k_end - k_begin + BK - 1) / BK : 0;
+
+  // The row/column halves of this thread's operand addresses, fixed for the whole K loop.
+  Ix ao[kAOuterFast ? 1 : kPer], bo[kPer];
+#pragma unroll
+  for (int i = 0; i < (kAOuterFast ? 1 : kPer); ++i)
+    ao[i] = igemm::a_outer<P>(g, f, grp, m0 + outer_of<kAOuterFast>(tid, i));
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) bo[i] = igemm::b_outer<P>(g, f, grp, n0 + outer_of<false>(tid, i));
+
+  auto load = [&](int stage, int k0) {
+    if constexpr (kAOuterFast) {
+      const int ol = outer_of<true>(tid, 0);
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) {
+        const int kl = k_of<true>(tid, i), k = k0 + kl;
+        Ix in = igemm::a_inner<P>(g, f, k);
+        in.ok = in.ok && k < k_end;
+        int64_t off = 0;
+        const bool v = igemm::a_at<P>(g, ao[0], in, off);
+        cp_async4(&s.main.pipe.a[stage][kl][ol], A + (v ? off : 0), v);
+      }
+    } else {
+      const int kl = k_of<false>(tid, 0), k = k0 + kl;
+      Ix in = igemm::a_inner<P>(g, f, k);
+      in.ok = in.ok && k < k_end;
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) {
+        int64_t off = 0;
+        const bool v = igemm::a_at<P>(g, ao[i], in, off);
+        cp_async4(&s.main.pipe.a[stage][kl][outer_of<false>(tid, i)], A + (v ? off : 0), v);
+      }
+    }
+    const int kl = k_of<false>(tid, 0), k = k0 + kl;
+    Ix in = igemm::b_inner<P>(g, f, grp, k);
+    in.ok = in.ok && k < k_end;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      int64_t off = 0;
+      const bool v = igemm::b_at<P>(g, bo[i], in, off);
+      cp_async4(&s.main.pipe.b[stage][kl][outer_of<false>(tid, i)], B + (v ? off : 0), v);
+    }
+  };
+
+  Mma<M> mma;
+  mma.zero();
+  // Prologue: the first kStages - 1 steps in flight (one commit group per step, empty or not,
+  // so that wait_group counts steps).
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (st < steps) load(st, k_begin + st * BK);
+    cp_async_commit();
+  }
+  for (int t = 0; t < steps; ++t) {
+    cp_async_wait<kStages - 2>();  // this thread's copies of step t have landed...
+    __syncthreads();               // ...and everyone's; and everyone is done with step t - 1's stage
+    const int next = t + kStages - 1;
+    if (next < steps) load(next % kStages, k_begin + next * BK);  // into step t - 1's stage
+    cp_async_commit();
+    mma.step(s, t % kStages, tid);
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // the accumulator tile reuses the pipeline's buffers
+  mma.store(s.main.c, tid);
+  __syncthreads();
+
+  float* out = C + (splits > 1 ? split * split_stride : 0);
+  if constexpr (P != Pass::backward_weight) {  // consecutive threads: consecutive pixels
+    const int ml = igemm::store_fast(tid), m = m0 + ml;
+    if (m < d.M) {
+      const int64_t row = igemm::c_row<P>(g, f, grp, m);
+#pragma unroll 4
+      for (int r = 0; r < kOutPer; ++r) {
+        const int nl = igemm::store_slow(tid, r), n = n0 + nl;
+        if (n < d.N) {
+          float v = s.main.c[nl][ml];
+          if (bias) v += bias[igemm::c_channel<P>(g, grp, n)];
+          out[row + igemm::c_col<P>(g, n)] = v;
+        }
+      }
+    }
+  } else {  // consecutive threads: consecutive weight elements
+    const int nl = igemm::store_fast(tid), n = n0 + nl;
+    if (n < d.N) {
+      const int64_t col = igemm::c_col<P>(g, n);
+#pragma unroll 4
+      for (int r = 0; r < kOutPer; ++r) {
+        const int ml = igemm::store_slow(tid, r), m = m0 + ml;
+        if (m < d.M) out[igemm::c_row<P>(g, f, grp, m) + col] = s.main.c[nl][ml];
+      }
+    }
+  }
+}
+
+// dw[i] = sum over the splits of part[s * total + i], in split order.
+__global__ void sum_splits_kernel(const float* __restrict__ part, float* __restrict__ dw, int splits, int64_t total) {
+  for (int64_t i = conv_detail::first_index(); i < total; i += conv_detail::grid_step()) {
+    float acc = part[i];
+    for (int s = 1; s < splits; ++s) acc += part[s * total + i];
+    dw[i] = acc;
+  }
+}
+
+// ---- depthwise (one input channel per group) ----
+
+__global__ void depthwise_forward_kernel(Geom g, const float* __restrict__ x, const float* __restrict__ w,
+                                         const float* __restrict__ b, float* __restrict__ y, int64_t total) {
+  const int Cog = g.Cout / g.groups, taps = g.KH * g.KW;
+  for (int64_t i = conv_detail::first_index(); i < total; i += conv_detail::grid_step()) {
+    const int ow = static_cast<int>(i % g.OW);
+    int64_t t = i / g.OW;
+    const int oh = static_cast<int>(t % g.OH);
+    t /= g.OH;
+    const int co = static_cast<int>(t % g.Cout);
+    const int64_t img = t / g.Cout;
+    const float* xp = x + (img * g.C + co / Cog) * g.H * g.W;
+    const float* wp = w + int64_t{co} * taps;
+    float acc = 0.f;
+    for (int kh = 0; kh < g.KH; ++kh) {
+      const int ih = oh * g.sh - g.ph + kh * g.dh;
+      if (ih < 0 || ih >= g.H) continue;
+      for (int kw = 0; kw < g.KW; ++kw) {
+        const int iw = ow * g.sw - g.pw + kw * g.dw;
+        if (iw < 0 || iw >= g.W) continue;
+        acc = fmaf(wp[kh * g.KW + kw], xp[ih * g.W + iw], acc);
+      }
+    }
+    y[i] = b ? acc + b[co] : acc;
+  }
+}
+
+__global__ void depthwise_backward_data_kernel(Geom g, const float* __restrict__ gy, const float* __restrict__ w,
+                                               const float* __restrict__ b, float* __restrict__ gx, int64_t total) {
+  const int Cog = g.Cout / g.groups, taps = g.KH * g.KW, plane = g.OH * g.OW;
+  for (int64_t i = conv_detail::first_index(); i < total; i += conv_detail::grid_step()) {
+    const int iw = static_cast<int>(i % g.W);
+    int64_t t = i / g.W;
+    const int ih = static_cast<int>(t % g.H);
+    t /= g.H;
+    const int ci = static_cast<int>(t % g.C);
+    const int64_t img = t / g.C;
+    float acc = 0.f;
+    for (int j = 0; j < Cog; ++j) {
+      const int co = ci * Cog + j;
+      const float* gp = gy + (img * g.Cout + co) * plane;
+      const float* wp = w + int64_t{co} * taps;
+      for (int kh = 0; kh < g.KH; ++kh) {
+        const int hs = ih + g.ph - kh * g.dh;
+        if (hs < 0 || hs % g.sh != 0 || hs / g.sh >= g.OH) continue;
+        for (int kw = 0; kw < g.KW; ++kw) {
+          const int ws = iw + g.pw - kw * g.dw;
+          if (ws < 0 || ws % g.sw != 0 || ws / g.sw >= g.OW) continue;
+          acc = fmaf(wp[kh * g.KW + kw], gp[(hs / g.sh) * g.OW + ws / g.sw], acc);
+        }
+      }
+    }
+    gx[i] = b ? acc + b[ci] : acc;
+  }
+}
+
+constexpr int kDwTaps = 16;     // the depthwise weight gradient keeps a register per tap
+constexpr int kDwThreads = 256;
+
+// Block co: dw[co, 0, :, :] = sum over (img, oh, ow) of gy * the tap's x; each thread sums a
+// strided share of the positions for every tap, then a tree in shared memory (fixed order).
+__global__ void __launch_bounds__(kDwThreads) depthwise_weight_grad_kernel(Geom g, const float* __restrict__ x,
+                                                                           const float* __restrict__ gy,
+                                                                           float* __restrict__ dw) {
+  __shared__ float red[kDwThreads];
+  const int co = blockIdx.x, ci = co / (g.Cout / g.groups), taps = g.KH * g.KW, plane = g.OH * g.OW;
+  const int K = g.N * plane;
+  float acc[kDwTaps];
+#pragma unroll
+  for (int t = 0; t < kDwTaps; ++t) acc[t] = 0.f;
+  for (int k = threadIdx.x; k < K; k += kDwThreads) {
+    const int img = k / plane, pos = k - img * plane, oh = pos / g.OW, ow = pos - oh * g.OW;
+    const float v = gy[(int64_t{img} * g.Cout + co) * plane + pos];
+    const float* xp = x + (int64_t{img} * g.C + ci) * g.H * g.W;
+#pragma unroll
+    for (int t = 0; t < kDwTaps; ++t) {
+      if (t < taps) {
+        const int kh = t / g.KW, kw = t - kh * g.KW;
+        const int ih = oh * g.sh - g.ph + kh * g.dh, iw = ow * g.sw - g.pw + kw * g.dw;
+        if (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) acc[t] = fmaf(v, xp[ih * g.W + iw], acc[t]);
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kDwTaps; ++t) {
+    if (t >= taps) break;  // uniform across the block
+    red[threadIdx.x] = acc[t];
+    __syncthreads();
+    for (int h = kDwThreads / 2; h > 0; h /= 2) {
+      if (threadIdx.x < h) red[threadIdx.x] += red[threadIdx.x + h];
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) dw[int64_t{co} * taps + t] = red[0];
+    __syncthreads();  // red is rewritten for the next tap
+  }
+}
+
+// ---- host side ----
+
+bool depthwise(const Geom& g) { return g.C == g.groups; }
+
+int sm_count(int device) {
+  static std::atomic<int> cache[64];
+  if (device < 0 || device >= 64) device = 0;
+  int v = cache[device].load(std::memory_order_relaxed);
+  if (v == 0) {
+    check_cuda(static_cast<int>(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, device)),
+               "cudaDeviceGetAttribute", "conv2d implicit GEMM");
+    cache[device].store(v, std::memory_order_relaxed);
+  }
+  return v;
+}
+
+igemm::SplitK weight_grad_split(const Geom& g, int device) {
+  return igemm::split_k(g, BM, BN, BK, 4 * sm_count(device));
+}
+
+template <Pass P, MathMode M>
+void launch_igemm(const Geom& g, const float* A, const float* B, const float* bias, float* C, int splits, int chunk,
+                  int64_t split_stride, void* stream, const char* name) {
+  const Dims d = igemm::dims(g, P, igemm::phase_of<P>(g, 0));  // phase 0 has the most pixels
+  if (d.M <= 0 || d.N <= 0) return;
+  const int subs = P == Pass::backward_data ? igemm::phases(g, P) : splits;
+  const dim3 grid((d.M + BM - 1) / BM, (d.N + BN - 1) / BN, g.groups * subs);
+  igemm_kernel<P, M><<<grid, kBlock, 0, static_cast<cudaStream_t>(stream)>>>(g, A, B, bias, C, splits, chunk,
+                                                                             split_stride);
+  EMBER_CUDA_LAUNCHED(name);
+}
+
+template <Pass P>
+void launch_igemm_mode(MathMode mode, const Geom& g, const float* A, const float* B, const float* bias, float* C,
+                       int splits, int chunk, int64_t split_stride, void* stream, const char* name) {
+  switch (mode) {
+    case MathMode::tf32:
+      launch_igemm<P, MathMode::tf32>(g, A, B, bias, C, splits, chunk, split_stride, stream, name);
+      return;
+    case MathMode::bf16:
+      launch_igemm<P, MathMode::bf16>(g, A, B, bias, C, splits, chunk, split_stride, stream, name);
+      return;
+    default:
+      launch_igemm<P, MathMode::exact>(g, A, B, bias, C, splits, chunk, split_stride, stream, name);
+      return;
+  }
+}
+
+}  // namespace
+
+bool conv_igemm_supports(const igemm::Geom& g) {
+  if (g.groups < 1 || g.C % g.groups != 0 || g.Cout % g.groups != 0 || !igemm::fits(g)) return false;
+  const int taps = g.KH * g.KW;
+  if (depthwise(g) && taps <= kDwTaps) return true;  // no GEMM grid at all
+  // the GEMM grid: N tiles within gridDim.y, groups times at most 64 splits within gridDim.z
+  const Dims f = igemm::dims(g, Pass::forward), b = igemm::dims(g, Pass::backward_data),
+             w = igemm::dims(g, Pass::backward_weight);
+  const int max_n = std::max(f.N, std::max(b.N, w.N));
+  return (max_n + BN - 1) / BN <= 65535 && g.groups <= 65535 / 64 &&
+         int64_t{g.groups} * igemm::phases(g, Pass::backward_data) <= 65535;
+}
+
+void conv_igemm_forward(MathMode mode, const igemm::Geom& shape, const float* x, const float* w, const float* b,
+                        float* y, void* stream) {
+  const Geom g = igemm::with_divisors(shape);
+  if (depthwise(g)) {
+    const int64_t total = int64_t{g.N} * g.Cout * g.OH * g.OW;
+    conv_detail::launch(depthwise_forward_kernel, total, stream, "conv2d (depthwise)", g, x, w, b, y, total);
+    return;
+  }
+  launch_igemm_mode<Pass::forward>(mode, g, x, w, b, y, 1, igemm::dims(g, Pass::forward).K, 0, stream,
+                                   "conv2d (implicit GEMM)");
+}
+
+void conv_igemm_backward_data(MathMode mode, const igemm::Geom& shape, const float* gy, const float* w, const float* b,
+                              float* gx, void* stream) {
+  const Geom g = igemm::with_divisors(shape);
+  if (depthwise(g)) {
+    const int64_t total = int64_t{g.N} * g.C * g.H * g.W;
+    conv_detail::launch(depthwise_backward_data_kernel, total, stream, "conv2d backward-data (depthwise)", g, gy, w,
+                        b, gx, total);
+    return;
+  }
+  launch_igemm_mode<Pass::backward_data>(mode, g, gy, w, b, gx, 1, igemm::dims(g, Pass::backward_data).K, 0, stream,
+                                         "conv2d backward-data (implicit GEMM)");
+}
+
+int64_t conv_igemm_weight_grad_workspace(const igemm::Geom& g, int device) {
+  if (depthwise(g) && g.KH * g.KW <= kDwTaps) return 0;
+  const igemm::SplitK sk = weight_grad_split(g, device);
+  const Dims d = igemm::dims(g, Pass::backward_weight);
+  return sk.splits > 1 ? int64_t{sk.splits} * g.groups * d.M * d.N : 0;
+}
+
+void conv_igemm_backward_weight(MathMode mode, const igemm::Geom& shape, const float* x, const float* gy, float* dw,
+                                float* workspace, int device, void* stream) {
+  const Geom g = igemm::with_divisors(shape);
+  if (depthwise(g) && g.KH * g.KW <= kDwTaps) {
+    if (g.Cout <= 0) return;
+    depthwise_weight_grad_kernel<<<g.Cout, kDwThreads, 0, static_cast<cudaStream_t>(stream)>>>(g, x, gy, dw);
+    EMBER_CUDA_LAUNCHED("conv2d weight grad (depthwise)");
+    return;
+  }
+  const igemm::SplitK sk = weight_grad_split(g, device);
+  const Dims d = igemm::dims(g, Pass::backward_weight);
+  const int64_t total = int64_t{g.groups} * d.M * d.N;
+  if (sk.splits > 1) {
+    EMBER_CHECK(workspace != nullptr, "conv2d weight grad: the split-K workspace is missing");
+    launch_igemm_mode<Pass::backward_weight>(mode, g, gy, x, nullptr, workspace, sk.splits, sk.chunk, total, stream,
+                                             "conv2d weight grad (implicit GEMM)");
+    conv_detail::launch(sum_splits_kernel, total, stream, "conv2d weight grad (split sum)", workspace, dw, sk.splits,
+                        total);
+  } else {
+    launch_igemm_mode<Pass::backward_weight>(mode, g, gy, x, nullptr, dw, 1, sk.chunk, 0, stream,
+                                             "conv2d weight grad (implicit GEMM)");
+  }
+}
+
+}  // namespace ember::kernels::cuda

@@ -1,0 +1,379 @@
+// The index math of the implicit-GEMM convolution kernels (conv_igemm.cu): which element of
+// which tensor each GEMM operand element is, for the three passes of a 2-D convolution. One
+// header compiled by nvcc for the kernels and by the C++ compiler for a host test that
+// evaluates these same functions as a plain triple loop and compares with the CPU conv
+// (tests/cuda/test_cuda_conv_igemm.cpp, IgemmIndexSelfCheck), so the gathers, the padding and
+// stride/dilation tests and the output addressing are checked on a machine without a GPU.
+//
+// Per group grp (G groups, Cig = C/G input and Cog = Cout/G output channels, taps = KH*KW,
+// P = OH*OW window positions), C[m, n] = sum_k A[m, k] B[k, n]:
+//   forward          y  = conv2d(x, w):  M = N*P,    N = Cog,       K = Cig*taps
+//                    A[m, k] = x[img, ci, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw] (0 outside)
+//                    B[k, n] = w[co, ci, kh, kw],  C[m, n] -> y[img, co, oh, ow]
+//   backward_data    gx = conv2d's adjoint in x (conv_transpose2d): M = N*H*W, N = Cig, K = Cog*taps
+//                    A[m, k] = gy[img, co, oh, ow] where oh*sh = ih + ph - kh*dh (0 where that
+//                              does not divide or lands outside; the same for columns)
+//                    B[k, n] = w[co, ci, kh, kw],  C[m, n] -> gx[img, ci, ih, iw]
+//                    split into sh*sw GEMMs by the stride phase of (ih, iw), each with only the
+//                    taps that divide (see Phase below)
+//   backward_weight  dw = sum over the batch:   M = Cog, N = Cig*taps, K = N*P
+//                    A[m, k] = gy[img, co, oh, ow],  B[k, n] = x[img, ci, ih, iw] (gathered
+//                    as in the forward),  C[m, n] -> dw[co, ci, kh, kw]
+// (ci, co are within the group; the tensors' channel is grp*Cig + ci, grp*Cog + co.)
+//
+// Every operand element is split into a part that depends only on the row/column index of the
+// output (outer(), m for A and n for B) and a part that depends only on k (inner()), combined by
+// at(): a kernel thread keeps the outer part of its fixed rows in registers for the whole K
+// loop and recomputes only the k part each step, by multiply-shift divisions (FastDiv). Indices
+// within a GEMM are 32-bit (the host refuses, via fits(), shapes whose M, N or K do not fit);
+// element offsets are 64-bit.
+#pragma once
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define EMBER_IGEMM_HD __host__ __device__ __forceinline__
+#else
+#define EMBER_IGEMM_HD inline
+#endif
+
+namespace ember::kernels::cuda::igemm {
+
+enum class Pass : int { forward, backward_data, backward_weight };
+
+// n / d for 0 <= n < 2^31 and a divisor d >= 1 fixed per launch, by a multiply-high, an add and
+// a shift instead of a division (Granlund and Montgomery, PLDI 1994, round-up variant): with
+// l = ceil(log2 d) and m = floor(2^32 (2^l - d) / d) + 1, n / d = (mulhi(n, m) + n) >> l.
+struct FastDiv {
+  uint32_t d = 1, m = 1, l = 0;
+};
+
+EMBER_IGEMM_HD FastDiv fast_div(int d) {
+  FastDiv f;
+  f.d = static_cast<uint32_t>(d < 1 ? 1 : d);
+  f.l = 0;
+  while ((uint64_t{1} << f.l) < f.d) ++f.l;
+  f.m = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << f.l) - f.d)) / f.d + 1);
+  return f;
+}
+
+EMBER_IGEMM_HD int divide(int n, const FastDiv& f) {
+#if defined(__CUDA_ARCH__)
+  const uint32_t hi = __umulhi(static_cast<uint32_t>(n), f.m);
+#else
+  const uint32_t hi = static_cast<uint32_t>((uint64_t{static_cast<uint32_t>(n)} * f.m) >> 32);
+#endif
+  return static_cast<int>((hi + static_cast<uint32_t>(n)) >> f.l);
+}
+
+// A convolution in conv2d's terms: input x [N, C, H, W], weight [Cout, C/groups, KH, KW],
+// output y [N, Cout, OH, OW]. The divisors at the end are filled by with_divisors() (the entry
+// points of conv_igemm.h call it; the fields above are all a caller sets).
+struct Geom {
+  int N, C, H, W;
+  int Cout, OH, OW;
+  int KH, KW;
+  int sh, sw, ph, pw, dh, dw;
+  int groups;
+  FastDiv taps_div{}, kw_div{}, ow_div{}, plane_div{}, sh_div{}, sw_div{};  // KH*KW, KW, OW, OH*OW, sh, sw
+};
+
+inline Geom with_divisors(Geom g) {
+  g.taps_div = fast_div(g.KH * g.KW);
+  g.kw_div = fast_div(g.KW);
+  g.ow_div = fast_div(g.OW);
+  g.plane_div = fast_div(g.OH * g.OW);
+  g.sh_div = fast_div(g.sh);
+  g.sw_div = fast_div(g.sw);
+  return g;
+}
+
+struct Dims {
+  int M, N, K;
+};
+
+// The part of an operand element's address that one index (a row, a column or k) decides:
+// an element offset, a spatial row and column (meaning depends on the pass), and whether the
+// index is inside the GEMM.
+struct Ix {
+  int64_t off;
+  int y, x;
+  bool ok;
+};
+
+EMBER_IGEMM_HD Dims dims(const Geom& g, Pass p) {
+  const int Cig = g.C / g.groups, Cog = g.Cout / g.groups, taps = g.KH * g.KW;
+  switch (p) {
+    case Pass::forward: return {g.N * g.OH * g.OW, Cog, Cig * taps};
+    case Pass::backward_data: return {g.N * g.H * g.W, Cig, Cog * taps};
+    default: return {Cog, Cig * taps, g.N * g.OH * g.OW};
+  }
+}
+
+// ---- the stride phases of backward-data ----
+//
+// Pixel ih of gx receives tap kh only where ih + ph - kh*dh is a multiple of sh. The pixels
+// with ih = q (mod sh) all take the same taps: the kh with kh*dh = ih + ph (mod sh), an
+// arithmetic progression of step sh / gcd(sh, dh). So backward-data runs as sh*sw GEMMs, one
+// per phase (ih mod sh, iw mod sw), each over only its pixels and its taps: no multiply is
+// spent on a tap that a stride skips. (At stride 1 there is one phase: all pixels, all taps.)
+// Forward and weight-gradient passes have one trivial phase.
+struct Phase {
+  int ih0 = 0, iw0 = 0;          // the phase's first pixel row / column
+  int rows = 0, cols = 0;        // its pixel rows / columns (every sh-th, every sw-th)
+  int kh0 = 0, kw0 = 0;          // its first tap row / column
+  int kh_step = 1, kw_step = 1;  // tap rows / columns apart
+  int th = 0, tw = 0;            // its tap rows / columns (0: the phase's pixels get no term)
+  FastDiv tw_div{}, taps_div{}, cols_div{}, plane_div{};  // tw, th*tw, cols, rows*cols
+};
+
+EMBER_IGEMM_HD int phases(const Geom& g, Pass p) { return p == Pass::backward_data ? g.sh * g.sw : 1; }
+
+// The taps of one axis for the pixels = q (mod s): the first k in [0, K) with k*d + pad = q
+// (mod s), the step between them, and how many.
+EMBER_IGEMM_HD void phase_taps(int q, int s, int d, int pad, int K, int& k0, int& step, int& n) {
+  int a = s, b = d % s;  // step = s / gcd(s, d)
+  while (b != 0) {
+    const int t = a % b;
+    a = b;
+    b = t;
+  }
+  step = s / a;
+  k0 = -1;
+  for (int k = 0; k < K && k < step; ++k)
+    if ((k * d - q - pad) % s == 0) {
+      k0 = k;
+      break;
+    }
+  n = k0 < 0 ? 0 : (K - k0 + step - 1) / step;
+  if (k0 < 0) k0 = 0;
+}
+
+template <Pass P>
+EMBER_IGEMM_HD Phase phase_of(const Geom& g, int phase) {
+  Phase f;
+  if constexpr (P == Pass::backward_data) {
+    const int qh = phase / g.sw, qw = phase - qh * g.sw;
+    f.ih0 = qh;
+    f.iw0 = qw;
+    f.rows = qh < g.H ? (g.H - qh + g.sh - 1) / g.sh : 0;
+    f.cols = qw < g.W ? (g.W - qw + g.sw - 1) / g.sw : 0;
+    phase_taps(qh, g.sh, g.dh, g.ph, g.KH, f.kh0, f.kh_step, f.th);
+    phase_taps(qw, g.sw, g.dw, g.pw, g.KW, f.kw0, f.kw_step, f.tw);
+  } else {
+    f.rows = g.OH;
+    f.cols = g.OW;
+    f.th = g.KH;
+    f.tw = g.KW;
+  }
+  f.tw_div = fast_div(f.tw);
+  f.taps_div = fast_div(f.th * f.tw);
+  f.cols_div = fast_div(f.cols);
+  f.plane_div = fast_div(f.rows * f.cols);
+  return f;
+}
+
+// The GEMM of one phase (backward-data) or of the whole pass (the others).
+EMBER_IGEMM_HD Dims dims(const Geom& g, Pass p, const Phase& f) {
+  if (p != Pass::backward_data) return dims(g, p);
+  return {g.N * f.rows * f.cols, g.C / g.groups, g.Cout / g.groups * f.th * f.tw};
+}
+
+// Whether every GEMM index of the pass fits in 32 bits (with a tile's worth to spare).
+inline bool fits(const Geom& g) {
+  constexpr int64_t kMax = (int64_t{1} << 31) - 1024;
+  const int64_t taps = int64_t{g.KH} * g.KW;
+  const int64_t sizes[] = {int64_t{g.N} * g.OH * g.OW, int64_t{g.N} * g.H * g.W, int64_t{g.C} * taps,
+                           int64_t{g.Cout} * taps};
+  for (int64_t s : sizes)
+    if (s >= kMax) return false;
+  return true;
+}
+
+// ---- A: rows m, depth k ----
+
+template <Pass P>
+EMBER_IGEMM_HD Ix a_outer(const Geom& g, const Phase& f, int grp, int m) {
+  const Dims d = dims(g, P, f);
+  const int Cog = g.Cout / g.groups;
+  if (m >= d.M) return {0, 0, 0, false};
+  if constexpr (P == Pass::forward) {  // m -> (img, oh, ow): the window's top-left corner
+    const int plane = g.OH * g.OW, img = divide(m, g.plane_div), pos = m - img * plane, oh = divide(pos, g.ow_div),
+              ow = pos - oh * g.OW;
+    const int Cig = g.C / g.groups;
+    return {(int64_t{img} * g.C + int64_t{grp} * Cig) * g.H * g.W, oh * g.sh - g.ph, ow * g.sw - g.pw, true};
+  } else if constexpr (P == Pass::backward_data) {  // m -> (img, ih, iw) of the phase, shifted by the padding
+    const int plane = f.rows * f.cols, img = divide(m, f.plane_div), pos = m - img * plane,
+              r = divide(pos, f.cols_div), c = pos - r * f.cols;
+    const int ih = f.ih0 + r * g.sh, iw = f.iw0 + c * g.sw;
+    return {(int64_t{img} * g.Cout + int64_t{grp} * Cog) * g.OH * g.OW, ih + g.ph, iw + g.pw, true};
+  } else {  // m -> co: gy's channel plane
+    return {int64_t{grp * Cog + m} * g.OH * g.OW, 0, 0, true};
+  }
+}
+
+template <Pass P>
+EMBER_IGEMM_HD Ix a_inner(const Geom& g, const Phase& f, int k) {
+  const Dims d = dims(g, P, f);
+  if (k >= d.K) return {0, 0, 0, false};
+  const int taps = g.KH * g.KW;
+  if constexpr (P == Pass::forward) {  // k -> (ci, kh, kw)
+    const int ci = divide(k, g.taps_div), t = k - ci * taps, kh = divide(t, g.kw_div), kw = t - kh * g.KW;
+    return {int64_t{ci} * g.H * g.W, kh * g.dh, kw * g.dw, true};
+  } else if constexpr (P == Pass::backward_data) {  // k -> (co, the phase's tap (a, b))
+    const int co = divide(k, f.taps_div), t = k - co * f.th * f.tw, a = divide(t, f.tw_div), b = t - a * f.tw;
+    return {int64_t{co} * g.OH * g.OW, (f.kh0 + a * f.kh_step) * g.dh, (f.kw0 + b * f.kw_step) * g.dw, true};
+  } else {  // k -> (img, oh, ow)
+    const int plane = g.OH * g.OW, img = divide(k, g.plane_div), pos = k - img * plane;
+    return {int64_t{img} * g.Cout * plane + pos, 0, 0, true};
+  }
+}
+
+// The element offset of A[m, k] in its tensor (x, gy or gy), or false where it reads zero.
+template <Pass P>
+EMBER_IGEMM_HD bool a_at(const Geom& g, const Ix& o, const Ix& i, int64_t& off) {
+  if (!o.ok || !i.ok) return false;
+  if constexpr (P == Pass::forward) {
+    const int ih = o.y + i.y, iw = o.x + i.x;
+    if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return false;
+    off = o.off + i.off + int64_t{ih} * g.W + iw;
+  } else if constexpr (P == Pass::backward_data) {
+    const int hs = o.y - i.y, ws = o.x - i.x;  // oh*sh and ow*sw for the window whose tap reads (ih, iw)
+    if (hs < 0 || ws < 0) return false;
+    const int oh = divide(hs, g.sh_div), ow = divide(ws, g.sw_div);
+    // (the phase makes hs, ws multiples of the stride; checked all the same)
+    if (oh * g.sh != hs || ow * g.sw != ws || oh >= g.OH || ow >= g.OW) return false;
+    off = o.off + i.off + int64_t{oh} * g.OW + ow;
+  } else {
+    off = o.off + i.off;
+  }
+  return true;
+}
+
+// ---- B: depth k, columns n ----
+
+template <Pass P>
+EMBER_IGEMM_HD Ix b_outer(const Geom& g, const Phase& f, int grp, int n) {
+  const Dims d = dims(g, P, f);
+  if (n >= d.N) return {0, 0, 0, false};
+  const int Cig = g.C / g.groups, Cog = g.Cout / g.groups, taps = g.KH * g.KW;
+  if constexpr (P == Pass::forward) {  // n -> co: its weight row [Cig*taps]
+    return {int64_t{grp * Cog + n} * Cig * taps, 0, 0, true};
+  } else if constexpr (P == Pass::backward_data) {  // n -> ci: w[., ci, ., .]
+    return {int64_t{n} * taps, 0, 0, true};
+  } else {  // n -> (ci, kh, kw): the tap's offset from the window corner
+    const int ci = divide(n, g.taps_div), t = n - ci * taps, kh = divide(t, g.kw_div), kw = t - kh * g.KW;
+    return {int64_t{grp * Cig + ci} * g.H * g.W, kh * g.dh - g.ph, kw * g.dw - g.pw, true};
+  }
+}
+
+template <Pass P>
+EMBER_IGEMM_HD Ix b_inner(const Geom& g, const Phase& f, int grp, int k) {
+  const Dims d = dims(g, P, f);
+  if (k >= d.K) return {0, 0, 0, false};
+  if constexpr (P == Pass::forward) {  // k is the weight row's index
+    return {k, 0, 0, true};
+  } else if constexpr (P == Pass::backward_data) {  // k -> (co, the phase's tap): w[grp*Cog + co, 0, kh, kw]
+    const int Cig = g.C / g.groups, Cog = g.Cout / g.groups, taps = g.KH * g.KW;
+    const int co = divide(k, f.taps_div), t = k - co * f.th * f.tw, a = divide(t, f.tw_div), b = t - a * f.tw;
+    const int kh = f.kh0 + a * f.kh_step, kw = f.kw0 + b * f.kw_step;
+    return {int64_t{grp * Cog + co} * Cig * taps + kh * g.KW + kw, 0, 0, true};
+  } else {  // k -> (img, oh, ow): the window's corner
+    const int plane = g.OH * g.OW, img = divide(k, g.plane_div), pos = k - img * plane, oh = divide(pos, g.ow_div),
+              ow = pos - oh * g.OW;
+    return {int64_t{img} * g.C * g.H * g.W, oh * g.sh, ow * g.sw, true};
+  }
+}
+
+// The element offset of B[k, n] in its tensor (w, w or x), or false where it reads zero.
+template <Pass P>
+EMBER_IGEMM_HD bool b_at(const Geom& g, const Ix& o, const Ix& i, int64_t& off) {
+  if (!o.ok || !i.ok) return false;
+  if constexpr (P == Pass::backward_weight) {
+    const int ih = o.y + i.y, iw = o.x + i.x;
+    if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return false;
+    off = o.off + i.off + int64_t{ih} * g.W + iw;
+  } else {
+    off = o.off + i.off;
+  }
+  return true;
+}
+
+// ---- C: the output element of GEMM entry (m, n) is c_row(m) + c_col(n) ----
+
+template <Pass P>
+EMBER_IGEMM_HD int64_t c_row(const Geom& g, const Phase& f, int grp, int m) {
+  const int Cig = g.C / g.groups, Cog = g.Cout / g.groups;
+  if constexpr (P == Pass::forward) {
+    const int plane = g.OH * g.OW, img = divide(m, g.plane_div), pos = m - img * plane;
+    return (int64_t{img} * g.Cout + int64_t{grp} * Cog) * plane + pos;
+  } else if constexpr (P == Pass::backward_data) {  // the phase's pixel (r, c) is (ih0 + r*sh, iw0 + c*sw)
+    const int plane = f.rows * f.cols, img = divide(m, f.plane_div), pos = m - img * plane,
+              r = divide(pos, f.cols_div), c = pos - r * f.cols;
+    return (int64_t{img} * g.C + int64_t{grp} * Cig) * g.H * g.W + int64_t{f.ih0 + r * g.sh} * g.W + f.iw0 +
+           c * g.sw;
+  } else {
+    return int64_t{grp * Cog + m} * Cig * g.KH * g.KW;
+  }
+}
+
+template <Pass P>
+EMBER_IGEMM_HD int64_t c_col(const Geom& g, int n) {
+  if constexpr (P == Pass::forward) return int64_t{n} * g.OH * g.OW;
+  else if constexpr (P == Pass::backward_data) return int64_t{n} * g.H * g.W;
+  else return n;
+}
+
+// The output channel of column n (for the bias): y's for the forward, gx's for backward_data.
+template <Pass P>
+EMBER_IGEMM_HD int c_channel(const Geom& g, int grp, int n) {
+  if constexpr (P == Pass::forward) return grp * (g.Cout / g.groups) + n;
+  else return grp * (g.C / g.groups) + n;
+}
+
+// ---- the kernels' tiles and which thread moves which element ----
+
+// A block of kThreads threads computes a kTileM x kTileN tile of C, kTileK deep per step.
+constexpr int kTileM = 64, kTileN = 64, kTileK = 16, kThreads = 128;
+constexpr int kLoadsPerThread = kTileK * 64 / kThreads;  // of one operand's 64 x kTileK tile: 8
+constexpr int kOutPerThread = kTileM * kTileN / kThreads;  // of the C tile: 32
+
+// Load i (< kLoadsPerThread) of thread tid copies element (outer, k) of an operand's 64-row
+// (m or n) x kTileK tile: with outer_fast, consecutive threads take consecutive rows of one k
+// (the gathered image of the forward and backward-data passes is contiguous along the pixel),
+// else consecutive k of one row (the weights, and both operands of the weight gradient).
+EMBER_IGEMM_HD int load_outer(bool outer_fast, int tid, int i) {
+  return outer_fast ? tid % 64 : tid / kTileK + (kThreads / kTileK) * i;
+}
+EMBER_IGEMM_HD int load_k(bool outer_fast, int tid, int i) {
+  return outer_fast ? tid / 64 + (kThreads / 64) * i : tid % kTileK;
+}
+// Store r (< kOutPerThread) of thread tid writes C tile element (fast, slow): the fast index is
+// m for the forward and backward-data passes (the output pixel), n for the weight gradient.
+EMBER_IGEMM_HD int store_fast(int tid) { return tid % 64; }
+EMBER_IGEMM_HD int store_slow(int tid, int r) { return tid / 64 + (kThreads / 64) * r; }
+
+// ---- split-K of the weight gradient ----
+
+// The K range [0, N*P) cut into `splits` chunks of `chunk` (a multiple of `bk`) so that the
+// grid has about `target_blocks` blocks; every chunk non-empty, each at least 8 K-steps long.
+struct SplitK {
+  int splits, chunk;
+};
+
+inline SplitK split_k(const Geom& g, int tile_m, int tile_n, int bk, int target_blocks) {
+  const Dims d = dims(g, Pass::backward_weight);
+  const int64_t tiles =
+      int64_t{(d.M + tile_m - 1) / tile_m} * ((d.N + tile_n - 1) / tile_n) * g.groups;
+  const int64_t steps = (int64_t{d.K} + bk - 1) / bk;
+  int64_t s = (target_blocks + tiles - 1) / tiles;
+  s = s < 1 ? 1 : s;
+  const int64_t max_s = steps / 8 < 1 ? 1 : steps / 8;
+  s = s > max_s ? max_s : s;
+  s = s > 64 ? 64 : s;
+  const int64_t chunk_steps = (steps + s - 1) / s;
+  const int64_t chunk = (chunk_steps < 1 ? 1 : chunk_steps) * bk;
+  const int64_t splits = d.K == 0 ? 1 : (d.K + chunk - 1) / chunk;
+  return {static_cast<int>(splits), static_cast<int>(chunk)};
+}
+
+}  // namespace ember::kernels::cuda::igemm
