@@ -40,9 +40,10 @@ for s in $steps; do
     tests)
       step tests "$tests" --gtest_filter='Cuda*:UNetCuda*' --gtest_output="json:$logs/gpu_tests.json" ;;
     sanitize)
-      step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 "$tests" --gtest_filter='CudaGpu*:UNetCuda*'
+      step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 "$tests" \
+        --gtest_filter='CudaGpu*:CudaConvIgemm*:UNetCuda*'
       step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 "$tests" \
-        --gtest_filter='CudaGpu.Flash*:CudaGpu.FusedGroupNorm*:CudaGpu.Softmax*:CudaGpu.Reductions*' ;;
+        --gtest_filter='CudaGpu.Flash*:CudaGpu.FusedGroupNorm*:CudaGpu.Softmax*:CudaGpu.Reductions*:CudaConvIgemm*' ;;
     bench)
       step bench env EMBER_SIDE_BY_SIDE_OUT="$logs/side_by_side" bench/side_by_side.sh "$build" all ;;
     *) echo "gpu_check: unknown step '$s' (tests, sanitize, bench)"; failures=$((failures + 1)) ;;
