@@ -20,6 +20,7 @@
 #include "ember/engine/cuda/runtime.h"
 #include "ember/engine/precision.h"
 #include "ember/ops/attention.h"
+#include "gpu_bench.h"
 
 namespace {
 
@@ -29,16 +30,8 @@ struct AttnShape {
   int64_t B, T, D;
 };
 
-bool skip_without_gpu(benchmark::State& state) {
-  if (cuda::available()) return false;
-  state.SkipWithError(("no GPU here: " + cuda::unavailable_reason()).c_str());
-  return true;
-}
-
 void bench_sdpa(benchmark::State& state, AttnShape s, MatmulPrecision p, bool backward) {
-  if (skip_without_gpu(state)) return;
-  const MatmulPrecision prev = matmul_precision();
-  set_matmul_precision(p);
+  if (!bench::gpu_or_skip(state)) return;
   const Device gpu = Device::cuda(0);
   Generator gen(0);
   Tensor q = randn({s.B, 1, s.T, s.D}, {}, &gen).to(gpu);
@@ -61,21 +54,9 @@ void bench_sdpa(benchmark::State& state, AttnShape s, MatmulPrecision p, bool ba
       benchmark::DoNotOptimize(o.device_data());
     }
   };
-  try {  // an ember::Error (a kernel failing) skips this entry instead of ending the whole run
-    for (int i = 0; i < 3; ++i) step();  // warm the allocator's cache and the kernels
-    cuda::synchronize(0);
-    for (auto _ : state) {
-      step();
-      cuda::synchronize(0);
-    }
-  } catch (const std::exception& e) {
-    set_matmul_precision(prev);
-    state.SkipWithError(e.what());
-    return;
-  }
-  set_matmul_precision(prev);
+  if (!bench::run_on_gpu(state, p, step)) return;
   const double flops = 4.0 * s.B * s.T * s.T * s.D * (backward ? 2.5 : 1.0);
-  state.counters["TFLOPS"] = benchmark::Counter(flops * state.iterations() / 1e12, benchmark::Counter::kIsRate);
+  bench::rate_counter(state, "TFLOPS", flops, 1e12);
 }
 
 void register_all() {

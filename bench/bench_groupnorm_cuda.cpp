@@ -27,6 +27,7 @@
 #include "ember/ember.h"
 #include "ember/engine/cuda/runtime.h"
 #include "ember/ops/norm.h"
+#include "gpu_bench.h"
 
 namespace {
 
@@ -37,10 +38,7 @@ struct GnShape {
 };
 
 void bench_group_norm_silu(benchmark::State& state, GnShape s, bool backward) {
-  if (!cuda::available()) {
-    state.SkipWithError(("no GPU here: " + cuda::unavailable_reason()).c_str());
-    return;
-  }
+  if (!bench::gpu_or_skip(state)) return;
   const Device gpu = Device::cuda(0);
   Generator gen(0);
   Tensor x = randn({s.N, s.C, s.H, s.H}, {}, &gen).to(gpu);
@@ -58,19 +56,9 @@ void bench_group_norm_silu(benchmark::State& state, GnShape s, bool backward) {
       benchmark::DoNotOptimize(y.device_data());
     }
   };
-  try {  // an ember::Error (a kernel failing) skips this entry instead of ending the whole run
-    for (int i = 0; i < 3; ++i) step();  // warm the allocator's cache and the kernels
-    cuda::synchronize(0);
-    for (auto _ : state) {
-      step();
-      cuda::synchronize(0);
-    }
-  } catch (const std::exception& e) {
-    state.SkipWithError(e.what());
-    return;
-  }
+  if (!bench::run_on_gpu(state, MatmulPrecision::highest, step)) return;
   const double bytes = 4.0 * static_cast<double>(s.N * s.C * s.H * s.H) * (backward ? 5 : 2);
-  state.counters["GB/s"] = benchmark::Counter(bytes * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+  bench::rate_counter(state, "GB/s", bytes, 1e9);
 }
 
 void register_all() {

@@ -33,6 +33,7 @@
 #include "ember/models/unet.h"
 #include "ember/nn/optim.h"
 #include "ember/ops/loss.h"
+#include "gpu_bench.h"
 
 namespace {
 
@@ -98,10 +99,7 @@ void run_unet(benchmark::State& state, MatmulPrecision p, bool train) {
 }
 
 void bench_unet(benchmark::State& state, MatmulPrecision p, bool train) {
-  if (!cuda::available()) {
-    state.SkipWithError(("no GPU here: " + cuda::unavailable_reason()).c_str());
-    return;
-  }
+  if (!bench::gpu_or_skip(state)) return;
   const MatmulPrecision prev = matmul_precision();
   try {  // an ember::Error (a kernel failing) skips this entry instead of ending the whole run
     run_unet(state, p, train);

@@ -22,14 +22,11 @@
 #include <vector>
 
 #include "ember/engine/cuda/runtime.h"
+#include "gpu_bench.h"
 
 namespace {
 
-bool gpu_or_skip(benchmark::State& state) {
-  if (ember::cuda::available()) return true;
-  state.SkipWithError(("no GPU here: " + ember::cuda::unavailable_reason()).c_str());
-  return false;
-}
+using ember::bench::gpu_or_skip;
 
 // Device memory of n floats filled with a small non-zero pattern (never zeros).
 struct DeviceBuffer {
