@@ -153,17 +153,31 @@ struct Mma<MathMode::exact> {
   }
 };
 
-// Warp w owns the 32 x 32 sub-tile at rows 32 (w % 2), columns 32 (w / 2): 2 x 2 fragments.
-// A's tile [BK][BM] is A column-major (element (m, k) at k*LDS + m); B's [BK][BN] is row-major.
-template <>
-struct Mma<MathMode::tf32> {
-  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2][2];
+// The tensor-core accumulators of one warp's 32 x 32 sub-tile (2 x 2 fragments of 16 x 16 with
+// a K of KF), zeroed and stored the same way whatever the operand type.
+template <int KF>
+struct WmmaAccumulators {
+  wmma::fragment<wmma::accumulator, 16, 16, KF, float> acc[2][2];
   __device__ void zero() {
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
       for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
   }
+  __device__ void store(float (*c)[LDC], int tid) const {
+    const int warp = tid / 32, wm = warp % 2, wn = warp / 2;
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+        wmma::store_matrix_sync(&c[wn * 32 + j * 16][wm * 32 + i * 16], acc[i][j], LDC, wmma::mem_col_major);
+  }
+};
+
+// Warp w owns the 32 x 32 sub-tile at rows 32 (w % 2), columns 32 (w / 2): 2 x 2 fragments.
+// A's tile [BK][BM] is A column-major (element (m, k) at k*LDS + m); B's [BK][BN] is row-major.
+template <>
+struct Mma<MathMode::tf32> : WmmaAccumulators<8> {
   __device__ void step(Smem<MathMode::tf32>& s, int stage, int tid) {
     const int warp = tid / 32, wm = warp % 2, wn = warp / 2;
 #pragma unroll
@@ -188,26 +202,11 @@ struct Mma<MathMode::tf32> {
         for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
     }
   }
-  __device__ void store(float (*c)[LDC], int tid) const {
-    const int warp = tid / 32, wm = warp % 2, wn = warp / 2;
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int j = 0; j < 2; ++j)
-        wmma::store_matrix_sync(&c[wn * 32 + j * 16][wm * 32 + i * 16], acc[i][j], LDC, wmma::mem_col_major);
-  }
 };
 
 // As tf32, after rounding the stage's f32 tiles to bf16 tiles (one K-step of 16 = one MMA).
 template <>
-struct Mma<MathMode::bf16> {
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
-  __device__ void zero() {
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
-  }
+struct Mma<MathMode::bf16> : WmmaAccumulators<16> {
   __device__ void step(Smem<MathMode::bf16>& s, int stage, int tid) {
 #pragma unroll
     for (int r = 0; r < BK * 64 / kBlock; ++r) {
@@ -227,14 +226,6 @@ struct Mma<MathMode::bf16> {
     for (int i = 0; i < 2; ++i)
 #pragma unroll
       for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
-  }
-  __device__ void store(float (*c)[LDC], int tid) const {
-    const int warp = tid / 32, wm = warp % 2, wn = warp / 2;
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int j = 0; j < 2; ++j)
-        wmma::store_matrix_sync(&c[wn * 32 + j * 16][wm * 32 + i * 16], acc[i][j], LDC, wmma::mem_col_major);
   }
 };
 
