@@ -102,14 +102,16 @@ static_assert(sizeof(Smem<MathMode::bf16>) <= 48 * 1024, "within the default sha
 // ---- cp.async (sm_80+) ----
 
 // 4 bytes from global to shared memory, or 4 zero bytes when !valid (src-size 0: nothing read).
+// The "memory" clobbers keep the compiler from moving shared-memory accesses across them even
+// where no __syncthreads() stands next to them.
 __device__ __forceinline__ void cp_async4(void* smem, const float* gmem, bool valid) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 4 : 0));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 4 : 0) : "memory");
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 // ---- the multiply of one K-step tile, by mode ----
