@@ -7,8 +7,15 @@
 // steps included, as one CUDA graph and replay it; the iteration's random draws are made
 // outside the graph into static inputs, as ember dde --cuda-graphs does. Their PyTorch
 // yardstick is the same eager iteration.
+// dde_toy_iteration(b1,25x32)/host_overhead: the toy iteration on one-row batches on the CPU,
+// where the arithmetic is nothing and the time is ember's own per-op cost (dispatch, shape
+// checks, autograd records, allocation); its "ops" counter is the number of ops one iteration
+// runs (the op trace's events: each a kernel launch or more on the GPU, nested composites
+// counted with their parts), and "us_per_op" their mean host cost.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 
 #include "ember/ember.h"
@@ -132,6 +139,26 @@ void BM_dde_toy_iteration(benchmark::State& state, bool graphs) {
                    std::make_shared<models::MLP>(2, 32, 25, 1), {}, 2048, 2, 2, 0.2, false}, graphs);
 }
 
+void BM_dde_toy_host_overhead(benchmark::State& state) {
+  manual_seed(0);
+  Setup s{std::make_shared<models::MLP>(2, 32, 25, 2, true), std::make_shared<models::MLP>(2, 32, 25, 1),
+          std::make_shared<models::MLP>(2, 32, 25, 1), {}, 1, 2, 2, 0.2, false, Device::cpu()};
+  for (auto* m : {s.gen.get(), s.dreal.get(), s.dgen.get()})
+    s.opts.push_back(std::make_unique<nn::Adam>(m->parameters(), nn::AdamOptions{.lr = 1e-3}));
+  iteration(s);
+  size_t ops = 0;
+  {
+    TraceScope trace;
+    iteration(s);
+    ops = trace.events().size();
+  }
+  const auto start = std::chrono::steady_clock::now();
+  for (auto _ : state) iteration(s);
+  const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+  state.counters["ops"] = static_cast<double>(ops);
+  state.counters["us_per_op"] = us / std::max<double>(1.0, static_cast<double>(state.iterations() * ops));
+}
+
 void BM_dde_mnist_iteration(benchmark::State& state, bool graphs) {
   manual_seed(0);
   run(state, Setup{std::make_shared<models::DenseNetMLP>(16, 64, 16, 784, true),
@@ -143,5 +170,6 @@ void BM_dde_mnist_iteration(benchmark::State& state, bool graphs) {
 
 BENCHMARK_CAPTURE(BM_dde_toy_iteration, eager, false)->Name("dde_toy_iteration(b2048,25x32)")->Unit(benchmark::kMillisecond)->MinTime(3.0);
 BENCHMARK_CAPTURE(BM_dde_mnist_iteration, eager, false)->Name("dde_mnist_iteration(b100,dense16x256)")->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK(BM_dde_toy_host_overhead)->Name("dde_toy_iteration(b1,25x32)/host_overhead")->Unit(benchmark::kMillisecond)->MinTime(2.0);
 BENCHMARK_CAPTURE(BM_dde_toy_iteration, graphs, true)->Name("dde_toy_iteration(b2048,25x32)/cuda_graphs")->Unit(benchmark::kMillisecond)->MinTime(3.0);
 BENCHMARK_CAPTURE(BM_dde_mnist_iteration, graphs, true)->Name("dde_mnist_iteration(b100,dense16x256)/cuda_graphs")->Unit(benchmark::kMillisecond)->MinTime(3.0);
