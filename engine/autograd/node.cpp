@@ -55,12 +55,23 @@ Tensor AccumulateGrad::leaf() const {
   return p ? Tensor(p) : Tensor();
 }
 
+namespace {
+// A gradient no one else can see: its tensor held only by the engine's list (the caller of
+// apply), its buffer by that tensor alone, dense and whole. It can become .grad as it is.
+bool private_dense(const Tensor& g) {
+  return g.impl().use_count() == 1 && g.storage().use_count() == 1 && !g.requires_grad() && g.is_contiguous() &&
+         g.offset() == 0 && g.storage()->nbytes() == static_cast<size_t>(g.numel()) * g.element_size();
+}
+}  // namespace
+
 TensorList AccumulateGrad::apply(const TensorList& grads) {
   Tensor leaf = this->leaf();
   if (!leaf.defined() || !grads[0].defined()) return {};
   // Under create_graph (grad mode on here) .grad keeps its graph, for a later derivative.
-  // Otherwise .grad is a private copy, so in-place work on it (clipping) touches nothing else.
-  Tensor g = grad_enabled() ? grads[0] : grads[0].detach().clone();
+  // Otherwise .grad is private, so in-place work on it (clipping) touches nothing else: the
+  // gradient itself where no one else holds it (most of a backward's: a copy saved per
+  // parameter per step, a kernel launch each on the GPU), else a copy.
+  Tensor g = grad_enabled() ? grads[0] : (private_dense(grads[0]) ? grads[0] : grads[0].detach().clone());
   Tensor old = leaf.grad();
   leaf.set_grad(old.defined() ? accumulate_gradients(old, g) : g);
   return {};

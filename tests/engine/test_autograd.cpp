@@ -37,6 +37,33 @@ TEST(Autograd, AccumulatesAcrossBackwardCalls) {
   for (int i = 0; i < 4; ++i) EXPECT_NEAR(g[i], 2 * xv[i] + 3, 1e-12);
 }
 
+// .grad is private: in-place work on it touches no other tensor. A gradient no one else holds
+// becomes .grad without a copy; one the caller still holds (a grad_output, a retained graph's)
+// is copied.
+TEST(Autograd, LeafGradientsArePrivateAndCopiedOnlyWhenShared) {
+  Tensor w = leaf64({3, 4}, 1);
+  {
+    TraceScope trace;
+    mul(square(w), 3.0).sum().backward();  // dW = 3 * 2w * g: a fresh dense tensor, no reshapes
+    for (const auto& e : trace.events()) EXPECT_NE(e.op, "clone") << "an unshared gradient was copied";
+  }
+  Tensor gw = w.grad();
+  Tensor before = gw.clone();
+  // x is its own root: its gradient is the caller's grad_output, which must stay untouched
+  Tensor y = leaf64({5}, 3), go = leaf64({5}, 4).detach();
+  Tensor go_before = go.clone();
+  y.backward(go);
+  y.grad().mul_(3.0);
+  EXPECT_EQ(go.to_vector<double>(), go_before.to_vector<double>()) << "in-place work on .grad changed the grad_output";
+  // a gradient that is a broadcast view (sum's backward) is made dense and private
+  Tensor z = leaf64({2, 3}, 5);
+  z.sum().backward();
+  EXPECT_TRUE(z.grad().is_contiguous());
+  z.grad().add_(ones({2, 3}, {.dtype = DType::f64}));
+  EXPECT_EQ(z.grad().to_vector<double>(), std::vector<double>(6, 2.0));
+  EXPECT_EQ(w.grad().to_vector<double>(), before.to_vector<double>());
+}
+
 TEST(Autograd, ThirdDerivativeOfSin) {
   Tensor x = tensor({0.7}, {}, {.dtype = DType::f64});
   x.requires_grad_(true);
