@@ -494,16 +494,43 @@ Tensor softplus_backward(const Tensor& g, const Tensor& a, double beta, double t
   }, /*floating_only=*/true);
   record("softplus_backward", {g, a}, out,
          [g, a, beta, threshold, rg = wants(g), ra = wants(a)](const TensorList& gg, const TensorList&) {
-           // d/dg = slope(a);  d/da = g * beta * s (1 - s) below the threshold, 0 above
-           Tensor ba = beta == 1.0 ? a : mul(a, beta);
-           Tensor s = sigmoid(ba);
-           Tensor below = le(ba, threshold).to(a.dtype());
-           Tensor slope = add(mul(s, below), rsub(below, 1.0));
-           Tensor curv = mul(mul(s, rsub(s, 1.0)), mul(below, beta));
-           return TensorList{rg ? reduce_to(mul(gg[0], slope), g) : Tensor(),
-                             ra ? reduce_to(mul(gg[0], mul(g, curv)), a) : Tensor()};
+           // d/dg = gg softplus'(a), this op again;  d/da = gg g softplus''(a): three ops (a DDE
+           // step runs this once per layer, where the formula in plain ops took a dozen)
+           return TensorList{rg ? reduce_to(softplus_backward(gg[0], a, beta, threshold), g) : Tensor(),
+                             ra ? reduce_to(softplus_curvature(mul(gg[0], g), a, beta, threshold), a) : Tensor()};
          },
          {g, a});
+  return out;
+}
+
+// x softplus''(a) = x beta s (1 - s), s = sigmoid(beta a), 0 above the threshold: softplus's
+// second derivative, which softplus_backward's backward needs, in one pass.
+Tensor softplus_curvature(const Tensor& x, const Tensor& a, double beta, double threshold) {
+  EMBER_CHECK(beta > 0, "softplus_curvature: beta must be > 0, got ", beta);
+  Tensor out = binary("softplus_curvature", x, a, {kc::BinaryOp::softplus_curvature, beta, threshold},
+                      [beta, threshold](auto xv, auto av) {
+    using T = decltype(av);
+    if constexpr (!std::is_floating_point_v<T>) {
+      return xv;  // never reached: floating_only rejects integer dtypes before the kernel
+    } else {
+      const T ba = av * T(beta), s = sigmoid_value(ba);
+      return ba > T(threshold) ? T(0) : xv * (T(beta) * s * (T(1) - s));
+    }
+  }, /*floating_only=*/true);
+  record("softplus_curvature", {x, a}, out,
+         [x, a, beta, threshold, rx = wants(x), ra = wants(a)](const TensorList& g, const TensorList&) {
+           // d/dx = g softplus''(a);  d/da = g x beta^2 s (1 - s) (1 - 2 s) below the threshold
+           Tensor ga;
+           if (ra) {
+             Tensor ba = beta == 1.0 ? a : mul(a, beta);
+             Tensor s = sigmoid(ba);
+             Tensor below = le(ba, threshold).to(a.dtype());
+             Tensor third = mul(mul(mul(s, rsub(s, 1.0)), rsub(mul(s, 2.0), 1.0)), mul(below, beta * beta));
+             ga = reduce_to(mul(mul(g[0], x), third), a);
+           }
+           return TensorList{rx ? reduce_to(softplus_curvature(g[0], a, beta, threshold), x) : Tensor(), ga};
+         },
+         {x, a});
   return out;
 }
 

@@ -24,12 +24,16 @@ struct BinaryFn {
     else if constexpr (OP == BinaryOp::softplus_backward) {
       const T by = y * p0;
       return by > p1 ? x : x * sigmoid_of(by);
+    } else if constexpr (OP == BinaryOp::softplus_curvature) {
+      const T by = y * p0, s = sigmoid_of(by);
+      return by > p1 ? T(0) : x * (p0 * s * (T(1) - s));
     }
   }
 };
 
 constexpr bool floating_only(BinaryOp op) {
-  return op == BinaryOp::div || op == BinaryOp::pow || op == BinaryOp::softplus_backward;
+  return op == BinaryOp::div || op == BinaryOp::pow || op == BinaryOp::softplus_backward ||
+         op == BinaryOp::softplus_curvature;
 }
 
 template <BinaryOp OP>
@@ -98,6 +102,8 @@ void binary(BinaryOp op, ElemType t, const Strided<3>& s, double p0, double p1, 
     case BinaryOp::minimum: return run_binary<BinaryOp::minimum>(t, s, p0, p1, stream, "minimum");
     case BinaryOp::softplus_backward:
       return run_binary<BinaryOp::softplus_backward>(t, s, p0, p1, stream, "softplus_backward");
+    case BinaryOp::softplus_curvature:
+      return run_binary<BinaryOp::softplus_curvature>(t, s, p0, p1, stream, "softplus_curvature");
   }
 }
 
