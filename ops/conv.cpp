@@ -305,6 +305,8 @@ kg::MathMode conv_math_mode() {
 // true.
 bool use_igemm(const Tensor& x, const ConvShape& s, const ConvParams& p, kg::igemm::Geom* g) {
   if (x.dtype() != DType::f32 || is_identity(geometry(s.Cin, s.H, s.W, s.kh, s.kw, p, s.OH, s.OW))) return false;
+  // An empty operand (its data pointer may be null) takes the im2col path, which never reads it.
+  if (s.N * s.Cin * s.H * s.W == 0 || s.Cout * s.kh * s.kw == 0) return false;
   const int64_t v[] = {s.N, s.Cin, s.H, s.W, s.Cout, s.OH, s.OW, s.kh, s.kw, p.stride[0], p.stride[1],
                        p.padding[0], p.padding[1], p.dilation[0], p.dilation[1], p.groups};
   for (int64_t e : v)
