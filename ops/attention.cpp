@@ -318,11 +318,12 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   const int64_t Tq = q.size(-2), D = q.size(-1), Dv = v.size(-1);
   const TensorOptions f32_on{.dtype = DType::f32, .device = q.device()};
   Tensor out = Tensor::empty(with_tail(batch, {Tq, Dv}), f32_on);
-  Tensor lse = Tensor::empty(with_tail(batch, {Tq}), f32_on);  // row log-sum-exp, for the backward
+  // each row's shift and sum of exponentials, for the backward
+  Tensor stats = Tensor::empty({2, shape_numel(batch) * Tq}, f32_on);
   {
     FlashCall c = flash_call(q, k, v, attn_mask, is_causal, s, batch);
     kernels::cuda::flash_attention_forward(c.args, static_cast<float*>(out.device_data()),
-                                           static_cast<float*>(lse.device_data()), attention_math_mode(),
+                                           static_cast<float*>(stats.device_data()), attention_math_mode(),
                                            cuda::stream_of(q));
   }
   timer.set_output(out);
@@ -330,7 +331,7 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   // and something that requires grad) the same gradients from differentiable ops, recomputing
   // the probabilities, so that they differentiate again.
   record("scaled_dot_product_attention", {q, k, v}, out,
-         [q, k, v, attn_mask, is_causal, s, lse, batch, D, Dv](const TensorList& g, const TensorList& outs) {
+         [q, k, v, attn_mask, is_causal, s, stats, batch, D, Dv](const TensorList& g, const TensorList& outs) {
            const bool rq = q.requires_grad(), rk = k.requires_grad(), rv = v.requires_grad();
            if (!autograd::needs_grad({q, k, v, g[0]})) {
              const int64_t Tq = q.size(-2), Tk = k.size(-2);
@@ -342,7 +343,7 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
              Tensor o = outs[0].detach();
              FlashCall c = flash_call(q, k, v, attn_mask, is_causal, s, batch, g[0]);
              kernels::cuda::flash_attention_backward(
-                 c.args, static_cast<const float*>(o.device_data()), static_cast<const float*>(lse.device_data()),
+                 c.args, static_cast<const float*>(o.device_data()), static_cast<const float*>(stats.device_data()),
                  c.extra, static_cast<float*>(dq.device_data()), static_cast<float*>(dk.device_data()),
                  static_cast<float*>(dv.device_data()), static_cast<float*>(rowsum.device_data()),
                  attention_math_mode(), cuda::stream_of(q));

@@ -8,11 +8,12 @@
 //     online softmax, one warp per row: new running max m, p = exp(scale s + mask - m),
 //       alpha = exp(m_old - m), l = alpha l + sum p
 //     O = alpha O + P V            (BR x Dp accumulator in shared memory)
-//   then O / l and the row's log-sum-exp L = m + log l (f32) are written. Causal attention
+//   then O / l, and the row's shift m and sum l (kept apart: m + log l in f32 loses log l
+//   when |m| is large) are written. Causal attention
 //   stops at the last key the tile's last query can see.
 // Backward (FlashAttention-2's split, one block per tile of BC keys, looping over the query
-//   tiles): with D = rowsum(dO * O) from a small kernel and P recomputed from L,
-//     S = Q K^T, dP = dO V^T, P = exp(scale S + mask - L), dS = P * (dP - D)
+//   tiles): with D = rowsum(dO * O) from a small kernel and P recomputed from m and l,
+//     S = Q K^T, dP = dO V^T, P = exp(scale S + mask - m) / l, dS = P * (dP - D)
 //     dV += P^T dO, dK += scale dS^T Q   (accumulated in shared memory, written once)
 //     dQ += scale dS K                   (atomicAdd into a zeroed f32 dQ: every key tile adds)
 //
@@ -221,7 +222,7 @@ struct FwdLayout {
 
 template <MathMode MODE, int DP, int BR, int BC>
 __global__ void __launch_bounds__(kThreads)
-    flash_forward_kernel(const FlashAttentionArgs a, float* __restrict__ o, float* __restrict__ lse) {
+    flash_forward_kernel(const FlashAttentionArgs a, float* __restrict__ o, float* __restrict__ stats) {
   using Lay = FwdLayout<MODE, DP, BR, BC>;
   using In = typename Lay::In;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -229,7 +230,8 @@ __global__ void __launch_bounds__(kThreads)
   In* Ks = reinterpret_cast<In*>(smem + Lay::k);
   In* Vs = reinterpret_cast<In*>(smem + Lay::v);
   float* Ss = reinterpret_cast<float*>(smem + Lay::s);
-  In* Ps = reinterpret_cast<In*>(smem + Lay::p);  // == Ss (in place) unless BF16
+  // P overwrites S in place (f32 operands); BF16 keeps a bf16 copy of its own.
+  In* Ps = Lay::kSeparateP ? reinterpret_cast<In*>(smem + Lay::p) : reinterpret_cast<In*>(Ss);
   float* Os = reinterpret_cast<float*>(smem + Lay::o);
   float* row_m = reinterpret_cast<float*>(smem + Lay::rows);  // running max (may be -inf)
   float* row_l = row_m + BR;                                   // running sum of exp
@@ -291,7 +293,9 @@ __global__ void __launch_bounds__(kThreads)
       sum = warp_sum(sum);
       __syncwarp();
       if (lane == 0) {
-        const float alpha = expf(usable_shift(m_old) - shift);
+        // O and l are still 0 while the running max is -inf: rescale by 0, not by expf(-m_new),
+        // which overflows to inf (and 0 * inf = NaN) once every score so far is below -88.
+        const float alpha = m_old == -INFINITY ? 0.f : expf(m_old - shift);
         row_alpha[r] = alpha;
         row_l[r] = row_l[r] * alpha + sum;
         row_m[r] = m_new;
@@ -307,7 +311,9 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();  // before the next pass overwrites K, V (and S / P)
   }
 
-  // Row r: O / l (0 / 0 = NaN for a fully blocked row) and L = m + log l.
+  // Row r: O / l (0 / 0 = NaN for a fully blocked row), and the row's shift m and sum l kept
+  // apart for the backward: L = m + log l in f32 would lose log l when |m| is large (a row
+  // masked at -1e9), and P = exp(s - L) with it.
   for (int idx = threadIdx.x; idx < BR * DP; idx += kThreads) {
     const int r = idx / DP, c = idx % DP;
     const int64_t i = q0 + r;
@@ -315,7 +321,10 @@ __global__ void __launch_bounds__(kThreads)
   }
   for (int r = threadIdx.x; r < BR; r += kThreads) {
     const int64_t i = q0 + r;
-    if (i < a.Tq) lse[bh * a.Tq + i] = usable_shift(row_m[r]) + logf(row_l[r]);
+    if (i < a.Tq) {
+      stats[bh * a.Tq + i] = usable_shift(row_m[r]);
+      stats[a.B1 * a.B2 * a.Tq + bh * a.Tq + i] = row_l[r];
+    }
   }
 }
 
@@ -355,14 +364,14 @@ struct BwdLayout {
   static constexpr size_t pb = dp + align128(sizeof(float) * BR * ld_s);
   static constexpr size_t dsb = pb + (kSeparateP ? align128(sizeof(In) * BR * ld_p) : 0);
   static constexpr size_t rows = dsb + (kSeparateP ? align128(sizeof(In) * BR * ld_p) : 0);
-  static constexpr size_t bytes = rows + align128(sizeof(float) * 2 * BR);
+  static constexpr size_t bytes = rows + align128(sizeof(float) * 3 * BR);
   static_assert(bytes <= kMaxSmem, "backward tile does not fit in shared memory");
   static_assert(BC % 16 == 0 && BR % 16 == 0, "backward tile shape");
 };
 
 template <MathMode MODE, int DP, int BR, int BC>
 __global__ void __launch_bounds__(kThreads)
-    flash_backward_kernel(const FlashAttentionArgs a, const float* __restrict__ lse, const FlashTensor dout,
+    flash_backward_kernel(const FlashAttentionArgs a, const float* __restrict__ stats, const FlashTensor dout,
                           const float* __restrict__ rowsum, float* __restrict__ dq, float* __restrict__ dk,
                           float* __restrict__ dv) {
   using Lay = BwdLayout<MODE, DP, BR, BC>;
@@ -379,8 +388,9 @@ __global__ void __launch_bounds__(kThreads)
   float* dPs = reinterpret_cast<float*>(smem + Lay::dp);  // dP, then dS
   In* Pop = Lay::kSeparateP ? reinterpret_cast<In*>(smem + Lay::pb) : reinterpret_cast<In*>(Ss);
   In* dSop = Lay::kSeparateP ? reinterpret_cast<In*>(smem + Lay::dsb) : reinterpret_cast<In*>(dPs);
-  float* row_L = reinterpret_cast<float*>(smem + Lay::rows);
-  float* row_D = row_L + BR;
+  float* row_M = reinterpret_cast<float*>(smem + Lay::rows);  // the forward's shift of each row
+  float* row_S = row_M + BR;                                   // and its sum of exponentials
+  float* row_D = row_S + BR;
 
   const int64_t nkt = (a.Tk + BC - 1) / BC;
   const int64_t bh = blockIdx.x / nkt, k0 = (blockIdx.x % nkt) * BC;
@@ -390,7 +400,8 @@ __global__ void __launch_bounds__(kThreads)
   const float* vp = a.v.data + b1 * a.v.stride[0] + b2 * a.v.stride[1];
   const float* gp = dout.data + b1 * dout.stride[0] + b2 * dout.stride[1];
   const float* mp = a.mask.data ? a.mask.data + b1 * a.mask.stride[0] + b2 * a.mask.stride[1] : nullptr;
-  const float* Lp = lse + bh * a.Tq;
+  const float* Mp = stats + bh * a.Tq;
+  const float* Sp = stats + a.B1 * a.B2 * a.Tq + bh * a.Tq;
   const float* Dp = rowsum + bh * a.Tq;
   float* dqp = dq + bh * a.Tq * a.D;
 
@@ -409,7 +420,8 @@ __global__ void __launch_bounds__(kThreads)
     load_tile<BR, DP>(dOs, Lay::ld_d, gp, dout.stride[2], dout.stride[3], q0, a.Tq, a.Dv);
     for (int r = threadIdx.x; r < BR; r += kThreads) {
       const int64_t i = q0 + r;
-      row_L[r] = i < a.Tq ? Lp[i] : 0.f;
+      row_M[r] = i < a.Tq ? Mp[i] : 0.f;
+      row_S[r] = i < a.Tq ? Sp[i] : 1.f;
       row_D[r] = i < a.Tq ? Dp[i] : 0.f;
     }
     __syncthreads();
@@ -423,7 +435,7 @@ __global__ void __launch_bounds__(kThreads)
       if (i < a.Tq && j < a.Tk && !(a.causal && j > i)) {
         float s = Ss[r * Lay::ld_s + c] * a.scale;
         if (mp != nullptr) s += mp[i * a.mask.stride[2] + j * a.mask.stride[3]];
-        p = expf(s - row_L[r]);
+        p = expf(s - row_M[r]) / row_S[r];
         ds = p * (dPs[r * Lay::ld_s + c] - row_D[r]);
       }
       Ss[r * Lay::ld_s + c] = p;
@@ -471,46 +483,46 @@ void allow_smem(Kernel kernel, size_t bytes, const char* what) {
 }
 
 template <MathMode MODE, int DP>
-void forward_for(const FlashAttentionArgs& a, float* o, float* lse, cudaStream_t st) {
+void forward_for(const FlashAttentionArgs& a, float* o, float* stats, cudaStream_t st) {
   constexpr int BR = FwdTiles<DP>::BR, BC = FwdTiles<DP>::BC;
   constexpr size_t bytes = FwdLayout<MODE, DP, BR, BC>::bytes;
   auto kernel = flash_forward_kernel<MODE, DP, BR, BC>;
   allow_smem(kernel, bytes, "flash_attention_forward");
   const unsigned blocks = grid_size((a.Tq + BR - 1) / BR * a.B1 * a.B2, "flash_attention_forward");
-  kernel<<<blocks, kThreads, bytes, st>>>(a, o, lse);
+  kernel<<<blocks, kThreads, bytes, st>>>(a, o, stats);
   EMBER_CUDA_LAUNCHED("flash_attention_forward");
 }
 
 template <MathMode MODE, int DP>
-void backward_for(const FlashAttentionArgs& a, const float* lse, const FlashTensor& dout, const float* rowsum,
+void backward_for(const FlashAttentionArgs& a, const float* stats, const FlashTensor& dout, const float* rowsum,
                   float* dq, float* dk, float* dv, cudaStream_t st) {
   constexpr int BR = BwdTiles<DP>::BR, BC = BwdTiles<DP>::BC;
   constexpr size_t bytes = BwdLayout<MODE, DP, BR, BC>::bytes;
   auto kernel = flash_backward_kernel<MODE, DP, BR, BC>;
   allow_smem(kernel, bytes, "flash_attention_backward");
   const unsigned blocks = grid_size((a.Tk + BC - 1) / BC * a.B1 * a.B2, "flash_attention_backward");
-  kernel<<<blocks, kThreads, bytes, st>>>(a, lse, dout, rowsum, dq, dk, dv);
+  kernel<<<blocks, kThreads, bytes, st>>>(a, stats, dout, rowsum, dq, dk, dv);
   EMBER_CUDA_LAUNCHED("flash_attention_backward");
 }
 
 template <MathMode MODE>
-void forward_mode(const FlashAttentionArgs& a, float* o, float* lse, cudaStream_t st) {
+void forward_mode(const FlashAttentionArgs& a, float* o, float* stats, cudaStream_t st) {
   switch (bucket(a.D > a.Dv ? a.D : a.Dv)) {
-    case 32: return forward_for<MODE, 32>(a, o, lse, st);
-    case 64: return forward_for<MODE, 64>(a, o, lse, st);
-    case 128: return forward_for<MODE, 128>(a, o, lse, st);
-    default: return forward_for<MODE, 256>(a, o, lse, st);
+    case 32: return forward_for<MODE, 32>(a, o, stats, st);
+    case 64: return forward_for<MODE, 64>(a, o, stats, st);
+    case 128: return forward_for<MODE, 128>(a, o, stats, st);
+    default: return forward_for<MODE, 256>(a, o, stats, st);
   }
 }
 
 template <MathMode MODE>
-void backward_mode(const FlashAttentionArgs& a, const float* lse, const FlashTensor& dout, const float* rowsum,
+void backward_mode(const FlashAttentionArgs& a, const float* stats, const FlashTensor& dout, const float* rowsum,
                    float* dq, float* dk, float* dv, cudaStream_t st) {
   switch (bucket(a.D > a.Dv ? a.D : a.Dv)) {
-    case 32: return backward_for<MODE, 32>(a, lse, dout, rowsum, dq, dk, dv, st);
-    case 64: return backward_for<MODE, 64>(a, lse, dout, rowsum, dq, dk, dv, st);
-    case 128: return backward_for<MODE, 128>(a, lse, dout, rowsum, dq, dk, dv, st);
-    default: return backward_for<MODE, 256>(a, lse, dout, rowsum, dq, dk, dv, st);
+    case 32: return backward_for<MODE, 32>(a, stats, dout, rowsum, dq, dk, dv, st);
+    case 64: return backward_for<MODE, 64>(a, stats, dout, rowsum, dq, dk, dv, st);
+    case 128: return backward_for<MODE, 128>(a, stats, dout, rowsum, dq, dk, dv, st);
+    default: return backward_for<MODE, 256>(a, stats, dout, rowsum, dq, dk, dv, st);
   }
 }
 
@@ -524,19 +536,19 @@ void check_args(const FlashAttentionArgs& a, const char* what) {
 
 bool flash_attention_supported(int64_t D, int64_t Dv) { return D >= 1 && D <= 256 && Dv >= 1 && Dv <= 256; }
 
-void flash_attention_forward(const FlashAttentionArgs& a, float* o, float* lse, MathMode mode, void* stream) {
+void flash_attention_forward(const FlashAttentionArgs& a, float* o, float* stats, MathMode mode, void* stream) {
   check_args(a, "flash_attention_forward");
   if (a.B1 * a.B2 == 0 || a.Tq == 0) return;
   EMBER_CHECK(a.Tk > 0, "flash_attention_forward: no keys (Tk = 0)");
   auto st = static_cast<cudaStream_t>(stream);
   switch (mode) {
-    case MathMode::exact: return forward_mode<MathMode::exact>(a, o, lse, st);
-    case MathMode::tf32: return forward_mode<MathMode::tf32>(a, o, lse, st);
-    case MathMode::bf16: return forward_mode<MathMode::bf16>(a, o, lse, st);
+    case MathMode::exact: return forward_mode<MathMode::exact>(a, o, stats, st);
+    case MathMode::tf32: return forward_mode<MathMode::tf32>(a, o, stats, st);
+    case MathMode::bf16: return forward_mode<MathMode::bf16>(a, o, stats, st);
   }
 }
 
-void flash_attention_backward(const FlashAttentionArgs& a, const float* o, const float* lse, const FlashTensor& do_,
+void flash_attention_backward(const FlashAttentionArgs& a, const float* o, const float* stats, const FlashTensor& do_,
                               float* dq, float* dk, float* dv, float* rowsum, MathMode mode, void* stream) {
   check_args(a, "flash_attention_backward");
   EMBER_CHECK(do_.data, "flash_attention_backward: the output gradient must be given");
@@ -557,9 +569,9 @@ void flash_attention_backward(const FlashAttentionArgs& a, const float* o, const
       o, do_, rowsum, a.B2, a.Tq, a.Dv, rows);
   EMBER_CUDA_LAUNCHED("flash_attention_backward (rowsum)");
   switch (mode) {
-    case MathMode::exact: return backward_mode<MathMode::exact>(a, lse, do_, rowsum, dq, dk, dv, st);
-    case MathMode::tf32: return backward_mode<MathMode::tf32>(a, lse, do_, rowsum, dq, dk, dv, st);
-    case MathMode::bf16: return backward_mode<MathMode::bf16>(a, lse, do_, rowsum, dq, dk, dv, st);
+    case MathMode::exact: return backward_mode<MathMode::exact>(a, stats, do_, rowsum, dq, dk, dv, st);
+    case MathMode::tf32: return backward_mode<MathMode::tf32>(a, stats, do_, rowsum, dq, dk, dv, st);
+    case MathMode::bf16: return backward_mode<MathMode::bf16>(a, stats, do_, rowsum, dq, dk, dv, st);
   }
 }
 

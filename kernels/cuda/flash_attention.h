@@ -28,15 +28,15 @@ struct FlashAttentionArgs {
 // Head dims the kernels take (D and Dv both in 1..256).
 bool flash_attention_supported(int64_t D, int64_t Dv);
 
-// o [B1, B2, Tq, Dv] = softmax(scale q k^T + mask) v, and lse [B1, B2, Tq] = the log-sum-exp of
-// each row of scores (what the backward recomputes the probabilities from). A query whose keys
-// are all blocked gets NaN in o and -inf in lse.
-void flash_attention_forward(const FlashAttentionArgs& a, float* o, float* lse, MathMode mode, void* stream);
+// o [B1, B2, Tq, Dv] = softmax(scale q k^T + mask) v, and stats [2, B1, B2, Tq]: each row's shift
+// m (its largest score) and sum of exponentials l, what the backward recomputes the probabilities
+// from (p = exp(s - m) / l). A query whose keys are all blocked gets NaN in o (l = 0).
+void flash_attention_forward(const FlashAttentionArgs& a, float* o, float* stats, MathMode mode, void* stream);
 
-// dq [B1, B2, Tq, D], dk [B1, B2, Tk, D], dv [B1, B2, Tk, Dv] from the forward's o and lse and
+// dq [B1, B2, Tq, D], dk [B1, B2, Tk, D], dv [B1, B2, Tk, Dv] from the forward's o and stats and
 // the gradient of o (do_). dq, dk and dv are overwritten (dq is zeroed and accumulated with
 // atomics); rowsum is scratch of B1 * B2 * Tq floats (rowsum(do * o), the softmax backward's D).
-void flash_attention_backward(const FlashAttentionArgs& a, const float* o, const float* lse, const FlashTensor& do_,
+void flash_attention_backward(const FlashAttentionArgs& a, const float* o, const float* stats, const FlashTensor& do_,
                               float* dq, float* dk, float* dv, float* rowsum, MathMode mode, void* stream);
 
 }  // namespace ember::kernels::cuda

@@ -169,6 +169,27 @@ TEST(CudaGpu, FlashAttentionBlockedQueryIsNaNAsOnTheCpu) {
   }
 }
 
+// A query whose every key carries a large finite negative mask (padding masks of -1e4, -1e9):
+// an ordinary softmax, not NaN (the online rescale must not overflow when every score so far is
+// below -88), and a backward that keeps the row's sum apart from its shift (in f32, m + log l
+// loses log l once |m| is large).
+TEST(CudaGpu, FlashAttentionRowsUnderLargeNegativeMasks) {
+  EMBER_REQUIRE_GPU();
+  const int64_t Tq = 5, Tk = 77, D = 32;
+  Tensor q = rnd({1, 1, Tq, D}, 60, DType::f64), k = rnd({1, 1, Tk, D}, 61, DType::f64),
+         v = rnd({1, 1, Tk, D}, 62, DType::f64);
+  for (double level : {-100.0, -1e4}) {
+    SCOPED_TRACE("row 2 masked at " + std::to_string(level));
+    Tensor mask = zeros({Tq, Tk}, {.dtype = DType::f64});
+    mask.select(0, 2).fill_(level);
+    // f32 rounds the masked row's scores to the mask's spacing (1e-3 at -1e4): a looser tolerance
+    // the mask is a constant (a mask that requires grad takes the composite)
+    flash_parity([&mask](const TensorList& t) {
+      return scaled_dot_product_attention(t[0], t[1], t[2], on_like(mask, t[0]));
+    }, {q, k, v}, level < -1000 ? 2e-3 : 1e-5, "masked row");
+  }
+}
+
 TEST(CudaGpu, AttentionBeyondTheFusedKernelTakesTheComposite) {
   EMBER_REQUIRE_GPU();
   // Head dim 300 (> 256): the composite of cuBLAS products and the softmax kernel.
