@@ -214,7 +214,7 @@ GroupNormGpu group_norm_gpu(const Tensor& x, int64_t G, const Tensor& weight, co
                                     r.out.device_data(), r.mean.device_data(), r.rstd.device_data(),
                                     cuda::stream_of(x));
 #else
-  (void)tp, (void)wp, (void)bp, (void)eps, (void)silu;
+  (void)tp, (void)wp, (void)bp, (void)eps, (void)silu, (void)C;
 #endif
   return r;
 }
