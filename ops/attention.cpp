@@ -197,14 +197,6 @@ bool fused_attention_applies(const Tensor& q, const Tensor& k, const Tensor& v, 
   return true;
 }
 
-kernels::cuda::MathMode attention_math_mode() {
-  switch (matmul_precision()) {
-    case MatmulPrecision::high: return kernels::cuda::MathMode::tf32;
-    case MatmulPrecision::medium: return kernels::cuda::MathMode::bf16;
-    default: return kernels::cuda::MathMode::exact;
-  }
-}
-
 // Tensors of shape [batch..., T, X] seen by the kernels as [B1, B2, T, X]: each is expanded to
 // the common batch shape (broadcast dims get stride 0), size-1 dims are dropped and neighbouring
 // dims merged where every tensor's strides allow; more than two dims left (rare) -> dense copies.
@@ -323,7 +315,7 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   {
     FlashCall c = flash_call(q, k, v, attn_mask, is_causal, s, batch);
     kernels::cuda::flash_attention_forward(c.args, static_cast<float*>(out.device_data()),
-                                           static_cast<float*>(stats.device_data()), attention_math_mode(),
+                                           static_cast<float*>(stats.device_data()), cuda::math_mode(),
                                            cuda::stream_of(q));
   }
   timer.set_output(out);
@@ -346,7 +338,7 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
                  c.args, static_cast<const float*>(o.device_data()), static_cast<const float*>(stats.device_data()),
                  c.extra, static_cast<float*>(dq.device_data()), static_cast<float*>(dk.device_data()),
                  static_cast<float*>(dv.device_data()), static_cast<float*>(rowsum.device_data()),
-                 attention_math_mode(), cuda::stream_of(q));
+                 cuda::math_mode(), cuda::stream_of(q));
              return TensorList{rq ? sum_to_size(dq, q.sizes()) : Tensor(), rk ? sum_to_size(dk, k.sizes()) : Tensor(),
                                rv ? sum_to_size(dv, v.sizes()) : Tensor()};
            }

@@ -291,14 +291,6 @@ void conv2d_weight_grad_kernel(const T* x, const T* gy, T* dw, const ConvShape& 
 #if EMBER_WITH_CUDA
 namespace kg = kernels::cuda;
 
-kg::MathMode conv_math_mode() {
-  switch (matmul_precision()) {
-    case MatmulPrecision::high: return kg::MathMode::tf32;
-    case MatmulPrecision::medium: return kg::MathMode::bf16;
-    default: return kg::MathMode::exact;
-  }
-}
-
 // The implicit-GEMM kernels (kernels/cuda/conv_igemm.cu) take every f32 convolution except a
 // 1x1, stride-1, unpadded one, which is a plain GEMM and stays with cuBLAS; f64, and shapes
 // beyond the kernels' 32-bit indices, stay with im2col + cuBLAS below. Fills *g when it returns
@@ -340,7 +332,7 @@ GpuMatrix gpu_matrix(const Tensor& t, int64_t offset, int64_t ld, int64_t per_sa
 void grouped_gemm_gpu(const Tensor& like, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const GpuMatrix& A,
                       const GpuMatrix& B, double beta, const GpuMatrix& C, int64_t samples, int64_t groups) {
   const kg::ElemType t = cuda::elem_type(like.dtype());
-  const kg::MathMode mode = conv_math_mode();
+  const kg::MathMode mode = cuda::math_mode();
   const int device = like.device().index;
   void* stream = cuda::stream_of(like);
   const int64_t es = static_cast<int64_t>(like.element_size());
@@ -373,7 +365,7 @@ void conv2d_gpu(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor&
   const kg::ElemType t = cuda::elem_type(x.dtype());
   void* stream = cuda::stream_of(x);
   if (kg::igemm::Geom ig; use_igemm(x, s, p, &ig)) {
-    kg::conv_igemm_forward(conv_math_mode(), ig, f32_ptr(x), f32_ptr(w), f32_ptr(b),
+    kg::conv_igemm_forward(cuda::math_mode(), ig, f32_ptr(x), f32_ptr(w), f32_ptr(b),
                            static_cast<float*>(y.device_data()), stream);
     return;
   }
@@ -403,7 +395,7 @@ void conv_transpose2d_gpu(const Tensor& x, const Tensor& w, const Tensor& b, con
   const kg::ElemType t = cuda::elem_type(x.dtype());
   void* stream = cuda::stream_of(x);
   if (kg::igemm::Geom ig; use_igemm(x, s, p, &ig)) {  // conv2d's backward-data pass
-    kg::conv_igemm_backward_data(conv_math_mode(), ig, f32_ptr(x), f32_ptr(w), f32_ptr(b),
+    kg::conv_igemm_backward_data(cuda::math_mode(), ig, f32_ptr(x), f32_ptr(w), f32_ptr(b),
                                  static_cast<float*>(y.device_data()), stream);
     return;
   }
@@ -440,7 +432,7 @@ void conv2d_weight_grad_gpu(const Tensor& x, const Tensor& gy, Tensor dw, const 
     const int device = x.device().index;
     const int64_t ws = kg::conv_igemm_weight_grad_workspace(ig, device);
     Tensor work = ws > 0 ? Tensor::empty({ws}, options_of(x)) : Tensor();
-    kg::conv_igemm_backward_weight(conv_math_mode(), ig, f32_ptr(x), f32_ptr(gy), static_cast<float*>(dw.device_data()),
+    kg::conv_igemm_backward_weight(cuda::math_mode(), ig, f32_ptr(x), f32_ptr(gy), static_cast<float*>(dw.device_data()),
                                    work.defined() ? static_cast<float*>(work.device_data()) : nullptr, device, stream);
     return;
   }

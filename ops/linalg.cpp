@@ -57,20 +57,12 @@ void check_pair(const char* op, const Tensor& a, const Tensor& b) {
 }
 
 #if EMBER_WITH_CUDA
-kernels::cuda::MathMode gpu_math_mode() {
-  switch (matmul_precision()) {
-    case MatmulPrecision::high: return kernels::cuda::MathMode::tf32;
-    case MatmulPrecision::medium: return kernels::cuda::MathMode::bf16;
-    default: return kernels::cuda::MathMode::exact;
-  }
-}
-
 // cuBLAS with the CPU GEMM's operand convention (row-major, per-operand transpose flags).
 void gemm_gpu(const Tensor& like, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const Tensor& A, int64_t lda,
               int64_t sa, const Tensor& B, int64_t ldb, int64_t sb, double beta, const Tensor& C, int64_t ldc,
               int64_t sc, int64_t batch) {
   dispatch_floating(like.dtype(), "matmul", [](auto) {});
-  kernels::cuda::gemm(cuda::elem_type(like.dtype()), gpu_math_mode(), ta, tb, M, N, K, A.device_data(), lda, sa,
+  kernels::cuda::gemm(cuda::elem_type(like.dtype()), cuda::math_mode(), ta, tb, M, N, K, A.device_data(), lda, sa,
                       B.device_data(), ldb, sb, beta, C.device_data(), ldc, sc, batch, like.device().index,
                       cuda::stream_of(like));
 }
@@ -202,7 +194,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
       if (bias.defined()) {
         dispatch_floating(x.dtype(), "linear", [](auto) {});
         Tensor bc = bias.detach().contiguous();
-        fused = kernels::cuda::gemm_bias(cuda::elem_type(x.dtype()), gpu_math_mode(), gx.trans, !gw.trans, N, outf, in,
+        fused = kernels::cuda::gemm_bias(cuda::elem_type(x.dtype()), cuda::math_mode(), gx.trans, !gw.trans, N, outf, in,
                                          gx.t.device_data(), gx.ld, gw.t.device_data(), gw.ld, bc.device_data(),
                                          y2.device_data(), outf, out.device().index, cuda::stream_of(out));
       }

@@ -5,8 +5,10 @@
 #include <array>
 
 #include "ember/engine/cuda/runtime.h"
+#include "ember/engine/precision.h"
 #include "ember/engine/loop_builder.h"
 #include "ember/engine/tensor.h"
+#include "ember/kernels/cuda/blas.h"
 #include "ember/kernels/cuda/elementwise.h"
 
 namespace ember::cuda {
@@ -24,6 +26,15 @@ inline kernels::cuda::ElemType elem_type(DType t) {
     case DType::boolean: return E::boolean;
   }
   return E::f32;
+}
+
+// The precision setting as the GPU products (matmul, linear, conv, attention) take it.
+inline kernels::cuda::MathMode math_mode() {
+  switch (matmul_precision()) {
+    case MatmulPrecision::high: return kernels::cuda::MathMode::tf32;
+    case MatmulPrecision::medium: return kernels::cuda::MathMode::bf16;
+    default: return kernels::cuda::MathMode::exact;
+  }
 }
 
 // The stream of the device `t` lives on (and that device made current).

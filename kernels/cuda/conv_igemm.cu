@@ -359,7 +359,7 @@ __global__ void __launch_bounds__(kBlock) igemm_kernel(Geom g, const float* __re
 
 // dw[i] = sum over the splits of part[s * total + i], in split order.
 __global__ void sum_splits_kernel(const float* __restrict__ part, float* __restrict__ dw, int splits, int64_t total) {
-  for (int64_t i = conv_detail::first_index(); i < total; i += conv_detail::grid_step()) {
+  for (int64_t i = first_index(); i < total; i += grid_step()) {
     float acc = part[i];
     for (int s = 1; s < splits; ++s) acc += part[s * total + i];
     dw[i] = acc;
@@ -371,7 +371,7 @@ __global__ void sum_splits_kernel(const float* __restrict__ part, float* __restr
 __global__ void depthwise_forward_kernel(Geom g, const float* __restrict__ x, const float* __restrict__ w,
                                          const float* __restrict__ b, float* __restrict__ y, int64_t total) {
   const int Cog = g.Cout / g.groups, taps = g.KH * g.KW;
-  for (int64_t i = conv_detail::first_index(); i < total; i += conv_detail::grid_step()) {
+  for (int64_t i = first_index(); i < total; i += grid_step()) {
     const int ow = static_cast<int>(i % g.OW);
     int64_t t = i / g.OW;
     const int oh = static_cast<int>(t % g.OH);
@@ -397,7 +397,7 @@ __global__ void depthwise_forward_kernel(Geom g, const float* __restrict__ x, co
 __global__ void depthwise_backward_data_kernel(Geom g, const float* __restrict__ gy, const float* __restrict__ w,
                                                const float* __restrict__ b, float* __restrict__ gx, int64_t total) {
   const int Cog = g.Cout / g.groups, taps = g.KH * g.KW, plane = g.OH * g.OW;
-  for (int64_t i = conv_detail::first_index(); i < total; i += conv_detail::grid_step()) {
+  for (int64_t i = first_index(); i < total; i += grid_step()) {
     const int iw = static_cast<int>(i % g.W);
     int64_t t = i / g.W;
     const int ih = static_cast<int>(t % g.H);

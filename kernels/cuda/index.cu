@@ -34,11 +34,6 @@ void dispatch_size(size_t elem_size, const char* op, F&& f) {
   }
 }
 
-__device__ __forceinline__ int64_t first_index() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t grid_step() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
-
 template <typename B>
 __global__ void remap_kernel(const B* __restrict__ x, B* __restrict__ out, const int64_t* __restrict__ table,
                              RemapPlan plan, int64_t numel, B fill) {

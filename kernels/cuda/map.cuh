@@ -15,8 +15,10 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
+#include "ember/engine/error.h"
 #include "ember/kernels/cuda/check.h"
 #include "ember/kernels/cuda/elementwise.h"
 
@@ -137,6 +139,23 @@ __device__ __forceinline__ To convert(From v) {
   else if constexpr (std::is_same_v<To, __nv_bfloat16>) return __float2bfloat16_rn(static_cast<float>(to_double(v)));
   else if constexpr (std::is_same_v<To, __half>) return __float2half_rn(static_cast<float>(to_double(v)));
   else return static_cast<To>(to_double(v));
+}
+
+// Grid-stride loops in 64 bits: this thread's first flat index, and the step between its indices.
+__device__ __forceinline__ int64_t first_index() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t grid_step() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
+
+// Calls f(std::type_identity<float or double>{}); the ops refuse other dtypes first, with the
+// CPU's message, so reaching the failure here is a bug in the caller.
+template <typename F>
+void dispatch_float(ElemType t, const char* op, F&& f) {
+  switch (t) {
+    case ElemType::f32: f(std::type_identity<float>{}); return;
+    case ElemType::f64: f(std::type_identity<double>{}); return;
+    default: EMBER_FAIL(op, ": the CUDA kernel takes f32 or f64 tensors");
+  }
 }
 
 // Calls f(std::type_identity<T>{}) for the element type t, for the types `Allowed` admits.

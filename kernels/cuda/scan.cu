@@ -17,11 +17,6 @@ namespace ember::kernels::cuda {
 
 namespace {
 
-__device__ __forceinline__ int64_t first_index() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t grid_step() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
-
 // Column (o, k) of [outer, n, inner]: adjacent threads take adjacent k, so reads coalesce when
 // inner is large.
 template <typename T>
@@ -54,20 +49,12 @@ __global__ void prod_others_backward_kernel(const T* __restrict__ xs, const T* _
     prod_others_backward_row(xs + row * n, ws + row * n, rs + row * n, n, scratch + row * n);
 }
 
-// Calls f(std::type_identity<float or double>{}), or fails naming the op.
-template <typename F>
-void dispatch_real(ElemType t, const char* op, F&& f) {
-  if (t == ElemType::f32) f(std::type_identity<float>{});
-  else if (t == ElemType::f64) f(std::type_identity<double>{});
-  else EMBER_FAIL(op, ": the CUDA kernel takes f32 or f64 only");
-}
-
 }  // namespace
 
 void cumsum(ElemType t, const void* x, void* out, int64_t outer, int64_t n, int64_t inner, bool reverse,
             void* stream) {
   if (outer * n * inner == 0) return;
-  dispatch_real(t, "cumsum", [&](auto tag) {
+  dispatch_float(t, "cumsum", [&](auto tag) {
     using T = typename decltype(tag)::type;
     cumsum_kernel<T><<<blocks_for(outer * inner), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
         static_cast<const T*>(x), static_cast<T*>(out), outer, n, inner, reverse);
@@ -77,7 +64,7 @@ void cumsum(ElemType t, const void* x, void* out, int64_t outer, int64_t n, int6
 
 void prod_others(ElemType t, const void* x, void* out, int64_t outer, int64_t n, double* scratch, void* stream) {
   if (outer * n == 0) return;
-  dispatch_real(t, "prod", [&](auto tag) {
+  dispatch_float(t, "prod", [&](auto tag) {
     using T = typename decltype(tag)::type;
     prod_others_kernel<T><<<blocks_for(outer), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
         static_cast<const T*>(x), static_cast<T*>(out), outer, n, scratch);
@@ -88,7 +75,7 @@ void prod_others(ElemType t, const void* x, void* out, int64_t outer, int64_t n,
 void prod_others_backward(ElemType t, const void* x, const void* w, void* out, int64_t outer, int64_t n,
                           double* scratch, void* stream) {
   if (outer * n == 0) return;
-  dispatch_real(t, "prod", [&](auto tag) {
+  dispatch_float(t, "prod", [&](auto tag) {
     using T = typename decltype(tag)::type;
     prod_others_backward_kernel<T><<<blocks_for(outer), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
         static_cast<const T*>(x), static_cast<const T*>(w), static_cast<T*>(out), outer, n, scratch);
