@@ -168,6 +168,16 @@ Tensor outer(const Tensor& a, const Tensor& b) {
   return mul(a.unsqueeze(1), b.unsqueeze(0));
 }
 
+namespace {
+// The rows of x seen as a matrix [rows, x.size(-1)]: the product of its leading dims (a
+// reshape to {-1, n} cannot infer it when n = 0).
+int64_t leading_rows(const Tensor& x) {
+  int64_t rows = 1;
+  for (int d = 0; d + 1 < x.dim(); ++d) rows *= x.size(d);
+  return rows;
+}
+}  // namespace
+
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   check_pair("linear", x, w);
   EMBER_CHECK(w.dim() == 2 && x.dim() >= 1 && x.size(-1) == w.size(1), "linear: input ", shape_str(x.sizes()),
@@ -180,8 +190,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
                 " and input ", x.str(), " differ in device or dtype");
   trace::OpTimer timer("linear", {x, w, bias});
   const int64_t in = w.size(1), outf = w.size(0);
-  Tensor x2 = x.detach().reshape({-1, in});
-  const int64_t N = x2.size(0);
+  const int64_t N = leading_rows(x);
+  Tensor x2 = x.detach().reshape({N, in});
   Shape out_shape = x.sizes();
   out_shape.back() = outf;
   Tensor out = Tensor::empty(out_shape, options_of(x));
@@ -233,10 +243,10 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   record("linear", {x, w, bias}, out,
          [x, w, rx = x.requires_grad(), rw = w.requires_grad(), rb = bias.defined() && bias.requires_grad()](
              const TensorList& g, const TensorList&) {
-           const int64_t in = w.size(1), outf = w.size(0);
-           Tensor g2 = g[0].reshape({-1, outf});
-           Tensor gx = rx ? matmul(g[0], w) : Tensor();                                    // dY W
-           Tensor gw = rw ? matmul(g2.transpose(0, 1), x.reshape({-1, in})) : Tensor();   // dY^T X
+           const int64_t in = w.size(1), outf = w.size(0), rows = leading_rows(x);
+           Tensor g2 = g[0].reshape({rows, outf});
+           Tensor gx = rx ? matmul(g[0], w) : Tensor();                                       // dY W
+           Tensor gw = rw ? matmul(g2.transpose(0, 1), x.reshape({rows, in})) : Tensor();   // dY^T X
            Tensor gb = rb ? sum(g2, {0}) : Tensor();
            return TensorList{gx, gw, gb};
          },

@@ -239,6 +239,25 @@ TEST(LinalgOps, LinearWithAndWithoutBiasAnd3DInput) {
   expect_grads_ok([](const TensorList& t) { return linear(t[0].t(), t[1].t(), t[2]); }, {xt, wt, b});
 }
 
+// Zero input features (y = bias) or zero output features: shapes a reshape to {-1, 0} cannot infer.
+TEST(LinalgOps, LinearWithNoInputOrNoOutputFeatures) {
+  Tensor x = rnd({4, 0}, 1, DType::f64), w = rnd({3, 0}, 2, DType::f64), b = rnd({3}, 3, DType::f64);
+  Tensor y = linear(x, w, b);
+  ASSERT_EQ(y.sizes(), (Shape{4, 3}));
+  for (int64_t r = 0; r < 4; ++r) expect_close(y[r].to_vector<double>(), b.to_vector<double>(), 0.0, "y = bias");
+  EXPECT_EQ(linear(x, w).sum().item<double>(), 0.0);
+  Tensor x3 = leaf64({2, 3, 5}, 4), w0 = leaf64({0, 5}, 5), b0 = leaf64({0}, 6);
+  Tensor y0 = linear(x3, w0, b0);
+  EXPECT_EQ(y0.sizes(), (Shape{2, 3, 0}));
+  Tensor xb = leaf64({4, 0}, 7), wb = leaf64({3, 0}, 8), bb = leaf64({3}, 9);
+  linear(xb, wb, bb).sum().backward();
+  expect_close(bb.grad().to_vector<double>(), {4.0, 4.0, 4.0}, 0.0, "d sum / d bias");
+  EXPECT_EQ(xb.grad().sizes(), (Shape{4, 0}));
+  linear(x3, w0, b0).sum().backward();
+  EXPECT_EQ(x3.grad().sizes(), (Shape{2, 3, 5}));
+  EXPECT_EQ(x3.grad().abs().sum().item<double>(), 0.0);
+}
+
 TEST(LinalgOps, OuterAndDot) {
   Tensor a = rnd({4}, 1, DType::f64), b = rnd({3}, 2, DType::f64);
   auto av = a.to_vector<double>(), bv = b.to_vector<double>();
