@@ -25,10 +25,18 @@
 // until the graph is destroyed; then the free ones return to the device's cache and the live
 // ones (tensors that outlive the graph) return there when freed. memory_stats() counts pool
 // blocks like any other: `allocated` while live, `reserved` always; empty_cache() leaves them.
+//
+// EMBER_CUDA_NO_CACHING=1 (read once, at the first allocation) turns the cache off: every
+// allocation is a cudaMalloc of exactly the bytes asked for and every free a cudaFree, which
+// synchronises the device. Slow; it is for compute-sanitizer memcheck (and AddressSanitizer
+// under tools/cuda_emu), which see an access past a tensor's end only where its block ends.
+// Graph pools keep their blocks as before (a captured kernel may use them on replay).
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <bit>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -50,7 +58,16 @@ namespace ember::cuda {
 
 namespace {
 
+bool caching_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("EMBER_CUDA_NO_CACHING");
+    return !(v && *v && std::strcmp(v, "0") != 0);
+  }();
+  return on;
+}
+
 size_t round_size(size_t n) {
+  if (!caching_enabled()) return std::max<size_t>(n, 1);
   if (n <= 512) return 512;
   const size_t p = std::bit_floor(n);
   if (n == p) return n;
@@ -180,8 +197,14 @@ void device_free(void* p, int index) {
   // capture is adopted by the capturing pool (a captured kernel may read it on replay); any other
   // to the cache.
   const uint64_t owner = b.pool ? b.pool : c.pool_of_this_thread();
-  (owner ? c.pools[owner] : c.free_blocks)[b.size].push_back(p);
   c.live.erase(it);
+  if (!owner && !caching_enabled()) {
+    set_device(index);
+    cudaFree(p);  // synchronises the device: no queued kernel still reads the block
+    c.stats.reserved -= b.size;
+    return;
+  }
+  (owner ? c.pools[owner] : c.free_blocks)[b.size].push_back(p);
 }
 
 namespace detail {
@@ -216,6 +239,12 @@ void release_graph_pool(int index, uint64_t pool) {
   auto it = c.pools.find(pool);
   if (it == c.pools.end()) return;
   for (auto& [size, blocks] : it->second) {
+    if (!caching_enabled()) {
+      set_device(index);
+      for (void* p : blocks) cudaFree(p);
+      c.stats.reserved -= size * blocks.size();
+      continue;
+    }
     auto& dst = c.free_blocks[size];
     dst.insert(dst.end(), blocks.begin(), blocks.end());
   }
@@ -225,6 +254,8 @@ void release_graph_pool(int index, uint64_t pool) {
 }
 
 }  // namespace detail
+
+bool allocator_caches() { return caching_enabled(); }
 
 MemoryStats memory_stats(int index) {
   DeviceCache& c = cache(index);
@@ -257,6 +288,7 @@ void* device_alloc(size_t, int) {
 }
 void device_free(void*, int) {}
 MemoryStats memory_stats(int) { return {}; }
+bool allocator_caches() { return true; }
 void reset_peak_memory_stats(int) {}
 void empty_cache() {}
 

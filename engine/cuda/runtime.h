@@ -61,6 +61,9 @@ MemoryStats memory_stats(int index = 0);
 void reset_peak_memory_stats(int index = 0);
 // Returns every cached, unused block to the driver (cudaFree). Live tensors are untouched.
 void empty_cache();
+// False when EMBER_CUDA_NO_CACHING=1 turned the cache off (allocator.cpp): exact sizes, a
+// cudaMalloc per allocation and a cudaFree per free, for memory checkers.
+bool allocator_caches();
 
 // Device memory from the caching allocator, ordered on the device's stream; for Storage.
 void* device_alloc(size_t nbytes, int index);

@@ -8,7 +8,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <functional>
+#include <string>
 
 #include "ember/engine/cuda/runtime.h"
 #include "ember/engine/precision.h"
@@ -254,6 +257,7 @@ TEST(CudaGpu, FusedAdamMatchesTheCpu) {
 
 TEST(CudaGpu, SteadyStateMakesNoDeviceMalloc) {
   EMBER_REQUIRE_GPU();
+  if (!cuda::allocator_caches()) GTEST_SKIP() << "EMBER_CUDA_NO_CACHING is set: no cache to reuse";
   models::MLP net(2, 64, 3, 1);
   net.to(kGpu);
   nn::Adam opt(net.parameters(), {});
@@ -275,6 +279,34 @@ TEST(CudaGpu, SteadyStateMakesNoDeviceMalloc) {
   EXPECT_GE(s.peak_allocated, s.allocated);
   cuda::empty_cache();
   EXPECT_LE(cuda::memory_stats().reserved, s.reserved);
+}
+
+// EMBER_CUDA_NO_CACHING=1, read once per process, so the test runs itself again in a child
+// process with it set: exact sizes, a cudaMalloc per allocation, a cudaFree per free.
+TEST(CudaGpu, NoCachingAllocatesExactSizesAndFreesAtOnce) {
+  EMBER_REQUIRE_GPU();
+  const char* v = std::getenv("EMBER_CUDA_NO_CACHING");
+  if (!(v && std::string(v) == "1")) {
+    const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+    const std::string cmd = "EMBER_CUDA_NO_CACHING=1 '" + self +
+                            "' --gtest_filter=CudaGpu.NoCachingAllocatesExactSizesAndFreesAtOnce > /dev/null 2>&1";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << "the child run failed: " << cmd;
+    return;
+  }
+  const auto before = cuda::memory_stats();
+  {
+    Tensor host = rnd({7, 3}, 41);
+    Tensor a = host.to(kGpu);  // 84 bytes, not a 512-byte bin
+    const auto held = cuda::memory_stats();
+    EXPECT_EQ(held.allocated - before.allocated, 84u);
+    EXPECT_EQ(held.reserved - before.reserved, 84u);
+    EXPECT_GE(held.device_mallocs - before.device_mallocs, 1u);
+    EXPECT_LT(rel_diff(mul(a, a).sum(), mul(host, host).sum()), 1e-6);
+  }
+  const auto after = cuda::memory_stats();
+  EXPECT_EQ(after.allocated, before.allocated);
+  EXPECT_EQ(after.reserved, before.reserved) << "every freed block went back to the driver";
+  EXPECT_EQ(after.cache_hits, before.cache_hits);
 }
 
 // Every op has a CUDA path now; host code that still reads a GPU tensor's memory directly (a
