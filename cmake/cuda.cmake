@@ -1,4 +1,5 @@
-# The CUDA backend's build: EMBER_CUDA = AUTO | ON | OFF decides whether it is built.
+# The CUDA backend's build: EMBER_CUDA = AUTO | ON | OFF | EMULATE decides whether it is built
+# (EMULATE: with the C++ compiler alone, run on the CPU by tools/cuda_emu; cmake/cuda_emu.cmake).
 #
 # What it adds to the `ember` target (ember_add_cuda_sources): the kernels (kernels/cuda/*.cu,
 # compiled by nvcc for CMAKE_CUDA_ARCHITECTURES, default sm_90), the host side of the runtime
@@ -7,7 +8,13 @@
 # public headers: a program that embeds a CUDA build needs the CUDA toolkit's libraries to link,
 # not its headers.
 set(EMBER_HAVE_CUDA OFF)
-if(EMBER_CUDA STREQUAL "ON" OR EMBER_CUDA STREQUAL "AUTO")
+set(EMBER_CUDA_EMULATED OFF)
+if(EMBER_CUDA STREQUAL "EMULATE")
+  set(EMBER_HAVE_CUDA ON)
+  set(EMBER_CUDA_EMULATED ON)
+  include(cmake/cuda_emu.cmake)
+  message(STATUS "ember: CUDA backend EMULATED on the CPU (tools/cuda_emu): for tests, not for speed")
+elseif(EMBER_CUDA STREQUAL "ON" OR EMBER_CUDA STREQUAL "AUTO")
   include(CheckLanguage)
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
@@ -19,10 +26,10 @@ if(EMBER_CUDA STREQUAL "ON" OR EMBER_CUDA STREQUAL "AUTO")
     message(STATUS "ember: no nvcc found: CPU-only build")
   endif()
 elseif(NOT EMBER_CUDA STREQUAL "OFF")
-  message(FATAL_ERROR "EMBER_CUDA must be AUTO, ON or OFF, got '${EMBER_CUDA}'")
+  message(FATAL_ERROR "EMBER_CUDA must be AUTO, ON, OFF or EMULATE, got '${EMBER_CUDA}'")
 endif()
 
-if(EMBER_HAVE_CUDA)
+if(EMBER_HAVE_CUDA AND NOT EMBER_CUDA_EMULATED)
   if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
     set(CMAKE_CUDA_ARCHITECTURES 90 CACHE STRING "GPU architectures the CUDA kernels are compiled for")
   endif()

@@ -129,7 +129,7 @@ __global__ void arg_extreme_kernel(const T* __restrict__ x, T* __restrict__ valu
   vals[threadIdx.x] = best;
   idx[threadIdx.x] = at;
   __syncthreads();
-  for (int half = blockDim.x / 2; half > 0; half >>= 1) {
+  for (unsigned half = blockDim.x / 2; half > 0; half >>= 1) {
     if (threadIdx.x < half) {
       const T a = vals[threadIdx.x], b = vals[threadIdx.x + half];
       const int64_t ia = idx[threadIdx.x], ib = idx[threadIdx.x + half];

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The GPU test suite without a GPU: builds the CUDA backend under tools/cuda_emu (EMBER_CUDA=EMULATE,
+# the kernels run as fibers on the CPU) and runs the GPU tests there.
+#
+#   scripts/cuda_emulate.sh [build dir, default build-emu] [gtest filter, default the GPU tests]
+#
+# It checks the kernels' logic and the host code that drives them, not their speed; the GPU
+# checks in scripts/gpu_check.sh are still owed on a GPU (tools/cuda_emu/README.md).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+build=${1:-build-emu}
+filter=${2:-Cuda*:UNetCuda*}
+mkdir -p "$build"
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DEMBER_CUDA=EMULATE -DEMBER_BUILD_BENCH=OFF > "$build/configure.log" 2>&1 ||
+  { cat "$build/configure.log"; exit 1; }
+cmake --build "$build" -j"$(nproc)" --target ember_tests cuda_emu_selftest_runtime cuda_emu_selftest_device
+# The emulator's own checks first (its runtime, cuBLAS, fibers, shuffles, WMMA, cp.async), quietly
+"$build/cuda_emu_selftest_runtime" > "$build/selftest_runtime.log" 2>&1 || { cat "$build/selftest_runtime.log"; exit 1; }
+"$build/cuda_emu_selftest_device" > "$build/selftest_device.log" 2>&1 || { cat "$build/selftest_device.log"; exit 1; }
+echo "cuda_emulate: the emulator's self-tests passed; the GPU tests ($filter):"
+"$build/tests/ember_tests" --gtest_filter="$filter" --gtest_brief=1
