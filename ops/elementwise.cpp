@@ -165,7 +165,6 @@ Tensor compare_scalar(const Tensor& a, double s) {
   return scalar_tensor(s, {.dtype = exact ? a.dtype() : DType::f64, .device = a.device()});
 }
 
-bool wants(const Tensor& t) { return t.defined() && t.requires_grad(); }
 
 }  // namespace
 
@@ -174,7 +173,7 @@ bool wants(const Tensor& t) { return t.defined() && t.requires_grad(); }
 
 Tensor add(const Tensor& a, const Tensor& b) {
   Tensor y = binary("add", a, b, {kc::BinaryOp::add}, [](auto x, auto z) { return x + z; });
-  record("add", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
+  record("add", {a, b}, y, [a, b, ra = autograd::input_grad(a, 0), rb = autograd::input_grad(b, 1)](const TensorList& g, const TensorList&) {
     return TensorList{ra ? reduce_to(g[0], a) : Tensor(), rb ? reduce_to(g[0], b) : Tensor()};
   });
   return y;
@@ -182,7 +181,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 
 Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor y = binary("sub", a, b, {kc::BinaryOp::sub}, [](auto x, auto z) { return x - z; });
-  record("sub", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
+  record("sub", {a, b}, y, [a, b, ra = autograd::input_grad(a, 0), rb = autograd::input_grad(b, 1)](const TensorList& g, const TensorList&) {
     return TensorList{ra ? reduce_to(g[0], a) : Tensor(), rb ? reduce_to(neg(g[0]), b) : Tensor()};
   });
   return y;
@@ -190,7 +189,7 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 
 Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor y = binary("mul", a, b, {kc::BinaryOp::mul}, [](auto x, auto z) { return x * z; });
-  record("mul", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
+  record("mul", {a, b}, y, [a, b, ra = autograd::input_grad(a, 0), rb = autograd::input_grad(b, 1)](const TensorList& g, const TensorList&) {
     return TensorList{ra ? reduce_to(mul(g[0], b), a) : Tensor(), rb ? reduce_to(mul(g[0], a), b) : Tensor()};
   }, {a, b});
   return y;
@@ -198,7 +197,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 
 Tensor div(const Tensor& a, const Tensor& b) {
   Tensor y = binary("div", a, b, {kc::BinaryOp::div}, [](auto x, auto z) { return x / z; }, /*floating_only=*/true);
-  record("div", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
+  record("div", {a, b}, y, [a, b, ra = autograd::input_grad(a, 0), rb = autograd::input_grad(b, 1)](const TensorList& g, const TensorList&) {
     // d(a/b)/db = -a / b^2
     return TensorList{ra ? reduce_to(div(g[0], b), a) : Tensor(),
                       rb ? reduce_to(neg(div(mul(g[0], a), square(b))), b) : Tensor()};
@@ -236,7 +235,7 @@ Tensor neg(const Tensor& a) {
 
 Tensor pow(const Tensor& a, const Tensor& e) {
   Tensor y = binary("pow", a, e, {kc::BinaryOp::pow}, [](auto x, auto z) { return std::pow(x, z); }, true);
-  record("pow", {a, e}, y, [a, e, ra = wants(a), re = wants(e)](const TensorList& g, const TensorList& out) {
+  record("pow", {a, e}, y, [a, e, ra = autograd::input_grad(a, 0), re = autograd::input_grad(e, 1)](const TensorList& g, const TensorList& out) {
     // d/da = e a^(e-1);  d/de = a^e log a
     return TensorList{ra ? reduce_to(mul(g[0], mul(e, pow(a, sub(e, 1.0)))), a) : Tensor(),
                       re ? reduce_to(mul(g[0], mul(out[0], log(a))), e) : Tensor()};
@@ -257,7 +256,7 @@ Tensor pow(const Tensor& a, double p) {
 // Ties send half the gradient each way, so max(a, a) has gradient 1 (as PyTorch).
 Tensor maximum(const Tensor& a, const Tensor& b) {
   Tensor y = binary("maximum", a, b, {kc::BinaryOp::maximum}, [](auto x, auto z) { return (x > z || x != x) ? x : z; }  /* NaN wins */);
-  record("maximum", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
+  record("maximum", {a, b}, y, [a, b, ra = autograd::input_grad(a, 0), rb = autograd::input_grad(b, 1)](const TensorList& g, const TensorList&) {
     Tensor share_a = add(gt(a, b).to(g[0].dtype()), mul(eq(a, b).to(g[0].dtype()), 0.5));
     return TensorList{ra ? reduce_to(mul(g[0], share_a), a) : Tensor(),
                       rb ? reduce_to(mul(g[0], rsub(share_a, 1.0)), b) : Tensor()};
@@ -267,7 +266,7 @@ Tensor maximum(const Tensor& a, const Tensor& b) {
 
 Tensor minimum(const Tensor& a, const Tensor& b) {
   Tensor y = binary("minimum", a, b, {kc::BinaryOp::minimum}, [](auto x, auto z) { return (x < z || x != x) ? x : z; });
-  record("minimum", {a, b}, y, [a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
+  record("minimum", {a, b}, y, [a, b, ra = autograd::input_grad(a, 0), rb = autograd::input_grad(b, 1)](const TensorList& g, const TensorList&) {
     Tensor share_a = add(lt(a, b).to(g[0].dtype()), mul(eq(a, b).to(g[0].dtype()), 0.5));
     return TensorList{ra ? reduce_to(mul(g[0], share_a), a) : Tensor(),
                       rb ? reduce_to(mul(g[0], rsub(share_a, 1.0)), b) : Tensor()};
@@ -493,7 +492,7 @@ Tensor softplus_backward(const Tensor& g, const Tensor& a, double beta, double t
     }
   }, /*floating_only=*/true);
   record("softplus_backward", {g, a}, out,
-         [g, a, beta, threshold, rg = wants(g), ra = wants(a)](const TensorList& gg, const TensorList&) {
+         [g, a, beta, threshold, rg = autograd::input_grad(g, 0), ra = autograd::input_grad(a, 1)](const TensorList& gg, const TensorList&) {
            // d/dg = gg softplus'(a), this op again;  d/da = gg g softplus''(a): three ops (a DDE
            // step runs this once per layer, where the formula in plain ops took a dozen)
            return TensorList{rg ? reduce_to(softplus_backward(gg[0], a, beta, threshold), g) : Tensor(),
@@ -518,7 +517,7 @@ Tensor softplus_curvature(const Tensor& x, const Tensor& a, double beta, double 
     }
   }, /*floating_only=*/true);
   record("softplus_curvature", {x, a}, out,
-         [x, a, beta, threshold, rx = wants(x), ra = wants(a)](const TensorList& g, const TensorList&) {
+         [x, a, beta, threshold, rx = autograd::input_grad(x, 0), ra = autograd::input_grad(a, 1)](const TensorList& g, const TensorList&) {
            // d/dx = g softplus''(a);  d/da = g x beta^2 s (1 - s) (1 - 2 s) below the threshold
            Tensor ga;
            if (ra) {
@@ -603,7 +602,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
     using T = typename decltype(tag)::type;
     cpu::map<T, bool, T, T>(make_loop<4>(shape, {&out, &C, &A, &B}), [](bool c, T x, T y) -> T { return c ? x : y; });
   });
-  record("where", {a, b}, out, [C, a, b, ra = wants(a), rb = wants(b)](const TensorList& g, const TensorList&) {
+  record("where", {a, b}, out, [C, a, b, ra = autograd::input_grad(a, 0), rb = autograd::input_grad(b, 1)](const TensorList& g, const TensorList&) {
     Tensor z = zeros({}, options_of(g[0]));
     return TensorList{ra ? reduce_to(where(C, g[0], z), a) : Tensor(), rb ? reduce_to(where(C, z, g[0]), b) : Tensor()};
   });

@@ -122,8 +122,8 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b) {
     }
   }
   timer.set_output(out);
-  record("matmul", {a, b}, out, [a, b, ra = a.requires_grad(), rb = b.requires_grad()](const TensorList& g,
-                                                                                         const TensorList&) {
+  record("matmul", {a, b}, out, [a, b, ra = autograd::input_grad(a, 0), rb = autograd::input_grad(b, 1)](
+                                    const TensorList& g, const TensorList&) {
     // dA = dY B^T, dB = A^T dY, each summed over the batch dims it was broadcast along.
     Tensor ga = ra ? sum_to_size(matmul(g[0], b.transpose(-1, -2)), a.sizes()) : Tensor();
     Tensor gb = rb ? sum_to_size(matmul(a.transpose(-1, -2), g[0]), b.sizes()) : Tensor();
@@ -241,7 +241,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   }
   timer.set_output(out);
   record("linear", {x, w, bias}, out,
-         [x, w, rx = x.requires_grad(), rw = w.requires_grad(), rb = bias.defined() && bias.requires_grad()](
+         [x, w, rx = autograd::input_grad(x, 0), rw = autograd::input_grad(w, 1), rb = autograd::input_grad(bias, 2)](
              const TensorList& g, const TensorList&) {
            const int64_t in = w.size(1), outf = w.size(0), rows = leading_rows(x);
            Tensor g2 = g[0].reshape({rows, outf});

@@ -47,7 +47,6 @@ Tensor check_pair(const char* op, const Tensor& input, const Tensor& target) {
   return target.to(input.dtype());
 }
 
-bool wants(const Tensor& t) { return t.defined() && t.requires_grad(); }
 
 }  // namespace
 
@@ -97,7 +96,7 @@ Tensor binary_cross_entropy(const Tensor& p, const Tensor& target, Reduction red
     });
   }
   timer.set_output(loss);
-  record(op, {p, t}, loss, [p, t, rp = wants(p), rt = wants(t)](const TensorList& g, const TensorList&) {
+  record(op, {p, t}, loss, [p, t, rp = autograd::input_grad(p, 0), rt = autograd::input_grad(t, 1)](const TensorList& g, const TensorList&) {
     Tensor gp, gt;
     // d/dp = (p - t) / (p (1 - p)), the denominator kept >= 1e-12 (as PyTorch)
     if (rp) gp = div(mul(g[0], sub(p, t)), clamp(mul(p, rsub(p, 1.0)), 1e-12, std::nullopt));

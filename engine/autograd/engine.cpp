@@ -7,7 +7,8 @@
 //    dependencies delivered) from a max-heap on sequence number, so the latest op goes first.
 // 3. Running a node: fill the gradients its outputs did not receive with zeros, call its
 //    backward (grad mode = create_graph, so with create_graph the backward records its own
-//    graph), then add each returned gradient into the buffer of the node it flows to.
+//    graph) telling it which input gradients the walk uses (autograd::needs_input_grad), then
+//    add each returned gradient into the buffer of the node it flows to.
 // 4. Without retain_graph a node releases its closure and saved tensors once run, and a second
 //    walk through it is an error that says what to do.
 #include "ember/engine/autograd/engine.h"
@@ -162,7 +163,13 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
                       shape_str(meta[i].sizes));
         }
       }
+      std::vector<bool> wanted(n->next_edges().size());
+      for (size_t i = 0; i < wanted.size(); ++i) {
+        Node* c = n->next_edges()[i].node.get();
+        wanted[i] = c && active(c);
+      }
       try {
+        autograd::InputGradMask mask(&wanted);
         results = n->apply(grads);
       } catch (const Error& e) {
         std::string what = e.what();

@@ -18,6 +18,15 @@ Node::Node(std::string name, std::vector<Edge> next_edges, std::vector<TensorMet
       output_meta_(std::move(output_meta)),
       sequence_nr_(g_next_sequence_nr.fetch_add(1)) {}
 
+namespace {
+thread_local const std::vector<bool>* input_grad_mask = nullptr;
+}  // namespace
+
+bool needs_input_grad(size_t i) { return !input_grad_mask || i >= input_grad_mask->size() || (*input_grad_mask)[i]; }
+
+InputGradMask::InputGradMask(const std::vector<bool>* mask) : previous_(input_grad_mask) { input_grad_mask = mask; }
+InputGradMask::~InputGradMask() { input_grad_mask = previous_; }
+
 TensorList Node::apply(const TensorList& grads) {
   EMBER_CHECK(!released_, name_,
               ": backward through this part of the graph a second time, but its saved tensors were freed by the "

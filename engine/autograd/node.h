@@ -102,6 +102,37 @@ bool needs_grad(const Tensor& a, const Tensor& b);
 // Where a gradient for `t` flows: its grad_fn, its leaf accumulator, or nowhere.
 Edge gradient_edge(const Tensor& t);
 
+// Inside a backward closure: whether the walk running it uses the gradient of input i, i.e.
+// input i's edge leads to a node the walk runs (grad() runs only the nodes that lead to the
+// inputs it differentiates). A closure skips the gradients nobody uses, as PyTorch's
+// needs_input_grad: linear's weight and bias gradients while grad() differentiates only the
+// input (the score of a DDE). True outside a walk.
+bool needs_input_grad(size_t i);
+
+// What a backward closure captures to decide whether it computes input i's gradient: the input
+// required grad when the op ran, and (tested when the backward runs) the walk uses it.
+//   record("mul", {a, b}, y, [a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](...) {
+//     return TensorList{ra ? mul(g[0], b) : Tensor(), rb ? mul(g[0], a) : Tensor()};
+//   }, {a, b});
+struct InputGrad {
+  bool required;
+  size_t index;
+  explicit operator bool() const { return required && needs_input_grad(index); }
+};
+inline InputGrad input_grad(const Tensor& t, size_t i) { return {t.defined() && t.requires_grad(), i}; }
+
+// Set by the engine around one node's backward; restores the previous mask when it ends.
+class InputGradMask {
+ public:
+  explicit InputGradMask(const std::vector<bool>* mask);
+  ~InputGradMask();
+  InputGradMask(const InputGradMask&) = delete;
+  InputGradMask& operator=(const InputGradMask&) = delete;
+
+ private:
+  const std::vector<bool>* previous_;
+};
+
 // Records `outputs` as the results of one op (no-op unless needs_grad(inputs)).
 void record(const char* name, const TensorList& inputs, TensorList& outputs, BackwardFn fn,
             const TensorList& saved = {}, bool save_outputs = false);

@@ -28,6 +28,45 @@ TEST(Autograd, DiamondAndReuse) {
   }
 }
 
+// A backward closure learns which input gradients the walk uses: grad() differentiating only x
+// runs linear's backward without the weight and bias gradients (DDE's score, twice a step).
+TEST(Autograd, BackwardsSkipTheInputGradientsTheWalkDoesNotUse) {
+  EXPECT_TRUE(autograd::needs_input_grad(0)) << "outside a walk every gradient is wanted";
+  Tensor a = leaf64({3}, 1), b = leaf64({3}, 2);
+  std::vector<bool> seen;
+  Tensor y = mul(a, b).detach();
+  autograd::record("probe", {a, b}, y, [&seen](const TensorList& g, const TensorList&) {
+    seen = {autograd::needs_input_grad(0), autograd::needs_input_grad(1)};
+    return TensorList{g[0], g[0]};
+  });
+  grad({sum(y)}, {a}, {}, {.retain_graph = true});
+  EXPECT_EQ(seen, (std::vector<bool>{true, false}));
+  grad({sum(y)}, {b}, {}, {.retain_graph = true});
+  EXPECT_EQ(seen, (std::vector<bool>{false, true}));
+  sum(y).backward();
+  EXPECT_EQ(seen, (std::vector<bool>{true, true}));
+
+  Tensor x = leaf64({4, 3}, 3), w = leaf64({5, 3}, 4), bias = leaf64({5}, 5);
+  Tensor out = sum(softplus(linear(x, w, bias)));
+  size_t matmuls = 0, sums = 0;
+  Tensor gx;
+  {
+    TraceScope trace;
+    gx = grad({out}, {x}, {}, {.create_graph = true})[0];
+    for (const auto& e : trace.events()) {
+      matmuls += e.op == "matmul";
+      sums += e.op == "sum";
+    }
+  }
+  EXPECT_EQ(matmuls, 1u) << "dY W only: no weight gradient";
+  EXPECT_EQ(sums, 0u) << "no bias gradient";
+  // and the score is still differentiable in the weights (the double backward DDE trains by)
+  GradcheckResult r = gradcheck([](const TensorList& t) {
+    return grad({sum(softplus(linear(t[0], t[1], t[2])))}, {t[0]}, {}, {.create_graph = true})[0];
+  }, {x, w, bias});
+  EXPECT_TRUE(r) << r.message;
+}
+
 TEST(Autograd, AccumulatesAcrossBackwardCalls) {
   Tensor x = leaf64({4}, 1);
   sum(square(x)).backward();
