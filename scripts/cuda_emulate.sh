@@ -6,13 +6,22 @@
 #
 # It checks the kernels' logic and the host code that drives them, not their speed; the GPU
 # checks in scripts/gpu_check.sh are still owed on a GPU (tools/cuda_emu/README.md).
+#
+# EMBER_EMU_SANITIZE=address: the build under AddressSanitizer, run with EMBER_CUDA_NO_CACHING=1
+# (each tensor its own exact-size allocation), so a kernel reading or writing past a tensor's
+# end is reported. Several times slower (about 45 minutes on 2 cores).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 build=${1:-build-emu}
 filter=${2:-Cuda*:UNetCuda*}
 mkdir -p "$build"
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DEMBER_CUDA=EMULATE -DEMBER_BUILD_BENCH=OFF > "$build/configure.log" 2>&1 ||
+sanitize=${EMBER_EMU_SANITIZE:-}
+if [ -n "$sanitize" ]; then
+  export EMBER_CUDA_NO_CACHING=1 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
+fi
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DEMBER_CUDA=EMULATE -DEMBER_BUILD_BENCH=OFF \
+  -DEMBER_SANITIZE="$sanitize" > "$build/configure.log" 2>&1 ||
   { cat "$build/configure.log"; exit 1; }
 cmake --build "$build" -j"$(nproc)" --target ember_tests cuda_emu_selftest_runtime cuda_emu_selftest_device
 # The emulator's own checks first (its runtime, cuBLAS, fibers, shuffles, WMMA, cp.async), quietly

@@ -1,21 +1,15 @@
 // bfloat16 for the emulated kernels: the upper half of an f32, rounded to nearest even.
 #pragma once
+#include <bit>
 #include <cstdint>
-#include <cstring>
 
 struct __nv_bfloat16 {
   uint16_t bits;
   __nv_bfloat16() = default;
   __nv_bfloat16(float f) : bits(from_float(f)) {}
-  operator float() const {
-    const uint32_t u = static_cast<uint32_t>(bits) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-  }
+  operator float() const { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
   static uint16_t from_float(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
+    uint32_t u = std::bit_cast<uint32_t>(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN stays NaN
     u += 0x7fffu + ((u >> 16) & 1u);
     return static_cast<uint16_t>(u >> 16);

@@ -1,8 +1,8 @@
 // IEEE half precision for the emulated kernels (round to nearest even, subnormals kept).
 #pragma once
+#include <bit>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
 struct __half {
   uint16_t bits;
@@ -17,17 +17,10 @@ struct __half {
     if (exp == 0) mag = std::ldexp(static_cast<float>(mant), -24);
     else if (exp == 31) mag = mant ? NAN : INFINITY;
     else mag = std::ldexp(static_cast<float>(mant | 0x400u), exp - 25);
-    uint32_t u;
-    std::memcpy(&u, &mag, 4);
-    u |= sign;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
+    return std::bit_cast<float>(std::bit_cast<uint32_t>(mag) | sign);
   }
   static uint16_t from_float(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+    const uint16_t sign = static_cast<uint16_t>((std::bit_cast<uint32_t>(f) >> 16) & 0x8000u);
     const float a = std::fabs(f);
     if (std::isnan(f)) return static_cast<uint16_t>(sign | 0x7e00u);
     if (a >= 65520.0f) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to infinity

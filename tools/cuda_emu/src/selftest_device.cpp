@@ -18,14 +18,8 @@
 #include <cstring>
 #include <vector>
 
-static int failures = 0;
-#define CHECK(cond)                                                        \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      std::fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                          \
-    }                                                                      \
-  } while (0)
+#include "selftest.h"
+
 // For element-wise comparisons: one line per mismatch would drown the report, so only the
 // first few are printed.
 #define CHECK_EQ_AT(what, i, got, want)                                                                   \
