@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Every check the CUDA backend owes to a GPU machine, in one command (docs/cuda.md, "Owed").
 #
-#   scripts/gpu_check.sh [build dir, default build-gpu] [steps, default "tests sanitize bench"]
+#   scripts/gpu_check.sh [build dir, default build-gpu] [steps, default "tests bench sanitize"]
+#
+# The benchmarks come before compute-sanitizer: device time is short, the figures are owed
+# nowhere else, and the emulator (scripts/cuda_emulate.sh, also under AddressSanitizer) already
+# checks the kernels' bounds and barriers on the CPU.
 #
 # tests:    ember_tests' GPU tests (Cuda*, UNetCuda*), each test's outcome kept;
 # sanitize: compute-sanitizer memcheck on the GPU tests, racecheck on the shared-memory kernels
@@ -13,7 +17,7 @@ set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 build=${1:-build-gpu}
-steps=${2:-tests sanitize bench}
+steps=${2:-tests bench sanitize}
 logs=${OUT:-$build/gpu_check}
 mkdir -p "$logs"
 failures=0

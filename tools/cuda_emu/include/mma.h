@@ -4,7 +4,8 @@
 // values from every lane. Loads and stores are warp-collective like the real ones: the warp
 // meets before (all lanes' earlier shared-memory writes are in) and after (no lane runs ahead
 // and overwrites what another lane has yet to read). mma_sync reads TF32 operands the way the
-// tensor cores do (the low 13 mantissa bits ignored) and accumulates in f32, k in order.
+// tensor cores do (the low 13 mantissa bits ignored), accumulates in f32, k in order, and fails
+// the launch when the lanes' operands differ.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -92,27 +93,43 @@ void fill_fragment(fragment<Use, M, N, K, T, L>& f, float v) {
   for (auto& e : f.x) e = v;
 }
 
+// One lane multiplies; every lane checks that it holds the tiles that lane held (the real
+// operation is warp-collective and its operands must be the same in all lanes), then takes the
+// product. 32 lanes each multiplying their own copy gave the same result 32 times slower.
 template <int M, int N, int K, typename TA, typename LA, typename TB, typename LB>
 void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, TA, LA>& a,
               const fragment<matrix_b, M, N, K, TB, LB>& b, const fragment<accumulator, M, N, K, float>& c) {
   static_assert(std::is_same_v<TA, TB>, "mma_sync: A and B must have one element type");
   static_assert(!std::is_same_v<TA, precision::tf32> || K == 8, "TF32 WMMA is m16n16k8");
   static_assert(std::is_same_v<TA, precision::tf32> || K == 16, "BF16/F16 WMMA is m16n16k16");
-  float out[M * N];
-  for (int i = 0; i < M; ++i)
-    for (int j = 0; j < N; ++j) {
-      float s = c.x[i * N + j];
-      for (int k = 0; k < K; ++k) {
-        float av = static_cast<float>(a.x[i * K + k]), bv = static_cast<float>(b.x[k * N + j]);
-        if constexpr (std::is_same_v<TA, precision::tf32>) {
-          av = detail::tf32_truncate(av);
-          bv = detail::tf32_truncate(bv);
+  constexpr size_t kA = sizeof(a.x), kB = sizeof(b.x), kC = sizeof(c.x);
+  unsigned char* shared = ::emu::warp_scratch(kA + kB + kC + sizeof(d.x));
+  detail::warp_meet(__LINE__);
+  if (::emu::first_live_lane()) {
+    std::memcpy(shared, a.x, kA);
+    std::memcpy(shared + kA, b.x, kB);
+    std::memcpy(shared + kA + kB, c.x, kC);
+    float* out = reinterpret_cast<float*>(shared + kA + kB + kC);
+    for (int i = 0; i < M; ++i)
+      for (int j = 0; j < N; ++j) {
+        float s = c.x[i * N + j];
+        for (int k = 0; k < K; ++k) {
+          float av = static_cast<float>(a.x[i * K + k]), bv = static_cast<float>(b.x[k * N + j]);
+          if constexpr (std::is_same_v<TA, precision::tf32>) {
+            av = detail::tf32_truncate(av);
+            bv = detail::tf32_truncate(bv);
+          }
+          s += av * bv;
         }
-        s += av * bv;
+        out[i * N + j] = s;
       }
-      out[i * N + j] = s;
-    }
-  std::memcpy(d.x, out, sizeof out);
+  }
+  detail::warp_meet(__LINE__);
+  if (std::memcmp(shared, a.x, kA) != 0 || std::memcmp(shared + kA, b.x, kB) != 0 ||
+      std::memcmp(shared + kA + kB, c.x, kC) != 0)
+    ::emu::report_divergent_fragments("mma_sync");
+  std::memcpy(d.x, shared + kA + kB + kC, sizeof(d.x));
+  detail::warp_meet(__LINE__);
 }
 
 // cvt.rna.tf32.f32: round to 10 mantissa bits, ties away from zero.

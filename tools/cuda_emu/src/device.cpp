@@ -94,6 +94,7 @@ struct WarpState {
   int barriers_used = 0;
   unsigned live = 0;  // lanes not yet finished
   uint64_t slots[32] = {};
+  std::vector<unsigned char> scratch;  // warp-collective operations' shared bytes (WMMA)
 };
 
 struct Block {
@@ -172,7 +173,7 @@ void* initial_stack(int thread) {
 
 std::string where(const char* file, int line) { return std::string(file) + ":" + std::to_string(line); }
 
-void fail(const std::string& why) {
+[[noreturn]] void fail(const std::string& why) {
   Block& b = *sched.block;
   if (b.failure.empty()) b.failure = why;
   yield_to_scheduler();  // never resumed: the scheduler abandons the block
@@ -188,7 +189,7 @@ void arrive(Barrier& bar, int participants, const char* file, int line, const ch
   if (bar.arrived == 0) {
     bar.file = file;
     bar.line = line;
-  } else if (bar.line != line || std::strcmp(bar.file, file) != 0) {
+  } else if (bar.line != line || (bar.file != file && std::strcmp(bar.file, file) != 0)) {
     fail(std::string("divergent ") + what + ": thread " + coords(threadIdx) + " of block " + coords(blockIdx) +
          " waits at " + where(file, line) + " while others wait at " + where(bar.file, bar.line));
   }
@@ -319,6 +320,22 @@ void syncwarp(unsigned mask, const char* file, int line) {
 unsigned lane() { return static_cast<unsigned>(sched.current % 32); }
 
 uint64_t* warp_exchange_slots() { return sched.block->warps[static_cast<size_t>(sched.current / 32)].slots; }
+
+unsigned char* warp_scratch(size_t bytes) {
+  std::vector<unsigned char>& s = sched.block->warps[static_cast<size_t>(sched.current / 32)].scratch;
+  if (s.size() < bytes) s.resize(bytes);
+  return s.data();
+}
+
+bool first_live_lane() {
+  const unsigned live = sched.block->warps[static_cast<size_t>(sched.current / 32)].live;
+  return static_cast<unsigned>(__builtin_ctz(live)) == lane();
+}
+
+void report_divergent_fragments(const char* op) {
+  fail(std::string(op) + ": the lanes of a warp of block " + coords(blockIdx) + " hold different fragments (thread " +
+       coords(threadIdx) + "); a warp-collective WMMA operation needs the same tiles in every lane");
+}
 
 unsigned char* dynamic_shared() { return sched.block->dynamic_shared.data(); }
 

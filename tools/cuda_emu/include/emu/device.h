@@ -84,6 +84,9 @@ void syncthreads(const char* file, int line);
 void syncwarp(unsigned mask, const char* file, int line);
 unsigned lane();                     // threadIdx's linear index mod 32
 uint64_t* warp_exchange_slots();     // 32 slots shared by the calling thread's warp
+unsigned char* warp_scratch(size_t bytes);  // bytes shared by the calling thread's warp
+bool first_live_lane();              // the calling thread is its warp's lowest unfinished lane
+[[noreturn]] void report_divergent_fragments(const char* op);  // fails the launch
 unsigned char* dynamic_shared();     // the block's dynamic shared memory
 void cp_async(void* smem, const void* gmem, size_t bytes, bool valid);
 void cp_async_commit();
