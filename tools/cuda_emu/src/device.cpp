@@ -171,6 +171,16 @@ void* initial_stack(int thread) {
   return sp;
 }
 
+// EMBER_EMU_BLOCK_ORDER=reverse runs each grid's blocks last to first: a kernel whose result
+// depends on the order its blocks run in (a race between blocks) then gives another answer.
+bool blocks_in_reverse() {
+  static const bool reverse = [] {
+    const char* v = std::getenv("EMBER_EMU_BLOCK_ORDER");
+    return v && std::strcmp(v, "reverse") == 0;
+  }();
+  return reverse;
+}
+
 std::string where(const char* file, int line) { return std::string(file) + ":" + std::to_string(line); }
 
 [[noreturn]] void fail(const std::string& why) {
@@ -284,12 +294,14 @@ void launch(const LaunchConfig& c, const void* kernel, std::function<void()> bod
     sched.block = &b;
     blockDim = c.block;
     gridDim = c.grid;
-    for (unsigned z = 0; z < c.grid.z && b.failure.empty(); ++z)
-      for (unsigned y = 0; y < c.grid.y && b.failure.empty(); ++y)
-        for (unsigned x = 0; x < c.grid.x && b.failure.empty(); ++x) {
-          blockIdx = {x, y, z};
-          run_block(b, c);
-        }
+    const uint64_t blocks = uint64_t{c.grid.x} * c.grid.y * c.grid.z;
+    const bool reverse = blocks_in_reverse();
+    for (uint64_t k = 0; k < blocks && b.failure.empty(); ++k) {
+      const uint64_t i = reverse ? blocks - 1 - k : k;
+      blockIdx = {static_cast<unsigned>(i % c.grid.x), static_cast<unsigned>(i / c.grid.x % c.grid.y),
+                  static_cast<unsigned>(i / (uint64_t{c.grid.x} * c.grid.y))};
+      run_block(b, c);
+    }
     sched.block = nullptr;
     sched.current = -1;
     if (!b.failure.empty()) record_error(cudaErrorLaunchFailure, "kernel launched at " + site + ": " + b.failure);
