@@ -288,6 +288,7 @@ void launch(const LaunchConfig& c, const void* kernel, std::function<void()> bod
       record_error(cudaErrorLaunchFailure, "kernel launch at " + site + " from inside a running kernel");
       return;
     }
+    note_kernel_run();
     Block b;
     b.body = &body;
     b.dynamic_shared.resize(c.shared_bytes);

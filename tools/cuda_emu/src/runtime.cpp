@@ -4,6 +4,7 @@
 // would punish: copies in the wrong direction or past an allocation, reads of uninitialised
 // device memory (poisoned with NaN bytes), and calls that break a CUDA graph capture.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -237,6 +238,13 @@ cudaError_t host_alloc(void** ptr, size_t size, const char* call) {
 
 namespace emu {
 
+namespace {
+std::atomic<uint64_t> stream_work_run{0}, kernels_run{0};
+}  // namespace
+
+void note_kernel_run() { ++kernels_run; }
+WorkCounts work_counts() { return {kernels_run.load(), stream_work_run.load()}; }
+
 cudaError_t submit(cudaStream_t stream, std::function<void()> work) {
   State& s = state();
   {
@@ -248,6 +256,7 @@ cudaError_t submit(cudaStream_t stream, std::function<void()> work) {
       return cudaSuccess;
     }
   }
+  ++stream_work_run;
   work();  // outside the lock: the work may itself call into the runtime
   return cudaSuccess;
 }

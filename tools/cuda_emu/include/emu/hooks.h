@@ -26,4 +26,14 @@ void record_error(cudaError_t error, const std::string& what);
 // (at most 227 KiB, an H100's opt-in limit).
 int max_dynamic_shared_bytes(const void* kernel);
 
+// What this process has run so far: kernel grids, and all stream work (kernels, copies,
+// memsets, cuBLAS calls, each node of a replayed graph). The difference of two readings is
+// what the code between them costs in launches.
+struct WorkCounts {
+  uint64_t kernels = 0;
+  uint64_t stream_work = 0;
+};
+WorkCounts work_counts();
+void note_kernel_run();  // by the device side, as a grid starts
+
 }  // namespace emu
