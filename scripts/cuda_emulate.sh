@@ -27,5 +27,6 @@ cmake --build "$build" -j"$(nproc)" --target ember_tests cuda_emu_selftest_runti
 # The emulator's own checks first (its runtime, cuBLAS, fibers, shuffles, WMMA, cp.async), quietly
 "$build/cuda_emu_selftest_runtime" > "$build/selftest_runtime.log" 2>&1 || { cat "$build/selftest_runtime.log"; exit 1; }
 "$build/cuda_emu_selftest_device" > "$build/selftest_device.log" 2>&1 || { cat "$build/selftest_device.log"; exit 1; }
-echo "cuda_emulate: the emulator's self-tests passed; the GPU tests ($filter):"
-"$build/tests/ember_tests" --gtest_filter="$filter" --gtest_brief=1
+echo "cuda_emulate: the emulator's self-tests passed; the GPU tests ($filter), with two devices:"
+# Two emulated devices, so the tests of a second GPU run too (the rest use cuda:0).
+EMBER_EMU_DEVICES=${EMBER_EMU_DEVICES:-2} "$build/tests/ember_tests" --gtest_filter="$filter" --gtest_brief=1

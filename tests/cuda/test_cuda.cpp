@@ -309,6 +309,37 @@ TEST(CudaGpu, NoCachingAllocatesExactSizesAndFreesAtOnce) {
   EXPECT_EQ(after.cache_hits, before.cache_hits);
 }
 
+// A second device: its own stream, allocator and current-device switches, copies between the
+// devices both ways (contiguous and strided), and mixing them is an error. Skips with one GPU;
+// tools/cuda_emu runs it with EMBER_EMU_DEVICES=2.
+TEST(CudaGpu, SecondDeviceComputesAndCopiesAcross) {
+  EMBER_REQUIRE_GPU();
+  if (cuda::device_count() < 2)
+    GTEST_SKIP() << "needs two GPUs, found " << cuda::device_count()
+                 << " (under tools/cuda_emu: EMBER_EMU_DEVICES=2)";
+  const Device d0 = Device::cuda(0), d1 = Device::cuda(1);
+  Tensor x = rnd({37, 5}, 61), w = rnd({3, 5}, 62);
+  Tensor a = x.to(d0), b = x.to(d1);
+  Tensor y1 = linear(softplus(b), w.to(d1));
+  EXPECT_EQ(y1.device(), d1);
+  EXPECT_LT(rel_diff(y1, linear(softplus(x), w)), 1e-5);
+  EXPECT_EQ(rel_diff(a.to(d1), x), 0.0) << "cuda:0 -> cuda:1";
+  EXPECT_EQ(rel_diff(mul(b, 2.0).to(d0), mul(x, 2.0)), 0.0) << "cuda:1 -> cuda:0";
+  EXPECT_EQ(rel_diff(b.t().to(d0), x.t()), 0.0) << "a strided view across";
+  EXPECT_THROW(add(a, b), Error);
+  // gradients on the second device, to second order
+  Tensor xg = rnd({6, 5}, 63).to(d1).requires_grad_(true);
+  Tensor wg = w.to(d1).requires_grad_(true);
+  Tensor score = grad({sum(softplus(linear(xg, wg)))}, {xg}, {}, {.create_graph = true})[0];
+  square(score).sum().backward();
+  Tensor xc = rnd({6, 5}, 63).requires_grad_(true), wc = w.clone().requires_grad_(true);
+  Tensor score_c = grad({sum(softplus(linear(xc, wc)))}, {xc}, {}, {.create_graph = true})[0];
+  square(score_c).sum().backward();
+  EXPECT_EQ(wg.grad().device(), d1);
+  EXPECT_LT(rel_diff(wg.grad(), wc.grad()), 1e-4);
+  EXPECT_GT(cuda::memory_stats(1).allocated, 0u);
+}
+
 // Every op has a CUDA path now; host code that still reads a GPU tensor's memory directly (a
 // kernel call site missed, or user code) gets an error that says how to copy it.
 TEST(CudaGpu, HostAccessToAGpuTensorIsAClearError) {
