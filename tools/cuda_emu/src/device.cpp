@@ -261,34 +261,35 @@ void run_block(Block& b, const LaunchConfig& c) {
 }  // namespace
 
 void launch(const LaunchConfig& c, const void* kernel, std::function<void()> body) {
-  const std::string site = where(c.file, c.line);
+  auto site = [&c] { return where(c.file, c.line); };  // built only for a message
   const uint64_t threads = uint64_t{c.block.x} * c.block.y * c.block.z;
   if (threads == 0 || threads > kMaxThreads || c.block.z > 64) {
-    record_error(cudaErrorInvalidConfiguration, "kernel launch at " + site + ": block of " + std::to_string(c.block.x) +
+    record_error(cudaErrorInvalidConfiguration, "kernel launch at " + site() + ": block of " + std::to_string(c.block.x) +
                                                     "x" + std::to_string(c.block.y) + "x" + std::to_string(c.block.z) +
                                                     " threads (1..1024, z <= 64)");
     return;
   }
   if (c.grid.x == 0 || c.grid.y == 0 || c.grid.z == 0 || c.grid.x > 0x7fffffffu || c.grid.y > 65535 ||
       c.grid.z > 65535) {
-    record_error(cudaErrorInvalidConfiguration, "kernel launch at " + site + ": grid of " + std::to_string(c.grid.x) +
+    record_error(cudaErrorInvalidConfiguration, "kernel launch at " + site() + ": grid of " + std::to_string(c.grid.x) +
                                                     "x" + std::to_string(c.grid.y) + "x" + std::to_string(c.grid.z));
     return;
   }
   if (c.shared_bytes > static_cast<size_t>(max_dynamic_shared_bytes(kernel))) {
-    record_error(cudaErrorInvalidValue, "kernel launch at " + site + ": " + std::to_string(c.shared_bytes) +
+    record_error(cudaErrorInvalidValue, "kernel launch at " + site() + ": " + std::to_string(c.shared_bytes) +
                                             " bytes of dynamic shared memory, allowed " +
                                             std::to_string(max_dynamic_shared_bytes(kernel)));
     return;
   }
   // submit() reports its own failures (an invalidated capture, an unknown stream).
-  submit(c.stream, [c, site, body = std::move(body)]() {
+  submit(c.stream, [c, body = std::move(body)]() {
+    note_kernel_run();
+    if (skip_device_work()) return;
     allocate_stacks();
     if (sched.block) {
-      record_error(cudaErrorLaunchFailure, "kernel launch at " + site + " from inside a running kernel");
+      record_error(cudaErrorLaunchFailure, "kernel launch at " + where(c.file, c.line) + " from inside a running kernel");
       return;
     }
-    note_kernel_run();
     Block b;
     b.body = &body;
     b.dynamic_shared.resize(c.shared_bytes);
@@ -305,7 +306,7 @@ void launch(const LaunchConfig& c, const void* kernel, std::function<void()> bod
     }
     sched.block = nullptr;
     sched.current = -1;
-    if (!b.failure.empty()) record_error(cudaErrorLaunchFailure, "kernel launched at " + site + ": " + b.failure);
+    if (!b.failure.empty()) record_error(cudaErrorLaunchFailure, "kernel launched at " + where(c.file, c.line) + ": " + b.failure);
   });
 }
 

@@ -243,6 +243,14 @@ std::atomic<uint64_t> stream_work_run{0}, kernels_run{0};
 }  // namespace
 
 void note_kernel_run() { ++kernels_run; }
+
+bool skip_device_work() {
+  static const bool skip = [] {
+    const char* v = std::getenv("EMBER_EMU_SKIP_KERNELS");
+    return v && *v && std::strcmp(v, "0") != 0;
+  }();
+  return skip;
+}
 WorkCounts work_counts() { return {kernels_run.load(), stream_work_run.load()}; }
 
 cudaError_t submit(cudaStream_t stream, std::function<void()> work) {

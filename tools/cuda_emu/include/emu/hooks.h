@@ -36,4 +36,8 @@ struct WorkCounts {
 WorkCounts work_counts();
 void note_kernel_run();  // by the device side, as a grid starts
 
+// EMBER_EMU_SKIP_KERNELS=1: launches and cuBLAS calls are checked and counted but not run (copies
+// still are), so a benchmark times the host side of ember's GPU path alone. Results are garbage.
+bool skip_device_work();
+
 }  // namespace emu
