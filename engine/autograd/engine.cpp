@@ -14,8 +14,8 @@
 #include "ember/engine/autograd/engine.h"
 
 #include <queue>
+#include <span>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "ember/engine/autograd/grad_mode.h"
 #include "ember/engine/autograd/node.h"
@@ -40,10 +40,6 @@ struct Capture {
   uint32_t slot;
 };
 
-struct ByLatest {
-  bool operator()(const Node* a, const Node* b) const { return a->sequence_nr() < b->sequence_nr(); }
-};
-
 bool is_sink_in_grad_mode(bool is_sink, bool capture_mode) { return is_sink && capture_mode; }
 
 std::string shapes_of(const std::vector<Shape>& shapes) {
@@ -51,6 +47,20 @@ std::string shapes_of(const std::vector<Shape>& shapes) {
   for (size_t i = 0; i < shapes.size(); ++i) s += (i ? ", " : "") + shape_str(shapes[i]);
   return s;
 }
+
+// One reachable node's state during a walk. Nodes are numbered in discovery order and found
+// by their number, so the walk hashes each node once (when discovered) instead of once per
+// lookup in several maps; it runs once per backward and per grad, hundreds of nodes each.
+struct WalkNode {
+  Node* node;
+  uint32_t first_edge = 0;  // its edges' targets in WalkState::edge_target, in edge order
+  int deps = 0;             // edges from active nodes not yet delivered
+  bool needed = true;       // in grad mode: a capture point is at it or below it
+  bool queued = false;
+  TensorList buffer;        // the gradients arriving for its outputs
+};
+
+constexpr uint32_t kNoTarget = UINT32_MAX;
 
 // Runs the walk. With `captures` non-empty, returns the gradient arriving at each capture
 // point and leaves .grad alone; otherwise accumulates into leaves.
@@ -61,74 +71,84 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
   for (const auto& r : roots) root_edges.push_back(autograd::gradient_edge(r));
 
   // --- 1. discover the graph (iterative DFS), then prune to what the captures need ---
-  std::unordered_map<Node*, std::vector<Node*>> children;  // reachable nodes -> next nodes
-  std::vector<Node*> order;                                // discovery order
+  std::vector<WalkNode> nodes;
+  std::vector<uint32_t> edge_target;  // per node, per edge: the target's number, or kNoTarget
+  std::unordered_map<Node*, uint32_t> number;
+  number.reserve(256);
   {
-    std::vector<Node*> stack;
+    std::vector<uint32_t> stack;
+    auto visit = [&](Node* n) {
+      auto [it, fresh] = number.try_emplace(n, static_cast<uint32_t>(nodes.size()));
+      if (fresh) {
+        nodes.push_back(WalkNode{n});
+        stack.push_back(it->second);
+      }
+      return it->second;
+    };
     for (const auto& e : root_edges)
-      if (e.valid() && !children.count(e.node.get())) {
-        children[e.node.get()];
-        stack.push_back(e.node.get());
-      }
+      if (e.valid()) visit(e.node.get());
     while (!stack.empty()) {
-      Node* n = stack.back();
+      const uint32_t i = stack.back();
       stack.pop_back();
-      order.push_back(n);
-      for (const auto& e : n->next_edges()) {
-        if (!e.valid()) continue;
-        children[n].push_back(e.node.get());
-        if (!children.count(e.node.get())) {
-          children[e.node.get()];
-          stack.push_back(e.node.get());
-        }
-      }
+      nodes[i].first_edge = static_cast<uint32_t>(edge_target.size());
+      for (const auto& e : nodes[i].node->next_edges()) edge_target.push_back(e.valid() ? visit(e.node.get()) : kNoTarget);
     }
   }
-  std::unordered_set<Node*> needed;
+  auto targets = [&](const WalkNode& w) {  // the edges' targets of `w` (kNoTarget: none)
+    const uint32_t* first = edge_target.data() + w.first_edge;
+    return std::span<const uint32_t>(first, w.node->next_edges().size());
+  };
+  std::vector<uint32_t> capture_at(captures.size(), kNoTarget);
+  for (size_t c = 0; c < captures.size(); ++c) {
+    auto it = number.find(captures[c].node);
+    if (it != number.end()) capture_at[c] = it->second;
+  }
   if (capture_mode) {
     // A node is needed when a capture point is at it or below it. Reverse topological order
-    // is not known yet, so iterate to a fixed point (graphs here are small; each pass is linear).
-    for (const auto& c : captures) needed.insert(c.node);
+    // is not known yet, so iterate to a fixed point (graphs here are small; each pass is linear;
+    // targets were discovered after their sources, so the reverse order converges fast).
+    for (auto& w : nodes) w.needed = false;
+    for (uint32_t i : capture_at)
+      if (i != kNoTarget) nodes[i].needed = true;
     bool changed = true;
     while (changed) {
       changed = false;
-      for (Node* n : order) {
-        if (needed.count(n)) continue;
-        for (Node* c : children[n])
-          if (needed.count(c)) {
-            needed.insert(n);
-            changed = true;
+      for (size_t k = nodes.size(); k-- > 0;) {
+        WalkNode& w = nodes[k];
+        if (w.needed) continue;
+        for (uint32_t t : targets(w))
+          if (t != kNoTarget && nodes[t].needed) {
+            w.needed = changed = true;
             break;
           }
       }
     }
   }
-  auto active = [&](Node* n) { return !capture_mode || needed.count(n); };
-  std::unordered_map<Node*, int> deps;
-  for (Node* n : order) {
-    if (!active(n)) continue;
-    for (Node* c : children[n])
-      if (active(c)) ++deps[c];
+  for (const auto& w : nodes) {
+    if (!w.needed) continue;
+    for (uint32_t t : targets(w))
+      if (t != kNoTarget && nodes[t].needed) ++nodes[t].deps;
   }
 
   // --- 2. seed ---
-  std::unordered_map<Node*, TensorList> buffers;
-  auto deliver = [&](Node* n, uint32_t slot, const Tensor& g) {
-    auto& buf = buffers[n];
-    if (buf.empty()) buf.resize(n->num_outputs());
+  auto deliver = [&](uint32_t i, uint32_t slot, const Tensor& g) {
+    auto& buf = nodes[i].buffer;
+    if (buf.empty()) buf.resize(nodes[i].node->num_outputs());
     buf[slot] = buf[slot].defined() ? autograd::accumulate_gradients(buf[slot], g) : g;
   };
+  auto by_latest = [&](uint32_t a, uint32_t b) { return nodes[a].node->sequence_nr() < nodes[b].node->sequence_nr(); };
+  std::priority_queue<uint32_t, std::vector<uint32_t>, decltype(by_latest)> ready(by_latest);
   for (size_t i = 0; i < roots.size(); ++i) {
-    if (!root_edges[i].valid() || !active(root_edges[i].node.get())) continue;
-    deliver(root_edges[i].node.get(), root_edges[i].input_nr, root_grads[i]);
+    if (!root_edges[i].valid()) continue;
+    const uint32_t n = number.at(root_edges[i].node.get());
+    if (nodes[n].needed) deliver(n, root_edges[i].input_nr, root_grads[i]);
   }
-  std::priority_queue<Node*, std::vector<Node*>, ByLatest> ready;
-  std::unordered_set<Node*> queued;
   for (const auto& e : root_edges) {
-    Node* n = e.node.get();
-    if (n && active(n) && deps[n] == 0 && !queued.count(n)) {
+    if (!e.valid()) continue;
+    const uint32_t n = number.at(e.node.get());
+    if (nodes[n].needed && nodes[n].deps == 0 && !nodes[n].queued) {
       ready.push(n);
-      queued.insert(n);
+      nodes[n].queued = true;
     }
   }
 
@@ -136,38 +156,38 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
   GradModeGuard mode(create_graph);
 
   // --- 3. run ---
+  std::vector<bool> wanted;
   while (!ready.empty()) {
-    Node* n = ready.top();
+    const uint32_t i = ready.top();
     ready.pop();
-    TensorList grads = std::move(buffers[n]);
-    buffers.erase(n);
+    Node* n = nodes[i].node;
+    TensorList grads = std::move(nodes[i].buffer);
+    nodes[i].buffer = TensorList();
     if (grads.empty()) grads.resize(n->num_outputs());
     for (size_t c = 0; c < captures.size(); ++c)
-      if (captures[c].node == n) captured[c] = grads[captures[c].slot];
+      if (capture_at[c] == i) captured[c] = grads[captures[c].slot];
 
     bool any = false;
     for (const auto& g : grads) any = any || g.defined();
     const bool is_sink = dynamic_cast<autograd::AccumulateGrad*>(n) != nullptr;
     // In grad mode a node whose gradient only feeds a capture point has nothing left to do.
     bool feeds_needed = !capture_mode;
-    for (Node* c : children[n]) feeds_needed = feeds_needed || needed.count(c);
+    for (uint32_t t : targets(nodes[i])) feeds_needed = feeds_needed || (t != kNoTarget && nodes[t].needed);
     TensorList results;
     if (any && !is_sink_in_grad_mode(is_sink, capture_mode) && feeds_needed) {
       const auto& meta = n->output_meta();
-      for (size_t i = 0; i < grads.size(); ++i) {
-        if (!grads[i].defined()) {
-          grads[i] = zeros(meta[i].sizes, {.dtype = meta[i].dtype, .device = meta[i].device});
+      for (size_t k = 0; k < grads.size(); ++k) {
+        if (!grads[k].defined()) {
+          grads[k] = zeros(meta[k].sizes, {.dtype = meta[k].dtype, .device = meta[k].device});
         } else {
-          EMBER_CHECK(grads[i].sizes() == meta[i].sizes, "backward of ", n->name(), ": gradient for output ", i,
-                      " has shape ", shape_str(grads[i].sizes()), " but the output has shape ",
-                      shape_str(meta[i].sizes));
+          EMBER_CHECK(grads[k].sizes() == meta[k].sizes, "backward of ", n->name(), ": gradient for output ", k,
+                      " has shape ", shape_str(grads[k].sizes()), " but the output has shape ",
+                      shape_str(meta[k].sizes));
         }
       }
-      std::vector<bool> wanted(n->next_edges().size());
-      for (size_t i = 0; i < wanted.size(); ++i) {
-        Node* c = n->next_edges()[i].node.get();
-        wanted[i] = c && active(c);
-      }
+      const auto edge_targets = targets(nodes[i]);
+      wanted.assign(edge_targets.size(), false);
+      for (size_t k = 0; k < wanted.size(); ++k) wanted[k] = edge_targets[k] != kNoTarget && nodes[edge_targets[k]].needed;
       try {
         autograd::InputGradMask mask(&wanted);
         results = n->apply(grads);
@@ -182,18 +202,19 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
                     " gradients for ", n->next_edges().size(), " inputs");
     }
     const auto& edges = n->next_edges();
-    for (size_t i = 0; i < edges.size(); ++i) {
-      Node* c = edges[i].node.get();
-      if (!c || !active(c)) continue;
-      if (i < results.size() && results[i].defined()) {
-        const Shape& want = n->input_shapes()[i];
-        EMBER_CHECK(results[i].sizes() == want, "backward of ", n->name(), " returned a gradient of shape ",
-                    shape_str(results[i].sizes()), " for input ", i, " of shape ", shape_str(want));
-        deliver(c, edges[i].input_nr, results[i]);
+    const auto edge_targets = targets(nodes[i]);
+    for (size_t k = 0; k < edges.size(); ++k) {
+      const uint32_t t = edge_targets[k];
+      if (t == kNoTarget || !nodes[t].needed) continue;
+      if (k < results.size() && results[k].defined()) {
+        const Shape& want = n->input_shapes()[k];
+        EMBER_CHECK(results[k].sizes() == want, "backward of ", n->name(), " returned a gradient of shape ",
+                    shape_str(results[k].sizes()), " for input ", k, " of shape ", shape_str(want));
+        deliver(t, edges[k].input_nr, results[k]);
       }
-      if (--deps[c] == 0 && !queued.count(c)) {
-        ready.push(c);
-        queued.insert(c);
+      if (--nodes[t].deps == 0 && !nodes[t].queued) {
+        ready.push(t);
+        nodes[t].queued = true;
       }
     }
   }
