@@ -111,6 +111,8 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b) {
       out.detach().zero_();
     } else {
       auto to3 = [&](const Tensor& t, int64_t r, int64_t c) {
+        // A matrix is a batch of one: one view (the common case, every linear layer's backward).
+        if (t.dim() == 2 && batch.empty()) return t.detach().unsqueeze(0);
         Shape full = batch;
         full.push_back(r);
         full.push_back(c);
@@ -118,7 +120,7 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b) {
         // Flatten the batch into one dim: free when its strides allow (reshape copies otherwise).
         return e.reshape({B, r, c});
       };
-      gemm_batched(to3(a, M, K), to3(b, K, N), out.detach().reshape({B, M, N}));
+      gemm_batched(to3(a, M, K), to3(b, K, N), batch.empty() ? out.detach().unsqueeze(0) : out.detach().reshape({B, M, N}));
     }
   }
   timer.set_output(out);
