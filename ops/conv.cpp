@@ -55,6 +55,7 @@
 
 namespace ember {
 
+using autograd::input_grad;
 using autograd::record;
 namespace kc = kernels::cpu;
 
@@ -481,7 +482,7 @@ Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor& b, const Conv
     }
   }
   record("conv2d", {x, w, b}, y,
-         [x, w, p, rx = autograd::input_grad(x, 0), rw = autograd::input_grad(w, 1), rb = autograd::input_grad(b, 2)](
+         [x, w, p, rx = input_grad(x, 0), rw = input_grad(w, 1), rb = input_grad(b, 2)](
              const TensorList& g, const TensorList&) {
            const Tensor& gy = g[0];
            Tensor gx = rx ? conv_transpose2d_impl(gy, w, Tensor(), p, x.size(2), x.size(3)) : Tensor();
@@ -517,7 +518,7 @@ Tensor conv_transpose2d_impl(const Tensor& x, const Tensor& w, const Tensor& b, 
     }
   }
   record("conv_transpose2d", {x, w, b}, y,
-         [x, w, p, rx = autograd::input_grad(x, 0), rw = autograd::input_grad(w, 1), rb = autograd::input_grad(b, 2)](
+         [x, w, p, rx = input_grad(x, 0), rw = input_grad(w, 1), rb = input_grad(b, 2)](
              const TensorList& g, const TensorList&) {
            const Tensor& gy = g[0];
            Tensor gx = rx ? conv2d_impl(gy, w, Tensor(), p, x.size(2), x.size(3)) : Tensor();
@@ -548,7 +549,7 @@ Tensor conv2d_weight_grad_impl(const Tensor& x, const Tensor& gy, int64_t kh, in
     }
   }
   record("conv2d_weight_grad", {x, gy}, dw,
-         [x, gy, p, rx = autograd::input_grad(x, 0), rg = autograd::input_grad(gy, 1)](const TensorList& g, const TensorList&) {
+         [x, gy, p, rx = input_grad(x, 0), rg = input_grad(gy, 1)](const TensorList& g, const TensorList&) {
            const Tensor& gw = g[0];
            Tensor gx = rx ? conv_transpose2d_impl(gy, gw, Tensor(), p, x.size(2), x.size(3)) : Tensor();
            Tensor ggy = rg ? conv2d_impl(x, gw, Tensor(), p, gy.size(2), gy.size(3)) : Tensor();

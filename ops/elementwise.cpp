@@ -23,6 +23,7 @@
 
 namespace ember {
 
+using autograd::input_grad;
 using autograd::record;
 namespace cpu = kernels::cpu;
 namespace kc = kernels::cuda;
@@ -173,7 +174,8 @@ Tensor compare_scalar(const Tensor& a, double s) {
 
 Tensor add(const Tensor& a, const Tensor& b) {
   Tensor y = binary("add", a, b, {kc::BinaryOp::add}, [](auto x, auto z) { return x + z; });
-  record("add", {a, b}, y, [a, b, ra = autograd::input_grad(a, 0), rb = autograd::input_grad(b, 1)](const TensorList& g, const TensorList&) {
+  record("add", {a, b}, y, [a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](
+      const TensorList& g, const TensorList&) {
     return TensorList{ra ? reduce_to(g[0], a) : Tensor(), rb ? reduce_to(g[0], b) : Tensor()};
   });
   return y;
@@ -181,7 +183,8 @@ Tensor add(const Tensor& a, const Tensor& b) {
 
 Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor y = binary("sub", a, b, {kc::BinaryOp::sub}, [](auto x, auto z) { return x - z; });
-  record("sub", {a, b}, y, [a, b, ra = autograd::input_grad(a, 0), rb = autograd::input_grad(b, 1)](const TensorList& g, const TensorList&) {
+  record("sub", {a, b}, y, [a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](
+      const TensorList& g, const TensorList&) {
     return TensorList{ra ? reduce_to(g[0], a) : Tensor(), rb ? reduce_to(neg(g[0]), b) : Tensor()};
   });
   return y;
@@ -189,7 +192,8 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 
 Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor y = binary("mul", a, b, {kc::BinaryOp::mul}, [](auto x, auto z) { return x * z; });
-  record("mul", {a, b}, y, [a, b, ra = autograd::input_grad(a, 0), rb = autograd::input_grad(b, 1)](const TensorList& g, const TensorList&) {
+  record("mul", {a, b}, y, [a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](
+      const TensorList& g, const TensorList&) {
     return TensorList{ra ? reduce_to(mul(g[0], b), a) : Tensor(), rb ? reduce_to(mul(g[0], a), b) : Tensor()};
   }, {a, b});
   return y;
@@ -197,7 +201,8 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 
 Tensor div(const Tensor& a, const Tensor& b) {
   Tensor y = binary("div", a, b, {kc::BinaryOp::div}, [](auto x, auto z) { return x / z; }, /*floating_only=*/true);
-  record("div", {a, b}, y, [a, b, ra = autograd::input_grad(a, 0), rb = autograd::input_grad(b, 1)](const TensorList& g, const TensorList&) {
+  record("div", {a, b}, y, [a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](
+      const TensorList& g, const TensorList&) {
     // d(a/b)/db = -a / b^2
     return TensorList{ra ? reduce_to(div(g[0], b), a) : Tensor(),
                       rb ? reduce_to(neg(div(mul(g[0], a), square(b))), b) : Tensor()};
@@ -235,7 +240,8 @@ Tensor neg(const Tensor& a) {
 
 Tensor pow(const Tensor& a, const Tensor& e) {
   Tensor y = binary("pow", a, e, {kc::BinaryOp::pow}, [](auto x, auto z) { return std::pow(x, z); }, true);
-  record("pow", {a, e}, y, [a, e, ra = autograd::input_grad(a, 0), re = autograd::input_grad(e, 1)](const TensorList& g, const TensorList& out) {
+  record("pow", {a, e}, y, [a, e, ra = input_grad(a, 0), re = input_grad(e, 1)](
+      const TensorList& g, const TensorList& out) {
     // d/da = e a^(e-1);  d/de = a^e log a
     return TensorList{ra ? reduce_to(mul(g[0], mul(e, pow(a, sub(e, 1.0)))), a) : Tensor(),
                       re ? reduce_to(mul(g[0], mul(out[0], log(a))), e) : Tensor()};
@@ -256,7 +262,8 @@ Tensor pow(const Tensor& a, double p) {
 // Ties send half the gradient each way, so max(a, a) has gradient 1 (as PyTorch).
 Tensor maximum(const Tensor& a, const Tensor& b) {
   Tensor y = binary("maximum", a, b, {kc::BinaryOp::maximum}, [](auto x, auto z) { return (x > z || x != x) ? x : z; }  /* NaN wins */);
-  record("maximum", {a, b}, y, [a, b, ra = autograd::input_grad(a, 0), rb = autograd::input_grad(b, 1)](const TensorList& g, const TensorList&) {
+  record("maximum", {a, b}, y, [a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](
+      const TensorList& g, const TensorList&) {
     Tensor share_a = add(gt(a, b).to(g[0].dtype()), mul(eq(a, b).to(g[0].dtype()), 0.5));
     return TensorList{ra ? reduce_to(mul(g[0], share_a), a) : Tensor(),
                       rb ? reduce_to(mul(g[0], rsub(share_a, 1.0)), b) : Tensor()};
@@ -266,7 +273,8 @@ Tensor maximum(const Tensor& a, const Tensor& b) {
 
 Tensor minimum(const Tensor& a, const Tensor& b) {
   Tensor y = binary("minimum", a, b, {kc::BinaryOp::minimum}, [](auto x, auto z) { return (x < z || x != x) ? x : z; });
-  record("minimum", {a, b}, y, [a, b, ra = autograd::input_grad(a, 0), rb = autograd::input_grad(b, 1)](const TensorList& g, const TensorList&) {
+  record("minimum", {a, b}, y, [a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](
+      const TensorList& g, const TensorList&) {
     Tensor share_a = add(lt(a, b).to(g[0].dtype()), mul(eq(a, b).to(g[0].dtype()), 0.5));
     return TensorList{ra ? reduce_to(mul(g[0], share_a), a) : Tensor(),
                       rb ? reduce_to(mul(g[0], rsub(share_a, 1.0)), b) : Tensor()};
@@ -492,7 +500,8 @@ Tensor softplus_backward(const Tensor& g, const Tensor& a, double beta, double t
     }
   }, /*floating_only=*/true);
   record("softplus_backward", {g, a}, out,
-         [g, a, beta, threshold, rg = autograd::input_grad(g, 0), ra = autograd::input_grad(a, 1)](const TensorList& gg, const TensorList&) {
+         [g, a, beta, threshold, rg = input_grad(g, 0), ra = input_grad(a, 1)](
+             const TensorList& gg, const TensorList&) {
            // d/dg = gg softplus'(a), this op again;  d/da = gg g softplus''(a): three ops (a DDE
            // step runs this once per layer, where the formula in plain ops took a dozen)
            return TensorList{rg ? reduce_to(softplus_backward(gg[0], a, beta, threshold), g) : Tensor(),
@@ -517,7 +526,7 @@ Tensor softplus_curvature(const Tensor& x, const Tensor& a, double beta, double 
     }
   }, /*floating_only=*/true);
   record("softplus_curvature", {x, a}, out,
-         [x, a, beta, threshold, rx = autograd::input_grad(x, 0), ra = autograd::input_grad(a, 1)](const TensorList& g, const TensorList&) {
+         [x, a, beta, threshold, rx = input_grad(x, 0), ra = input_grad(a, 1)](const TensorList& g, const TensorList&) {
            // d/dx = g softplus''(a);  d/da = g x beta^2 s (1 - s) (1 - 2 s) below the threshold
            Tensor ga;
            if (ra) {
@@ -602,7 +611,8 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
     using T = typename decltype(tag)::type;
     cpu::map<T, bool, T, T>(make_loop<4>(shape, {&out, &C, &A, &B}), [](bool c, T x, T y) -> T { return c ? x : y; });
   });
-  record("where", {a, b}, out, [C, a, b, ra = autograd::input_grad(a, 0), rb = autograd::input_grad(b, 1)](const TensorList& g, const TensorList&) {
+  record("where", {a, b}, out, [C, a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](
+      const TensorList& g, const TensorList&) {
     Tensor z = zeros({}, options_of(g[0]));
     return TensorList{ra ? reduce_to(where(C, g[0], z), a) : Tensor(), rb ? reduce_to(where(C, z, g[0]), b) : Tensor()};
   });

@@ -28,6 +28,7 @@
 
 namespace ember {
 
+using autograd::input_grad;
 using autograd::record;
 
 namespace {
@@ -120,11 +121,12 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b) {
         // Flatten the batch into one dim: free when its strides allow (reshape copies otherwise).
         return e.reshape({B, r, c});
       };
-      gemm_batched(to3(a, M, K), to3(b, K, N), batch.empty() ? out.detach().unsqueeze(0) : out.detach().reshape({B, M, N}));
+      Tensor out3 = batch.empty() ? out.detach().unsqueeze(0) : out.detach().reshape({B, M, N});
+      gemm_batched(to3(a, M, K), to3(b, K, N), out3);
     }
   }
   timer.set_output(out);
-  record("matmul", {a, b}, out, [a, b, ra = autograd::input_grad(a, 0), rb = autograd::input_grad(b, 1)](
+  record("matmul", {a, b}, out, [a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](
                                     const TensorList& g, const TensorList&) {
     // dA = dY B^T, dB = A^T dY, each summed over the batch dims it was broadcast along.
     Tensor ga = ra ? sum_to_size(matmul(g[0], b.transpose(-1, -2)), a.sizes()) : Tensor();
@@ -243,7 +245,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   }
   timer.set_output(out);
   record("linear", {x, w, bias}, out,
-         [x, w, rx = autograd::input_grad(x, 0), rw = autograd::input_grad(w, 1), rb = autograd::input_grad(bias, 2)](
+         [x, w, rx = input_grad(x, 0), rw = input_grad(w, 1), rb = input_grad(bias, 2)](
              const TensorList& g, const TensorList&) {
            const int64_t in = w.size(1), outf = w.size(0), rows = leading_rows(x);
            Tensor g2 = g[0].reshape({rows, outf});

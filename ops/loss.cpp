@@ -18,6 +18,7 @@
 
 namespace ember {
 
+using autograd::input_grad;
 using autograd::record;
 
 namespace {
@@ -96,7 +97,8 @@ Tensor binary_cross_entropy(const Tensor& p, const Tensor& target, Reduction red
     });
   }
   timer.set_output(loss);
-  record(op, {p, t}, loss, [p, t, rp = autograd::input_grad(p, 0), rt = autograd::input_grad(t, 1)](const TensorList& g, const TensorList&) {
+  record(op, {p, t}, loss, [p, t, rp = input_grad(p, 0), rt = input_grad(t, 1)](
+      const TensorList& g, const TensorList&) {
     Tensor gp, gt;
     // d/dp = (p - t) / (p (1 - p)), the denominator kept >= 1e-12 (as PyTorch)
     if (rp) gp = div(mul(g[0], sub(p, t)), clamp(mul(p, rsub(p, 1.0)), 1e-12, std::nullopt));

@@ -28,6 +28,7 @@
 
 namespace ember {
 
+using autograd::input_grad;
 using autograd::record;
 namespace cpu = kernels::cpu;
 
@@ -308,8 +309,8 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
   timer.set_output(out);
 
   record("layer_norm", {x, weight, bias}, out,
-         [x, weight, bshape = bias.defined() ? bias.sizes() : Shape{}, dims, eps, rx = autograd::input_grad(x, 0), rw = autograd::input_grad(weight, 1),
-          rb = autograd::input_grad(bias, 2)](const TensorList& g, const TensorList&) {
+         [x, weight, bshape = bias.defined() ? bias.sizes() : Shape{}, dims, eps, rx = input_grad(x, 0),
+          rw = input_grad(weight, 1), rb = input_grad(bias, 2)](const TensorList& g, const TensorList&) {
            Tensor gx, gw, gb;
            if (rx || rw) {
              auto [xhat, rstd] = normalize_ops(x, dims, eps);
@@ -363,7 +364,8 @@ Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, con
   timer.set_output(out);
 
   record("group_norm", {x, weight, bias}, out,
-         [x, weight, G, eps, rx = autograd::input_grad(x, 0), rw = autograd::input_grad(weight, 1), rb = autograd::input_grad(bias, 2)](const TensorList& g,
+         [x, weight, G, eps, rx = input_grad(x, 0), rw = input_grad(weight, 1), rb = input_grad(bias, 2)](
+             const TensorList& g,
                                                                                  const TensorList&) {
            const int64_t N = x.size(0), C = x.size(1);
            const Shape grouped{N, G, -1}, cdims = non_channel_dims(x.dim()), cshape = channel_shape(C, x.dim());
@@ -456,8 +458,9 @@ Tensor group_norm_silu(const Tensor& x, int64_t num_groups, const Tensor& weight
   }
   timer.set_output(r.out);
   record(op, {x, weight, bias, sample_bias}, r.out,
-         [x, weight, bias, sample_bias, G, eps, silu, mean = r.mean, rstd = r.rstd, rx = autograd::input_grad(x, 0),
-          rw = autograd::input_grad(weight, 1), rb = autograd::input_grad(bias, 2), rt = autograd::input_grad(sample_bias, 3)](const TensorList& g, const TensorList&) {
+         [x, weight, bias, sample_bias, G, eps, silu, mean = r.mean, rstd = r.rstd, rx = input_grad(x, 0),
+          rw = input_grad(weight, 1), rb = input_grad(bias, 2), rt = input_grad(sample_bias, 3)](
+              const TensorList& g, const TensorList&) {
            // On the CPU, and under create_graph (the backward must itself be recorded): ops.
            if (!x.device().is_cuda() || grad_enabled()) {
              TensorList r = group_norm_silu_backward_ops(g[0], x, G, weight, bias, sample_bias, eps, silu);
@@ -620,7 +623,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
 
   if (training) {
     record("batch_norm", {x, weight, bias}, out,
-           [x, weight, cdims, cshape, eps, rx = autograd::input_grad(x, 0), rw = autograd::input_grad(weight, 1), rb = autograd::input_grad(bias, 2)](
+           [x, weight, cdims, cshape, eps, rx = input_grad(x, 0), rw = input_grad(weight, 1), rb = input_grad(bias, 2)](
                const TensorList& g, const TensorList&) {
              Tensor gx, gw, gb;
              if (rx || rw) {
@@ -635,7 +638,8 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
            {x, weight});
   } else {
     record("batch_norm", {x, weight, bias}, out,
-           [x, weight, cdims, cshape, mu_c, rstd_c, rx = autograd::input_grad(x, 0), rw = autograd::input_grad(weight, 1), rb = autograd::input_grad(bias, 2)](
+           [x, weight, cdims, cshape, mu_c, rstd_c, rx = input_grad(x, 0), rw = input_grad(weight, 1),
+            rb = input_grad(bias, 2)](
                const TensorList& g, const TensorList&) {
              Tensor gx, gw, gb;
              if (rx) gx = mul(g[0], weight.defined() ? mul(weight.reshape(cshape), rstd_c) : rstd_c);

@@ -91,7 +91,8 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
       const uint32_t i = stack.back();
       stack.pop_back();
       nodes[i].first_edge = static_cast<uint32_t>(edge_target.size());
-      for (const auto& e : nodes[i].node->next_edges()) edge_target.push_back(e.valid() ? visit(e.node.get()) : kNoTarget);
+      for (const auto& e : nodes[i].node->next_edges())
+        edge_target.push_back(e.valid() ? visit(e.node.get()) : kNoTarget);
     }
   }
   auto targets = [&](const WalkNode& w) {  // the edges' targets of `w` (kNoTarget: none)
@@ -187,7 +188,8 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
       }
       const auto edge_targets = targets(nodes[i]);
       wanted.assign(edge_targets.size(), false);
-      for (size_t k = 0; k < wanted.size(); ++k) wanted[k] = edge_targets[k] != kNoTarget && nodes[edge_targets[k]].needed;
+      for (size_t k = 0; k < wanted.size(); ++k)
+        wanted[k] = edge_targets[k] != kNoTarget && nodes[edge_targets[k]].needed;
       try {
         autograd::InputGradMask mask(&wanted);
         results = n->apply(grads);
