@@ -52,6 +52,7 @@ std::string shapes_of(const std::vector<Shape>& shapes) {
 // by their number, so the walk hashes each node once (when discovered) instead of once per
 // lookup in several maps; it runs once per backward and per grad, hundreds of nodes each.
 struct WalkNode {
+  explicit WalkNode(Node* n) : node(n) {}
   Node* node;
   uint32_t first_edge = 0;  // its edges' targets in WalkState::edge_target, in edge order
   int deps = 0;             // edges from active nodes not yet delivered
@@ -80,7 +81,7 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
     auto visit = [&](Node* n) {
       auto [it, fresh] = number.try_emplace(n, static_cast<uint32_t>(nodes.size()));
       if (fresh) {
-        nodes.push_back(WalkNode{n});
+        nodes.emplace_back(n);
         stack.push_back(it->second);
       }
       return it->second;

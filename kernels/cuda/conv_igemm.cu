@@ -463,7 +463,7 @@ __global__ void __launch_bounds__(kDwThreads) depthwise_weight_grad_kernel(Geom 
     if (t >= taps) break;  // uniform across the block
     red[threadIdx.x] = acc[t];
     __syncthreads();
-    for (int h = kDwThreads / 2; h > 0; h /= 2) {
+    for (unsigned h = kDwThreads / 2; h > 0; h /= 2) {
       if (threadIdx.x < h) red[threadIdx.x] += red[threadIdx.x + h];
       __syncthreads();
     }
