@@ -239,15 +239,10 @@ void release_graph_pool(int index, uint64_t pool) {
   auto it = c.pools.find(pool);
   if (it == c.pools.end()) return;
   for (auto& [size, blocks] : it->second) {
-    if (!caching_enabled()) {
-      set_device(index);
-      for (void* p : blocks) cudaFree(p);
-      c.stats.reserved -= size * blocks.size();
-      continue;
-    }
     auto& dst = c.free_blocks[size];
     dst.insert(dst.end(), blocks.begin(), blocks.end());
   }
+  if (!caching_enabled()) c.release_cached(index);  // the cache held nothing else
   c.pools.erase(it);
   for (auto& [p, b] : c.live)  // tensors that outlive the graph: theirs go to the cache when freed
     if (b.pool == pool) b.pool = 0;

@@ -474,26 +474,16 @@ __global__ void wmma_tf32_kernel(const float* a, const float* b, float c, float*
   wmma::store_matrix_sync(d, acc, 16, out_layout);
 }
 
-// The same without the conversion: the tensor cores ignore the operands' low 13 bits.
-// Lane 5 changes one element of its A fragment: the lanes no longer agree on the tile.
-__global__ void wmma_divergent_fragment_kernel(const float* a, const float* b, float* d) {
+// The same without the conversion: the tensor cores ignore the operands' low 13 bits. With
+// `odd_lane` >= 0 that lane changes one element of its A fragment, so the lanes no longer
+// agree on the tile and mma_sync must fail the launch.
+__global__ void wmma_tf32_raw_kernel(const float* a, const float* b, float* d, int odd_lane) {
   wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
   wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
   wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
   wmma::load_matrix_sync(fa, a, 8);
   wmma::load_matrix_sync(fb, b, 16);
-  if (threadIdx.x == 5) fa.x[0] += 1.0f;
-  wmma::fill_fragment(acc, 0.0f);
-  wmma::mma_sync(acc, fa, fb, acc);
-  wmma::store_matrix_sync(d, acc, 16, wmma::mem_row_major);
-}
-
-__global__ void wmma_tf32_raw_kernel(const float* a, const float* b, float* d) {
-  wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fa;
-  wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
-  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
-  wmma::load_matrix_sync(fa, a, 8);
-  wmma::load_matrix_sync(fb, b, 16);
+  if (static_cast<int>(threadIdx.x) == odd_lane) fa.x[0] += 1.0f;
   wmma::fill_fragment(acc, 0.0f);
   wmma::mma_sync(acc, fa, fb, acc);
   wmma::store_matrix_sync(d, acc, 16, wmma::mem_row_major);
@@ -568,12 +558,12 @@ static void test_wmma() {
   std::vector<float> ones_plus(16 * 8, 1.0f + std::ldexp(1.0f, -12)), ones(8 * 16, 1.0f);
   float* dop = dev_copy(ones_plus);
   float* d1 = dev_copy(ones);
-  wmma_tf32_raw_kernel ^ ::emu::cfg(__FILE__, __LINE__, 1, 32, 0, 0) ^ ::emu::args(dop, d1, dd);
+  wmma_tf32_raw_kernel ^ ::emu::cfg(__FILE__, __LINE__, 1, 32, 0, 0) ^ ::emu::args(dop, d1, dd, -1);
   CHECK(cudaGetLastError() == cudaSuccess);
   std::vector<float> h = host_copy(dd, 256);
   for (int i = 0; i < 256; ++i) CHECK_EQ_AT("wmma tf32 ignores low mantissa bits", i, h[i], 8.0f);
   std::fprintf(stderr, "[selftest] a failed launch (lanes with different WMMA fragments) is expected next\n");
-  wmma_divergent_fragment_kernel ^ ::emu::cfg(__FILE__, __LINE__, 1, 32, 0, 0) ^ ::emu::args(dop, d1, dd);
+  wmma_tf32_raw_kernel ^ ::emu::cfg(__FILE__, __LINE__, 1, 32, 0, 0) ^ ::emu::args(dop, d1, dd, 5);
   expect_failed_launch_then_recovery("divergent WMMA fragments");
 
   // BF16: A col-major, B row-major, D col-major; the host multiplies the same bf16 values.
