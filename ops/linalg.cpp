@@ -226,21 +226,19 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     dispatch_floating(x.dtype(), "linear", [&](auto tag) {
       using T = typename decltype(tag)::type;
       T* y = out.data<T>();
-      T beta = T(0);
-      if (bias.defined()) {  // start from the bias rows, then accumulate x W^T onto them
-        Tensor bc = bias.detach().contiguous();
-        const T* bp = bc.data<T>();
-        for (int64_t i = 0; i < N; ++i)
-          for (int64_t j = 0; j < outf; ++j) y[i * outf + j] = bp[j];
-        beta = T(1);
+      // y = x2 @ w^T (+ bias, added as the GEMM writes each block): w is stored [out, in], so
+      // op(B) = w transposed (flip the operand's flag)
+      Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
+      const T* bp = bias.defined() ? bc.data<T>() : nullptr;
+      const T* xp = gx.t.data<T>();
+      const T* wp = gw.t.data<T>();
+      if constexpr (std::is_same_v<T, float>) {
+        if (bp) kernels::cpu::sgemm_bias(gx.trans, !gw.trans, N, outf, in, 1.0f, xp, gx.ld, wp, gw.ld, bp, y, outf);
+        else kernels::cpu::sgemm(gx.trans, !gw.trans, N, outf, in, 1.0f, xp, gx.ld, wp, gw.ld, 0.0f, y, outf);
+      } else {
+        if (bp) kernels::cpu::dgemm_bias(gx.trans, !gw.trans, N, outf, in, 1.0, xp, gx.ld, wp, gw.ld, bp, y, outf);
+        else kernels::cpu::dgemm(gx.trans, !gw.trans, N, outf, in, 1.0, xp, gx.ld, wp, gw.ld, 0.0, y, outf);
       }
-      // y = x2 @ w^T: w is stored [out, in], so op(B) = w transposed (flip the operand's flag)
-      if constexpr (std::is_same_v<T, float>)
-        kernels::cpu::sgemm(gx.trans, !gw.trans, N, outf, in, 1.0f, gx.t.data<float>(), gx.ld, gw.t.data<float>(),
-                            gw.ld, beta, y, outf);
-      else
-        kernels::cpu::dgemm(gx.trans, !gw.trans, N, outf, in, 1.0, gx.t.data<double>(), gx.ld, gw.t.data<double>(),
-                            gw.ld, beta, y, outf);
     });
   }
   timer.set_output(out);

@@ -189,6 +189,7 @@ struct Problem {
   T beta;
   T* C;
   int64_t ldc;
+  const T* bias = nullptr;  // when set: C = alpha op(A) op(B) + bias (one row, N long), beta unused
 };
 
 struct Blocking {
@@ -534,22 +535,41 @@ void scale_c(T* C, int64_t ldc, int64_t M, int64_t N, T beta) {
   }
 }
 
+// C[m0:m1, n0:n1] = the bias row, repeated.
+template <typename T>
+void fill_bias_rows(const Problem<T>& P, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  for (int64_t i = m0; i < m1; ++i) std::copy(P.bias + n0, P.bias + n1, P.C + i * P.ldc + n0);
+}
+
 // One product on up to `threads` threads (1: the calling thread only).
 template <typename T>
 void gemm_run(const Problem<T>& P, int threads) {
   if (P.M <= 0 || P.N <= 0) return;
+  // With a bias the product accumulates onto bias rows (beta = 1), written block by block by
+  // the thread that computes the block, right before it does: one pass over C, in cache.
+  Problem<T> Q = P;
+  if (P.bias) {
+    Q.beta = T(1);
+    Q.bias = nullptr;
+  }
   if (P.K <= 0 || P.alpha == T(0)) {
-    scale_c(P.C, P.ldc, P.M, P.N, P.beta);
+    if (P.bias) fill_bias_rows(P, 0, P.M, 0, P.N);
+    else scale_c(P.C, P.ldc, P.M, P.N, P.beta);
     return;
   }
   const Kernel<T>& kr = kernel<T>();
-  if (is_thin(P)) {
-    gemm_thin(P, kr.thin, threads);
+  auto run_block = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    if (P.bias) fill_bias_rows(P, m0, m1, n0, n1);
+    kr.block(Q, kr.ukr, kr.blocking, kr.pack, m0, m1, n0, n1);
+  };
+  if (is_thin(P)) {  // one of M, N is at most 4: the rows are short or few
+    if (P.bias) fill_bias_rows(P, 0, P.M, 0, P.N);
+    gemm_thin(Q, kr.thin, threads);
     return;
   }
   const Grid g = choose_grid(P.M, P.N, P.K, threads, kr.mr, kr.nr);
   if (g.tm * g.tn == 1) {
-    kr.block(P, kr.ukr, kr.blocking, kr.pack, 0, P.M, 0, P.N);
+    run_block(0, P.M, 0, P.N);
     return;
   }
   const int64_t mt = (P.M + kr.mr - 1) / kr.mr, nt = (P.N + kr.nr - 1) / kr.nr;
@@ -558,7 +578,7 @@ void gemm_run(const Problem<T>& P, int threads) {
       const int64_t i = t / g.tn, j = t % g.tn;
       const int64_t m0 = split(mt, g.tm, i, kr.mr, P.M), m1 = split(mt, g.tm, i + 1, kr.mr, P.M);
       const int64_t n0 = split(nt, g.tn, j, kr.nr, P.N), n1 = split(nt, g.tn, j + 1, kr.nr, P.N);
-      if (m0 < m1 && n0 < n1) kr.block(P, kr.ukr, kr.blocking, kr.pack, m0, m1, n0, n1);
+      if (m0 < m1 && n0 < n1) run_block(m0, m1, n0, n1);
     }
   });
 }
@@ -567,8 +587,8 @@ inline int available_threads() { return in_parallel_region() ? 1 : num_threads()
 
 template <typename T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
-          int64_t ldb, T beta, T* C, int64_t ldc) {
-  gemm_run(Problem<T>{ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc}, available_threads());
+          int64_t ldb, T beta, T* C, int64_t ldc, const T* bias = nullptr) {
+  gemm_run(Problem<T>{ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias}, available_threads());
 }
 
 template <typename T>
@@ -603,6 +623,16 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 void dgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
            const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
   gemm_detail::gemm<double>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void sgemm_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                int64_t lda, const float* B, int64_t ldb, const float* bias, float* C, int64_t ldc) {
+  gemm_detail::gemm<float>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, 0.0f, C, ldc, bias);
+}
+
+void dgemm_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+                int64_t lda, const double* B, int64_t ldb, const double* bias, double* C, int64_t ldc) {
+  gemm_detail::gemm<double>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, 0.0, C, ldc, bias);
 }
 
 void sgemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,

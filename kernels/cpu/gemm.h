@@ -25,6 +25,15 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 void dgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
            const double* B, int64_t ldb, double beta, double* C, int64_t ldc);
 
+// C = alpha * op(A) * op(B) + bias, bias a row of N values added to every row of C (a linear
+// layer's y = x W^T + b): C is written once, by the thread that computes each block, where a
+// separate fill of the bias rows first would write all of C one more time. C need not hold
+// anything beforehand (as with beta == 0).
+void sgemm_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                int64_t lda, const float* B, int64_t ldb, const float* bias, float* C, int64_t ldc);
+void dgemm_bias(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+                int64_t lda, const double* B, int64_t ldb, const double* bias, double* C, int64_t ldc);
+
 // Strided batch: product i reads A + i*stride_a, B + i*stride_b and writes C + i*stride_c
 // (a stride of 0 broadcasts that operand; C's matrices must not overlap). Small products run
 // in parallel across the batch, large ones one after another, each in parallel inside.

@@ -245,6 +245,56 @@ TEST(Gemm, BetaZeroIgnoresNaNAndAlphaZeroIgnoresInputs) {
   sgemm(false, false, 6, 0, 5, 1.0f, A.data(), 5, B.data(), 7, 0.0f, nullptr, 1);
 }
 
+// sgemm_bias / dgemm_bias: alpha op(A) op(B) + the bias row, on C holding NaN beforehand, the
+// padding of C untouched; bit for bit the product accumulated onto bias rows filled first (the
+// same arithmetic, so any difference is a block filled twice, late or not at all).
+template <typename T>
+void check_bias(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const std::string& what) {
+  const int64_t lda = (ta ? M : K) + 1, ldb = (tb ? K : N) + 2, ldc = N + 3;
+  const uint32_t seed = static_cast<uint32_t>(M * 7 + N * 3 + K);
+  std::vector<T> A = random_values<T>(std::max<int64_t>(1, (ta ? K : M) * lda), seed);
+  std::vector<T> B = random_values<T>(std::max<int64_t>(1, (tb ? N : K) * ldb), seed + 1);
+  std::vector<T> bias = random_values<T>(N, seed + 2);
+  const T sentinel = T(12345);
+  std::vector<T> want(M * ldc, sentinel), got(M * ldc, std::numeric_limits<T>::quiet_NaN());
+  for (int64_t i = 0; i < M; ++i) {
+    std::copy(bias.begin(), bias.end(), want.begin() + i * ldc);
+    for (int64_t j = N; j < ldc; ++j) got[i * ldc + j] = sentinel;
+  }
+  gemm_call<T>(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, T(1), want.data(), ldc);
+  if constexpr (std::is_same_v<T, float>) {
+    sgemm_bias(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, bias.data(), got.data(), ldc);
+  } else {
+    dgemm_bias(ta, tb, M, N, K, alpha, A.data(), lda, B.data(), ldb, bias.data(), got.data(), ldc);
+  }
+  int failures = 0;
+  for (int64_t x = 0; x < M * ldc && failures < 5; ++x)
+    if (!(got[x] == want[x]) && failures++ < 5)
+      ADD_FAILURE() << what << (ta ? " T" : " N") << (tb ? "T" : "N") << " M=" << M << " N=" << N << " K=" << K
+                    << ": element " << x / ldc << "," << x % ldc << " = " << got[x] << ", expected " << want[x];
+}
+
+TEST(Gemm, BiasRowIsAddedToEveryRow) {
+  KernelScope keep;
+  for (const auto& isa : runnable_isas()) {
+    ASSERT_TRUE(set_gemm_isa(isa.c_str()));
+    for (int threads : {1, 3}) {
+      set_num_threads(threads);
+      const std::string what = isa + " threads " + std::to_string(threads);
+      for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+          check_bias<float>(ta, tb, 2048, 32, 32, 1.0f, what);  // the DDE toy's hidden layers
+          check_bias<float>(ta, tb, 301, 67, 45, -0.5f, what);  // tiles cut at every edge
+          check_bias<double>(ta, tb, 130, 97, 65, 2.0, what);
+          check_bias<float>(ta, tb, 3001, 1, 45, 1.0f, what);   // thin: one output column
+          check_bias<double>(ta, tb, 2, 700, 37, 1.0, what);    // thin: two rows
+          check_bias<float>(ta, tb, 13, 7, 0, 1.0f, what);      // no inputs: the bias rows alone
+          check_bias<double>(ta, tb, 9, 33, 5, 0.0, what);      // alpha 0: the bias rows alone
+        }
+    }
+  }
+}
+
 TEST(Gemm, BatchedSmallAndLarge) {
   KernelScope keep;
   for (const auto& isa : runnable_isas()) {
