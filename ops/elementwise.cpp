@@ -502,43 +502,61 @@ Tensor softplus_backward(const Tensor& g, const Tensor& a, double beta, double t
   record("softplus_backward", {g, a}, out,
          [g, a, beta, threshold, rg = input_grad(g, 0), ra = input_grad(a, 1)](
              const TensorList& gg, const TensorList&) {
-           // d/dg = gg softplus'(a), this op again;  d/da = gg g softplus''(a): three ops (a DDE
+           // d/dg = gg softplus'(a), this op again;  d/da = gg g softplus''(a): two ops (a DDE
            // step runs this once per layer, where the formula in plain ops took a dozen)
            return TensorList{rg ? reduce_to(softplus_backward(gg[0], a, beta, threshold), g) : Tensor(),
-                             ra ? reduce_to(softplus_curvature(mul(gg[0], g), a, beta, threshold), a) : Tensor()};
+                             ra ? reduce_to(softplus_curvature(gg[0], g, a, beta, threshold), a) : Tensor()};
          },
          {g, a});
   return out;
 }
 
-// x softplus''(a) = x beta s (1 - s), s = sigmoid(beta a), 0 above the threshold: softplus's
-// second derivative, which softplus_backward's backward needs, in one pass.
-Tensor softplus_curvature(const Tensor& x, const Tensor& a, double beta, double threshold) {
-  EMBER_CHECK(beta > 0, "softplus_curvature: beta must be > 0, got ", beta);
-  Tensor out = binary("softplus_curvature", x, a, {kc::BinaryOp::softplus_curvature, beta, threshold},
-                      [beta, threshold](auto xv, auto av) {
-    using T = decltype(av);
-    if constexpr (!std::is_floating_point_v<T>) {
-      return xv;  // never reached: floating_only rejects integer dtypes before the kernel
-    } else {
+// x y softplus''(a) = x y beta s (1 - s), s = sigmoid(beta a), 0 above the threshold: softplus's
+// second derivative times two factors, in one pass. softplus_backward's backward needs
+// gg g softplus''(a); taking both factors saves the product gg g its own pass (a kernel
+// launch on the GPU, once per softplus layer in a DDE step).
+Tensor softplus_curvature(const Tensor& x, const Tensor& y, const Tensor& a, double beta, double threshold) {
+  static constexpr const char* op = "softplus_curvature";
+  EMBER_CHECK(beta > 0, op, ": beta must be > 0, got ", beta);
+  check_devices(op, x, y);
+  check_devices(op, x, a);
+  trace::OpTimer timer(op, {x, y, a});
+  const Shape shape = broadcast_shapes(broadcast_shapes(x.sizes(), y.sizes(), op), a.sizes(), op);
+  const DType dt = promote_types(promote_types(x.dtype(), y.dtype()), a.dtype());
+  dispatch_floating(dt, op, [](auto) {});  // integer operands: the same error on every device
+  Tensor X = as_dtype(x, dt), Y = as_dtype(y, dt), A = as_dtype(a, dt);
+  Tensor out = Tensor::empty(shape, {.dtype = dt, .device = x.device()});
+#if EMBER_WITH_CUDA
+  if (x.device().is_cuda()) {
+    kc::softplus_curvature(cuda::elem_type(dt), cuda::make_strided<4>(shape, {&out, &X, &Y, &A}), beta, threshold,
+                           cuda::stream_of(x));
+  } else
+#endif
+  dispatch_floating(dt, op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    cpu::map<T, T, T, T>(make_loop<4>(shape, {&out, &X, &Y, &A}), [beta, threshold](T xv, T yv, T av) -> T {
       const T ba = av * T(beta), s = sigmoid_value(ba);
-      return ba > T(threshold) ? T(0) : xv * (T(beta) * s * (T(1) - s));
-    }
-  }, /*floating_only=*/true);
-  record("softplus_curvature", {x, a}, out,
-         [x, a, beta, threshold, rx = input_grad(x, 0), ra = input_grad(a, 1)](const TensorList& g, const TensorList&) {
-           // d/dx = g softplus''(a);  d/da = g x beta^2 s (1 - s) (1 - 2 s) below the threshold
+      return ba > T(threshold) ? T(0) : xv * yv * (T(beta) * s * (T(1) - s));
+    });
+  });
+  timer.set_output(out);
+  record(op, {x, y, a}, out,
+         [x, y, a, beta, threshold, rx = input_grad(x, 0), ry = input_grad(y, 1), ra = input_grad(a, 2)](
+             const TensorList& g, const TensorList&) {
+           // d/dx = g y softplus''(a), d/dy = g x softplus''(a): this op again;
+           // d/da = g x y beta^2 s (1 - s) (1 - 2 s) below the threshold
            Tensor ga;
            if (ra) {
              Tensor ba = beta == 1.0 ? a : mul(a, beta);
              Tensor s = sigmoid(ba);
              Tensor below = le(ba, threshold).to(a.dtype());
              Tensor third = mul(mul(mul(s, rsub(s, 1.0)), rsub(mul(s, 2.0), 1.0)), mul(below, beta * beta));
-             ga = reduce_to(mul(mul(g[0], x), third), a);
+             ga = reduce_to(mul(mul(mul(g[0], x), y), third), a);
            }
-           return TensorList{rx ? reduce_to(softplus_curvature(g[0], a, beta, threshold), x) : Tensor(), ga};
+           return TensorList{rx ? reduce_to(softplus_curvature(g[0], y, a, beta, threshold), x) : Tensor(),
+                             ry ? reduce_to(softplus_curvature(g[0], x, a, beta, threshold), y) : Tensor(), ga};
          },
-         {x, a});
+         {x, y, a});
   return out;
 }
 

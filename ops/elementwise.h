@@ -71,9 +71,11 @@ Tensor elu(const Tensor& a, double alpha = 1.0);
 Tensor softplus(const Tensor& a, double beta = 1.0, double threshold = 20.0);
 // g * softplus'(a): softplus's backward as one differentiable op.
 Tensor softplus_backward(const Tensor& g, const Tensor& a, double beta = 1.0, double threshold = 20.0);
-// x * softplus''(a) = x beta s (1 - s), s = sigmoid(beta a) (0 above the threshold): the
-// second derivative softplus_backward's own backward needs, as one differentiable op.
-Tensor softplus_curvature(const Tensor& x, const Tensor& a, double beta = 1.0, double threshold = 20.0);
+// x * y * softplus''(a) = x y beta s (1 - s), s = sigmoid(beta a) (0 above the threshold): the
+// second derivative softplus_backward's own backward needs (times the two gradients it
+// multiplies), as one differentiable op. The three operands broadcast together.
+Tensor softplus_curvature(const Tensor& x, const Tensor& y, const Tensor& a, double beta = 1.0,
+                          double threshold = 20.0);
 Tensor silu(const Tensor& a);  // a * sigmoid(a)
 Tensor gelu(const Tensor& a);  // exact: a * Phi(a)
 

@@ -1,5 +1,5 @@
-// Binary elementwise ops (z = f(x, y) in one promoted type), comparisons (bool = f(x, y)) and
-// where (out = c ? a : b). Broadcasting arrives as zero strides, so a bias add or a scalar
+// Binary elementwise ops (z = f(x, y) in one promoted type), comparisons (bool = f(x, y)),
+// where (out = c ? a : b) and the ternary softplus_curvature. Broadcasting arrives as zero strides, so a bias add or a scalar
 // operand takes the strided path; equal shapes take the vectorised contiguous one. The
 // formulas are the CPU's (ops/elementwise.cpp); NaN wins in maximum/minimum as there.
 #include "ember/engine/error.h"
@@ -24,16 +24,12 @@ struct BinaryFn {
     else if constexpr (OP == BinaryOp::softplus_backward) {
       const T by = y * p0;
       return by > p1 ? x : x * sigmoid_of(by);
-    } else if constexpr (OP == BinaryOp::softplus_curvature) {
-      const T by = y * p0, s = sigmoid_of(by);
-      return by > p1 ? T(0) : x * (p0 * s * (T(1) - s));
     }
   }
 };
 
 constexpr bool floating_only(BinaryOp op) {
-  return op == BinaryOp::div || op == BinaryOp::pow || op == BinaryOp::softplus_backward ||
-         op == BinaryOp::softplus_curvature;
+  return op == BinaryOp::div || op == BinaryOp::pow || op == BinaryOp::softplus_backward;
 }
 
 template <BinaryOp OP>
@@ -83,6 +79,15 @@ void run_compare(ElemType t, const Strided<3>& s, void* stream, const char* name
   EMBER_CHECK(done, name, ": no CUDA kernel for this element type (f32, f64, i64, i32, u8 are supported)");
 }
 
+template <typename T>
+struct SoftplusCurvatureFn {
+  T beta, threshold;
+  __device__ __forceinline__ T operator()(T x, T y, T a) const {
+    const T ba = a * beta, s = sigmoid_of(ba);
+    return ba > threshold ? T(0) : x * y * (beta * s * (T(1) - s));
+  }
+};
+
 // where moves bits: one kernel per element size serves every type of that size.
 template <typename Bits>
 struct SelectFn {
@@ -102,8 +107,6 @@ void binary(BinaryOp op, ElemType t, const Strided<3>& s, double p0, double p1, 
     case BinaryOp::minimum: return run_binary<BinaryOp::minimum>(t, s, p0, p1, stream, "minimum");
     case BinaryOp::softplus_backward:
       return run_binary<BinaryOp::softplus_backward>(t, s, p0, p1, stream, "softplus_backward");
-    case BinaryOp::softplus_curvature:
-      return run_binary<BinaryOp::softplus_curvature>(t, s, p0, p1, stream, "softplus_curvature");
   }
 }
 
@@ -118,6 +121,19 @@ void compare(CompareOp op, ElemType t, const Strided<3>& s, void* stream) {
     case CompareOp::logical_and: return run_compare<CompareOp::logical_and>(t, s, stream, "logical_and");
     case CompareOp::logical_or: return run_compare<CompareOp::logical_or>(t, s, stream, "logical_or");
     case CompareOp::isfinite: return run_compare<CompareOp::isfinite>(t, s, stream, "isfinite");
+  }
+}
+
+void softplus_curvature(ElemType t, const Strided<4>& s, double beta, double threshold, void* stream) {
+  switch (t) {
+    case ElemType::f32:
+      return launch_map<float, float, float, float>(
+          s, SoftplusCurvatureFn<float>{static_cast<float>(beta), static_cast<float>(threshold)}, stream,
+          "softplus_curvature");
+    case ElemType::f64:
+      return launch_map<double, double, double, double>(s, SoftplusCurvatureFn<double>{beta, threshold}, stream,
+                                                        "softplus_curvature");
+    default: EMBER_FAIL("softplus_curvature: no CUDA kernel for this element type (f32 and f64 are supported)");
   }
 }
 

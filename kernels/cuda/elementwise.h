@@ -42,7 +42,6 @@ enum class UnaryOp : uint8_t {
 enum class BinaryOp : uint8_t {
   add, sub, mul, div, pow, maximum, minimum,
   softplus_backward,  // x = incoming gradient, y = softplus input: x sigmoid(p0 y), x above p0 y > p1
-  softplus_curvature,  // x p0 s (1 - s), s = sigmoid(p0 y); 0 above p0 y > p1 (softplus'' times x)
 };
 
 // bool = f(x, y) compared in one numeric type.
@@ -53,6 +52,9 @@ void binary(BinaryOp op, ElemType t, const Strided<3>& s, double p0, double p1, 
 void compare(CompareOp op, ElemType t, const Strided<3>& s, void* stream);
 // out = cond ? a : b; operands {out, cond (bool), a, b}, a and b of type t.
 void where(ElemType t, const Strided<4>& s, void* stream);
+// out = x y beta s (1 - s), s = sigmoid(beta a), 0 above beta a > threshold (softplus'' times
+// x and y); operands {out, x, y, a}, f32 or f64.
+void softplus_curvature(ElemType t, const Strided<4>& s, double beta, double threshold, void* stream);
 // out = convert(in) between any two element types (same-type strided copies included).
 void copy(ElemType out, ElemType in, const Strided<2>& s, void* stream);
 // out = value (converted to the element type).

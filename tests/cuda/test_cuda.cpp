@@ -116,7 +116,8 @@ TEST(CudaGpu, BinaryOpsBroadcastAndMatchTheCpu) {
         {"maximum", [](const Tensor& x, const Tensor& y) { return maximum(x, y); }},
         {"minimum", [](const Tensor& x, const Tensor& y) { return minimum(x, y); }},
         {"softplus_backward", [](const Tensor& x, const Tensor& y) { return softplus_backward(x, y, 1.0, 20.0); }},
-        {"softplus_curvature", [](const Tensor& x, const Tensor& y) { return softplus_curvature(x, y, 1.5, 2.0); }},
+        {"softplus_curvature",  // three operands: x, the broadcast y, and a third built from both
+         [](const Tensor& x, const Tensor& y) { return softplus_curvature(x, y, sub(x, y), 1.5, 2.0); }},
         {"where", [](const Tensor& x, const Tensor& y) { return where(gt(x, y), x, mul(y, 2.0)); }},
     };
     for (const auto& [name, f] : ops) {

@@ -670,37 +670,55 @@ TEST(ElementwiseOps, SoftplusBackwardOp) {
 }
 
 TEST(ElementwiseOps, SoftplusCurvatureOp) {
-  // softplus_curvature(x, a) = x beta s (1 - s), s = sigmoid(beta a), or 0 where beta a > threshold.
+  // softplus_curvature(x, y, a) = x y beta s (1 - s), s = sigmoid(beta a), or 0 where
+  // beta a > threshold; x [3, 1], y [3, 4] and a [1, 4] broadcast together.
+  auto times = [](std::vector<double> v, const Tensor& y) {
+    const auto yv = y.to_vector<double>();
+    for (size_t i = 0; i < v.size(); ++i) v[i] *= yv[i];
+    return v;
+  };
   for (DType dt : {DType::f32, DType::f64}) {
     const double tol = dt == DType::f32 ? 2e-6 : 1e-13;
     Tensor x = sample({3, 1}, Domain::any, 101).to(dt), a = sample({1, 4}, Domain::any, 102).to(dt);
-    expect_values(softplus_curvature(x, a), map2(x, a, [](double xv, double av) {
+    Tensor y = sample({3, 4}, Domain::any, 109).to(dt);
+    expect_values(softplus_curvature(x, y, a), times(map2(x, a, [](double xv, double av) {
                     const double s = ref_sigmoid(av);
                     return xv * s * (1 - s);
-                  }), tol, "softplus_curvature");
+                  }), y), tol, "softplus_curvature");
     Tensor a2 = tensor({-1.0, 0.5, 1.6, 4.0}, {1, 4}, {.dtype = dt});
-    expect_values(softplus_curvature(x, a2, 2.0, 3.0), map2(x, a2, [](double xv, double av) {
+    expect_values(softplus_curvature(x, y, a2, 2.0, 3.0), times(map2(x, a2, [](double xv, double av) {
                     const double s = ref_sigmoid(2 * av);
                     return 2 * av > 3 ? 0.0 : xv * 2 * s * (1 - s);
-                  }), tol, "softplus_curvature(beta 2, threshold 3)");
+                  }), y), tol, "softplus_curvature(beta 2, threshold 3)");
   }
-  // It is the second derivative of softplus: d/da softplus_backward(g, a) = g softplus''(a).
+  // It is the second derivative of softplus: d/da softplus_backward(g, a) = u g softplus''(a).
   Tensor a = leaf(sample({3, 4}, Domain::any, 103));
   Tensor g = sample({3, 4}, Domain::any, 104), u = sample({3, 4}, Domain::any, 105);
   Tensor ga = grad({softplus_backward(g, a, 1.5)}, {a}, {u})[0];
-  const auto want = softplus_curvature(mul(u, g), a.detach(), 1.5).to_vector<double>();
+  const auto want = softplus_curvature(u, g, a.detach(), 1.5).to_vector<double>();
   const auto got = ga.to_vector<double>();
-  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-13);
-  // Differentiable in both arguments, to second order (a third derivative of softplus).
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double s = ref_sigmoid(1.5 * a.to_vector<double>()[i]);
+    const double direct = u.to_vector<double>()[i] * g.to_vector<double>()[i] * 1.5 * s * (1 - s);
+    EXPECT_NEAR(got[i], want[i], 1e-13);
+    EXPECT_NEAR(got[i], direct, 1e-12);
+  }
+  // Differentiable in all three arguments, to second order (a third derivative of softplus).
   Tensor lx = leaf(sample({3, 1}, Domain::any, 106)), la = leaf(sample({1, 4}, Domain::any, 107));
-  expect_grads_ok([](const TensorList& in) { return softplus_curvature(in[0], in[1]); }, {lx, la},
+  Tensor ly = leaf(sample({3, 4}, Domain::any, 110));
+  expect_grads_ok([](const TensorList& in) { return softplus_curvature(in[0], in[1], in[2]); }, {lx, ly, la},
                   "softplus_curvature");
-  expect_grads_ok([](const TensorList& in) { return softplus_curvature(in[0], in[1], 0.7); }, {lx, la},
+  expect_grads_ok([](const TensorList& in) { return softplus_curvature(in[0], in[1], in[2], 0.7); }, {lx, ly, la},
                   "softplus_curvature(beta 0.7)");
   Tensor lt = leaf(sample({4, 3}, Domain::any, 108));
-  expect_grads_ok([](const TensorList& in) { return softplus_curvature(in[0], in[1].t(), 2.0, 1.0); }, {lx, lt},
-                  "softplus_curvature transposed, small threshold");
-  EXPECT_THROW(softplus_curvature(zeros({2, 3}), zeros({4})), Error);
-  EXPECT_THROW(softplus_curvature(zeros({2}), zeros({2}), 0.0), Error);
-  EXPECT_THROW(softplus_curvature(zeros({2}, {.dtype = DType::i64}), zeros({2}, {.dtype = DType::i64})), Error);
+  expect_grads_ok([](const TensorList& in) { return softplus_curvature(in[0], in[1], in[2].t(), 2.0, 1.0); },
+                  {lx, ly, lt}, "softplus_curvature transposed, small threshold");
+  // the same tensor as two factors: x^2 softplus''(a)
+  expect_grads_ok([](const TensorList& in) { return softplus_curvature(in[0], in[0], in[1]); }, {ly, la},
+                  "softplus_curvature(x, x, a)");
+  EXPECT_THROW(softplus_curvature(zeros({2, 3}), ones({2, 3}), zeros({4})), Error);
+  EXPECT_THROW(softplus_curvature(zeros({2}), ones({2}), zeros({2}), 0.0), Error);
+  EXPECT_THROW(softplus_curvature(zeros({2}, {.dtype = DType::i64}), ones({2}, {.dtype = DType::i64}),
+                                  zeros({2}, {.dtype = DType::i64})),
+               Error);
 }
