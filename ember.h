@@ -12,6 +12,7 @@
 #include "ember/engine/dtype.h"
 #include "ember/engine/error.h"
 #include "ember/engine/factory.h"
+#include "ember/engine/host_allocator.h"
 #include "ember/engine/precision.h"
 #include "ember/engine/random.h"
 #include "ember/engine/tensor.h"

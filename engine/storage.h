@@ -13,7 +13,8 @@ namespace ember {
 
 class Storage {
  public:
-  // Allocates nbytes of 64-byte-aligned memory on the device.
+  // Allocates nbytes of 64-byte-aligned memory on the device (the host allocator,
+  // host_allocator.h, or the CUDA caching allocator).
   Storage(size_t nbytes, Device device);
   // Wraps memory owned elsewhere; `deleter` runs when the storage dies (may be empty).
   Storage(void* data, size_t nbytes, Device device, std::function<void(void*)> deleter);
@@ -34,9 +35,5 @@ class Storage {
   uint64_t version_ = 0;
   std::function<void(void*)> deleter_;
 };
-
-// Host allocation helpers (64-byte aligned), also used by kernels' scratch buffers.
-void* host_alloc(size_t nbytes);
-void host_free(void* p);
 
 }  // namespace ember
