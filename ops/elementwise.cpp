@@ -486,6 +486,93 @@ Tensor softplus(const Tensor& a, double beta, double threshold) {
   return y;
 }
 
+namespace {
+
+TensorList softplus_double_backward(const Tensor& gg, const Tensor& g, const Tensor& a, double beta,
+                                    double threshold, bool want_g, bool want_a);
+
+// The records of softplus_backward and softplus_curvature: each op's, and the fused pair's below.
+void record_softplus_backward(const Tensor& g, const Tensor& a, Tensor& out, double beta, double threshold) {
+  record("softplus_backward", {g, a}, out,
+         [g, a, beta, threshold, rg = input_grad(g, 0), ra = input_grad(a, 1)](const TensorList& gg,
+                                                                                const TensorList&) {
+           // d/dg = gg softplus'(a), this op again;  d/da = gg g softplus''(a): softplus_curvature
+           // (a DDE step runs this once per layer, where the formula in plain ops took a dozen)
+           TensorList d = softplus_double_backward(gg[0], g, a, beta, threshold, bool(rg), bool(ra));
+           return TensorList{d[0].defined() ? reduce_to(d[0], g) : Tensor(),
+                             d[1].defined() ? reduce_to(d[1], a) : Tensor()};
+         },
+         {g, a});
+}
+
+void record_softplus_curvature(const Tensor& x, const Tensor& y, const Tensor& a, Tensor& out, double beta,
+                               double threshold) {
+  record("softplus_curvature", {x, y, a}, out,
+         [x, y, a, beta, threshold, rx = input_grad(x, 0), ry = input_grad(y, 1), ra = input_grad(a, 2)](
+             const TensorList& g, const TensorList&) {
+           // d/dx = g y softplus''(a), d/dy = g x softplus''(a): this op again;
+           // d/da = g x y beta^2 s (1 - s) (1 - 2 s) below the threshold
+           Tensor ga;
+           if (ra) {
+             Tensor ba = beta == 1.0 ? a : mul(a, beta);
+             Tensor s = sigmoid(ba);
+             Tensor below = le(ba, threshold).to(a.dtype());
+             Tensor third = mul(mul(mul(s, rsub(s, 1.0)), rsub(mul(s, 2.0), 1.0)), mul(below, beta * beta));
+             ga = reduce_to(mul(mul(mul(g[0], x), y), third), a);
+           }
+           return TensorList{rx ? reduce_to(softplus_curvature(g[0], y, a, beta, threshold), x) : Tensor(),
+                             ry ? reduce_to(softplus_curvature(g[0], x, a, beta, threshold), y) : Tensor(), ga};
+         },
+         {x, y, a});
+}
+
+// softplus_backward(g, a)'s backward for the incoming gradient gg: {gg softplus'(a) (for g),
+// gg g softplus''(a) (for a)}, each only when wanted. When both are, and gg, g and a are
+// contiguous tensors of one shape and dtype (every DDE layer), one pass computes the sigmoid
+// once and writes both (one kernel launch on the GPU instead of two); each output is then
+// recorded as the op it equals, so it differentiates further like that op. Otherwise, the two ops.
+TensorList softplus_double_backward(const Tensor& gg, const Tensor& g, const Tensor& a, double beta,
+                                    double threshold, bool want_g, bool want_a) {
+  const bool fused = want_g && want_a && gg.sizes() == a.sizes() && g.sizes() == a.sizes() &&
+                     gg.dtype() == a.dtype() && g.dtype() == a.dtype() && gg.device() == a.device() &&
+                     g.device() == a.device() && (a.dtype() == DType::f32 || a.dtype() == DType::f64) &&
+                     gg.is_contiguous() && g.is_contiguous() && a.is_contiguous();
+  if (!fused)
+    return {want_g ? softplus_backward(gg, a, beta, threshold) : Tensor(),
+            want_a ? softplus_curvature(gg, g, a, beta, threshold) : Tensor()};
+  trace::OpTimer timer("softplus_double_backward", {gg, g, a});
+  Tensor dg = Tensor::empty(a.sizes(), options_of(a)), da = Tensor::empty(a.sizes(), options_of(a));
+  const int64_t n = a.numel();
+#if EMBER_WITH_CUDA
+  if (a.device().is_cuda()) {
+    kc::softplus_double_backward(cuda::elem_type(a.dtype()), n, dg.device_data(), da.device_data(),
+                                 gg.device_data(), g.device_data(), a.device_data(), beta, threshold,
+                                 cuda::stream_of(a));
+  } else
+#endif
+  dispatch_floating(a.dtype(), "softplus_double_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T *pdg = dg.data<T>(), *pda = da.data<T>();
+    const T *pgg = gg.data<T>(), *pg = g.data<T>(), *pa = a.data<T>();
+    auto both = [beta, threshold](T& odg, T& oda, T x, T gv, T av) {
+      const T ba = av * T(beta), s = sigmoid_value(ba);
+      const bool above = ba > T(threshold);
+      odg = above ? x : x * s;
+      oda = above ? T(0) : x * gv * (T(beta) * s * (T(1) - s));
+    };
+    auto chunk = [&](int64_t b, int64_t e) {
+      cpu::map2_contiguous<T>(pdg + b, pda + b, e - b, both, pgg + b, pg + b, pa + b);
+    };
+    cpu::parallel_for(0, n, cpu::kParallelGrain, chunk);  // inline below two grains
+  });
+  timer.set_output(da);
+  record_softplus_backward(gg, a, dg, beta, threshold);
+  record_softplus_curvature(gg, g, a, da, beta, threshold);
+  return {dg, da};
+}
+
+}  // namespace
+
 // g * d softplus(a)/da = g * sigmoid(beta a) (1 above the threshold) in one pass: it is half
 // of every softplus network's backward, and under create_graph (DDE) it is differentiated
 // again, so its own backward is written out too.
@@ -499,15 +586,7 @@ Tensor softplus_backward(const Tensor& g, const Tensor& a, double beta, double t
       return bx > T(threshold) ? gv : gv * sigmoid_value(bx);
     }
   }, /*floating_only=*/true);
-  record("softplus_backward", {g, a}, out,
-         [g, a, beta, threshold, rg = input_grad(g, 0), ra = input_grad(a, 1)](
-             const TensorList& gg, const TensorList&) {
-           // d/dg = gg softplus'(a), this op again;  d/da = gg g softplus''(a): two ops (a DDE
-           // step runs this once per layer, where the formula in plain ops took a dozen)
-           return TensorList{rg ? reduce_to(softplus_backward(gg[0], a, beta, threshold), g) : Tensor(),
-                             ra ? reduce_to(softplus_curvature(gg[0], g, a, beta, threshold), a) : Tensor()};
-         },
-         {g, a});
+  record_softplus_backward(g, a, out, beta, threshold);
   return out;
 }
 
@@ -540,23 +619,7 @@ Tensor softplus_curvature(const Tensor& x, const Tensor& y, const Tensor& a, dou
     });
   });
   timer.set_output(out);
-  record(op, {x, y, a}, out,
-         [x, y, a, beta, threshold, rx = input_grad(x, 0), ry = input_grad(y, 1), ra = input_grad(a, 2)](
-             const TensorList& g, const TensorList&) {
-           // d/dx = g y softplus''(a), d/dy = g x softplus''(a): this op again;
-           // d/da = g x y beta^2 s (1 - s) (1 - 2 s) below the threshold
-           Tensor ga;
-           if (ra) {
-             Tensor ba = beta == 1.0 ? a : mul(a, beta);
-             Tensor s = sigmoid(ba);
-             Tensor below = le(ba, threshold).to(a.dtype());
-             Tensor third = mul(mul(mul(s, rsub(s, 1.0)), rsub(mul(s, 2.0), 1.0)), mul(below, beta * beta));
-             ga = reduce_to(mul(mul(mul(g[0], x), y), third), a);
-           }
-           return TensorList{rx ? reduce_to(softplus_curvature(g[0], y, a, beta, threshold), x) : Tensor(),
-                             ry ? reduce_to(softplus_curvature(g[0], x, a, beta, threshold), y) : Tensor(), ga};
-         },
-         {x, y, a});
+  record_softplus_curvature(x, y, a, out, beta, threshold);
   return out;
 }
 

@@ -134,6 +134,14 @@ EMBER_ISA_CLONES void map_contiguous(Out* __restrict out, int64_t n, const F& f,
   for (int64_t i = 0; i < n; ++i) out[i] = f(in[i]...);
 }
 
+// Two outputs from one pass: f(out0[i], out1[i], in[i]...) writes both (a fused backward that
+// shares its transcendental between two gradients).
+template <typename Out, typename F, typename... In>
+EMBER_ISA_CLONES void map2_contiguous(Out* __restrict out0, Out* __restrict out1, int64_t n, const F& f,
+                                      const In* __restrict... in) {
+  for (int64_t i = 0; i < n; ++i) f(out0[i], out1[i], in[i]...);
+}
+
 // out = f(in...) elementwise with typed pointers. Out and In are C++ element types.
 template <typename Out, typename... In, typename F>
 void map(Loop<1 + sizeof...(In)> l, const F& f) {

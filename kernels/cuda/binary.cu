@@ -1,5 +1,6 @@
 // Binary elementwise ops (z = f(x, y) in one promoted type), comparisons (bool = f(x, y)),
-// where (out = c ? a : b) and the ternary softplus_curvature. Broadcasting arrives as zero strides, so a bias add or a scalar
+// where (out = c ? a : b), the ternary softplus_curvature, and softplus_double_backward (two
+// outputs). Broadcasting arrives as zero strides, so a bias add or a scalar
 // operand takes the strided path; equal shapes take the vectorised contiguous one. The
 // formulas are the CPU's (ops/elementwise.cpp); NaN wins in maximum/minimum as there.
 #include "ember/engine/error.h"
@@ -88,6 +89,29 @@ struct SoftplusCurvatureFn {
   }
 };
 
+// One thread an element (grid-stride): both gradients from one sigmoid, two stores.
+template <typename T>
+__global__ void softplus_double_backward_kernel(int64_t n, T* __restrict__ dg, T* __restrict__ da,
+                                                const T* __restrict__ gg, const T* __restrict__ g,
+                                                const T* __restrict__ a, T beta, T threshold) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
+    const T x = gg[i], ba = a[i] * beta, s = sigmoid_of(ba);
+    const bool above = ba > threshold;
+    dg[i] = above ? x : x * s;
+    da[i] = above ? T(0) : x * g[i] * (beta * s * (T(1) - s));
+  }
+}
+
+template <typename T>
+void launch_softplus_double_backward(int64_t n, void* dg, void* da, const void* gg, const void* g, const void* a,
+                                     double beta, double threshold, void* stream) {
+  softplus_double_backward_kernel<T><<<blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      n, static_cast<T*>(dg), static_cast<T*>(da), static_cast<const T*>(gg), static_cast<const T*>(g),
+      static_cast<const T*>(a), static_cast<T>(beta), static_cast<T>(threshold));
+  EMBER_CUDA_LAUNCHED("softplus_double_backward");
+}
+
 // where moves bits: one kernel per element size serves every type of that size.
 template <typename Bits>
 struct SelectFn {
@@ -134,6 +158,16 @@ void softplus_curvature(ElemType t, const Strided<4>& s, double beta, double thr
       return launch_map<double, double, double, double>(s, SoftplusCurvatureFn<double>{beta, threshold}, stream,
                                                         "softplus_curvature");
     default: EMBER_FAIL("softplus_curvature: no CUDA kernel for this element type (f32 and f64 are supported)");
+  }
+}
+
+void softplus_double_backward(ElemType t, int64_t n, void* dg, void* da, const void* gg, const void* g,
+                              const void* a, double beta, double threshold, void* stream) {
+  if (n == 0) return;
+  switch (t) {
+    case ElemType::f32: return launch_softplus_double_backward<float>(n, dg, da, gg, g, a, beta, threshold, stream);
+    case ElemType::f64: return launch_softplus_double_backward<double>(n, dg, da, gg, g, a, beta, threshold, stream);
+    default: EMBER_FAIL("softplus_double_backward: no CUDA kernel for this element type (f32 and f64 are supported)");
   }
 }
 

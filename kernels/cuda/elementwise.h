@@ -55,6 +55,10 @@ void where(ElemType t, const Strided<4>& s, void* stream);
 // out = x y beta s (1 - s), s = sigmoid(beta a), 0 above beta a > threshold (softplus'' times
 // x and y); operands {out, x, y, a}, f32 or f64.
 void softplus_curvature(ElemType t, const Strided<4>& s, double beta, double threshold, void* stream);
+// softplus_backward's backward in one pass over n contiguous elements of f32 (t) or f64:
+// dg = gg sigmoid(beta a) (gg above beta a > threshold), da = gg g beta s (1 - s) (0 above).
+void softplus_double_backward(ElemType t, int64_t n, void* dg, void* da, const void* gg, const void* g,
+                              const void* a, double beta, double threshold, void* stream);
 // out = convert(in) between any two element types (same-type strided copies included).
 void copy(ElemType out, ElemType in, const Strided<2>& s, void* stream);
 // out = value (converted to the element type).

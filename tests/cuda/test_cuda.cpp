@@ -7,6 +7,7 @@
 // derivatives are compared the same way (the grads are taken on each device).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -133,6 +134,30 @@ TEST(CudaGpu, BinaryOpsBroadcastAndMatchTheCpu) {
   using Cmp = Tensor (*)(const Tensor&, const Tensor&);
   for (Cmp c : {Cmp(&lt), Cmp(&le), Cmp(&gt), Cmp(&ge), Cmp(&eq), Cmp(&ne)}) {
     EXPECT_EQ(rel_diff(c(a.to(kGpu), b.to(kGpu)).to(DType::f64), c(a, b).to(DType::f64)), 0.0);
+  }
+}
+
+// softplus_backward's backward wanting both gradients of contiguous operands of one shape takes
+// the fused two-output kernel (softplus_double_backward); its outputs and their own gradients
+// match the CPU's. 37 x 53 elements: not a multiple of the block.
+TEST(CudaGpu, SoftplusDoubleBackwardMatchesTheCpu) {
+  EMBER_REQUIRE_GPU();
+  for (DType dt : {DType::f64, DType::f32}) {
+    SCOPED_TRACE(dtype_name(dt));
+    auto run = [&](const Device& d) {
+      Tensor g = rnd({37, 53}, 31, dt).to(d).requires_grad_(true), a = rnd({37, 53}, 32, dt).to(d).requires_grad_(true);
+      Tensor u = rnd({37, 53}, 33, dt).to(d);
+      TraceScope trace;
+      TensorList d1 = grad({softplus_backward(g, a, 1.5, 2.0)}, {g, a}, {u}, {.create_graph = true});
+      const auto ev = trace.events();
+      EXPECT_EQ(std::count_if(ev.begin(), ev.end(), [](const TraceEvent& e) { return e.op == "softplus_double_backward"; }),
+                1);
+      TensorList d2 = grad({add(mul(d1[0], d1[0]).sum(), mul(d1[1], d1[1]).sum())}, {g, a});
+      return TensorList{d1[0].detach(), d1[1].detach(), d2[0], d2[1]};
+    };
+    TensorList c = run(Device::cpu()), gpu = run(kGpu);
+    for (size_t i = 0; i < c.size(); ++i)
+      EXPECT_LT(rel_diff(gpu[i], c[i]), tol(dt) * (i < 2 ? 10 : 100)) << "output " << i;
   }
 }
 

@@ -669,6 +669,57 @@ TEST(ElementwiseOps, SoftplusBackwardOp) {
   EXPECT_THROW(softplus_backward(zeros({2, 3}), zeros({4})), Error);
 }
 
+// softplus_backward's backward wanting both gradients: with gg, g, a contiguous and of one
+// shape, one pass (softplus_double_backward) writes both; the values are the two ops', and each
+// output differentiates further as the op it equals. Other layouts take the two ops.
+TEST(ElementwiseOps, SoftplusDoubleBackwardFusesBothGradients) {
+  auto count = [](const std::vector<TraceEvent>& ev, const std::string& op) {
+    return std::count_if(ev.begin(), ev.end(), [&](const TraceEvent& e) { return e.op == op; });
+  };
+  for (DType dt : {DType::f32, DType::f64}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const double tol = dt == DType::f32 ? 1e-6 : 1e-14;
+    Tensor g = leaf(sample({5, 7}, Domain::any, 121).to(dt)), a = leaf(sample({5, 7}, Domain::any, 122).to(dt));
+    Tensor u = sample({5, 7}, Domain::any, 123).to(dt);
+    Tensor y = softplus_backward(g, a, 1.5, 2.0);
+    TensorList d;
+    {
+      TraceScope trace;
+      d = grad({y}, {g, a}, {u}, {.create_graph = true});
+      const auto ev = trace.events();
+      EXPECT_EQ(count(ev, "softplus_double_backward"), 1);
+      EXPECT_EQ(count(ev, "softplus_curvature"), 0);
+    }
+    expect_values(d[0], softplus_backward(u, a.detach(), 1.5, 2.0).to_vector<double>(), tol, "dg");
+    expect_values(d[1], softplus_curvature(u, g.detach(), a.detach(), 1.5, 2.0).to_vector<double>(), tol, "da");
+    EXPECT_TRUE(d[0].requires_grad() && d[1].requires_grad());
+    // a transposed a: not one contiguous layout, the two ops
+    Tensor at = leaf(sample({7, 5}, Domain::any, 124).to(dt));
+    TraceScope trace;
+    TensorList dt2 = grad({softplus_backward(g, at.t(), 1.5, 2.0)}, {g, at}, {u});
+    EXPECT_EQ(count(trace.events(), "softplus_double_backward"), 0);
+    EXPECT_EQ(count(trace.events(), "softplus_curvature"), 1);
+    expect_values(dt2[1].t(), softplus_curvature(u, g.detach(), at.detach().t(), 1.5, 2.0).to_vector<double>(), tol,
+                  "da, transposed");
+  }
+  // The fused outputs to second order: their gradients in g, a and the incoming gradient u
+  // (softplus's third and fourth derivatives), checked numerically in f64. gradcheck's central
+  // differences run under NoGrad, where grad() has no graph: there the same values come from
+  // the two ops (equal to the fused pass, above).
+  Tensor lg = leaf(sample({3, 4}, Domain::any, 125)), la = leaf(sample({3, 4}, Domain::any, 126));
+  Tensor lu = leaf(sample({3, 4}, Domain::any, 127));
+  expect_grads_ok(
+      [](const TensorList& in) {
+        if (!grad_enabled())
+          return add(mul(softplus_backward(in[2], in[1], 1.3, 20.0), 0.7),
+                     softplus_curvature(in[2], in[0], in[1], 1.3, 20.0));
+        TensorList d = grad({softplus_backward(in[0], in[1], 1.3, 20.0)}, {in[0], in[1]}, {in[2]},
+                            {.create_graph = true});
+        return add(mul(d[0], 0.7), d[1]);
+      },
+      {lg, la, lu}, "softplus_backward's fused backward");
+}
+
 TEST(ElementwiseOps, SoftplusCurvatureOp) {
   // softplus_curvature(x, y, a) = x y beta s (1 - s), s = sigmoid(beta a), or 0 where
   // beta a > threshold; x [3, 1], y [3, 4] and a [1, 4] broadcast together.
