@@ -361,7 +361,7 @@ Tensor tanh(const Tensor& a) {
     } else {
       // tanh x = sign(x) (1 - e) / (1 + e) with e = exp(-2|x|) <= 1: no overflow; below
       // |x| = 0.04 the cancellation in 1 - e costs digits, so use x - x^3/3 + 2x^5/15 there.
-      T ax = std::abs(x), e = cpu::fast_exp(T(-2) * ax);
+      T ax = std::abs(x), e = cpu::fast_exp_nonpositive(T(-2) * ax);
       T big = (T(1) - e) / (T(1) + e), x2 = x * x;
       T small = ax * (T(1) + x2 * (T(-1) / T(3) + x2 * T(2) / T(15)));
       T r = ax < T(0.04) ? small : big;
@@ -418,7 +418,7 @@ namespace {
 template <typename T>
 T sigmoid_value(T x) {
   // exp's argument is kept <= 0 (no overflow); a select, not a branch, so loops vectorise.
-  T e = cpu::fast_exp(-std::abs(x));
+  T e = cpu::fast_exp_nonpositive(-std::abs(x));
   T r = T(1) / (T(1) + e);
   return x >= T(0) ? r : e * r;
 }
@@ -436,7 +436,7 @@ Tensor logsigmoid(const Tensor& a) {
   // log sigmoid(x) = min(x, 0) - log1p(exp(-|x|))
   Tensor y = unary("logsigmoid", a, {kc::UnaryOp::logsigmoid}, [](auto x) {
     using T = decltype(x);
-    return std::min(x, T(0)) - cpu::log1p_unit(cpu::fast_exp(-std::abs(x)));
+    return std::min(x, T(0)) - cpu::log1p_unit(cpu::fast_exp_nonpositive(-std::abs(x)));
   });
   record("logsigmoid", {a}, y, [a](const TensorList& g, const TensorList&) {
     return TensorList{mul(g[0], sigmoid(neg(a)))};
@@ -477,7 +477,7 @@ Tensor softplus(const Tensor& a, double beta, double threshold) {
     using T = decltype(x);
     T bx = x * T(beta);
     // log1p(exp(bx)) computed as max(bx,0) + log1p(exp(-|bx|)): no overflow, full precision
-    T y = (std::max(bx, T(0)) + cpu::log1p_unit(cpu::fast_exp(-std::abs(bx)))) / T(beta);
+    T y = (std::max(bx, T(0)) + cpu::log1p_unit(cpu::fast_exp_nonpositive(-std::abs(bx)))) / T(beta);
     return bx > T(threshold) ? x : y;
   });
   record("softplus", {a}, y, [a, beta, threshold](const TensorList& g, const TensorList&) {

@@ -10,6 +10,7 @@
 // log1p(t), t in [0, 1]: with s = t / (2 + t) in [0, 1/3], log(1 + t) = 2 atanh(s) =
 // 2 (s + s^3/3 + s^5/5 + ...); terms to s^13 leave < 3e-8 relative error.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -38,6 +39,28 @@ inline float fast_exp(float x) {
   return under ? 0.0f : (over ? INFINITY : out);
 }
 
+// e^x for x <= 0 (NaN passes through): the same polynomial without the overflow branch, for
+// the activations that only ever take exp(-|x|) (sigmoid, softplus, logsigmoid, tanh), where
+// the clamps and selects of the general case were a tenth of the loop. Equal to fast_exp there.
+inline float fast_exp_nonpositive(float x) {
+  const bool under = x < -86.5f;
+  x = std::max(x, -86.5f);  // NaN stays NaN (std::max keeps its first argument when unordered)
+  const float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (x - k * 0.693145751953125f) - k * 1.42860682030941723e-06f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;  // k in [-125, 0]: a normal 2^k
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return under ? 0.0f : p * scale;
+}
+
 // log(1 + t) for t in [0, 1].
 inline float log1p_unit(float t) {
   const float s = t / (2.0f + t);
@@ -53,6 +76,7 @@ inline float log1p_unit(float t) {
 }
 
 inline double fast_exp(double x) { return std::exp(x); }
+inline double fast_exp_nonpositive(double x) { return std::exp(x); }
 inline double log1p_unit(double t) { return std::log1p(t); }
 
 }  // namespace ember::kernels::cpu
