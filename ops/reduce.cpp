@@ -144,14 +144,37 @@ static Tensor sum_forward(const Tensor& a, const std::vector<int64_t>& rd, const
       using T = typename decltype(tag)::type;
       const T* x = a.data<T>();
       T* y = out.data<T>();
-      kernels::cpu::parallel_for(0, cols, 4096, [&](int64_t cb, int64_t ce) {
-        std::vector<double> acc(ce - cb, 0.0);
-        for (int64_t i = 0; i < rows; ++i) {
-          const T* xr = x + i * cols;
-          for (int64_t j = cb; j < ce; ++j) acc[j - cb] += xr[j];
+      // Wide rows split by columns. Narrow ones (a bias gradient: 2048 x 32) split by rows into
+      // blocks of a fixed height, each summed into its own f64 partial, the partials then added
+      // in block order: the threads share the work and the result does not depend on their count.
+      if (cols >= 4096 || rows * cols < 2 * 16384) {
+        kernels::cpu::parallel_for(0, cols, 4096, [&](int64_t cb, int64_t ce) {
+          std::vector<double> acc(ce - cb, 0.0);
+          for (int64_t i = 0; i < rows; ++i) {
+            const T* xr = x + i * cols;
+            for (int64_t j = cb; j < ce; ++j) acc[j - cb] += xr[j];
+          }
+          for (int64_t j = cb; j < ce; ++j) y[j] = static_cast<T>(acc[j - cb]);
+        });
+        return;
+      }
+      const int64_t block_rows = std::max<int64_t>(1, 16384 / cols);
+      const int64_t blocks = (rows + block_rows - 1) / block_rows;
+      std::vector<double> partial(blocks * cols, 0.0);
+      kernels::cpu::parallel_for(0, blocks, 1, [&](int64_t bb, int64_t be) {
+        for (int64_t b = bb; b < be; ++b) {
+          double* acc = partial.data() + b * cols;
+          for (int64_t i = b * block_rows; i < std::min(rows, (b + 1) * block_rows); ++i) {
+            const T* xr = x + i * cols;
+            for (int64_t j = 0; j < cols; ++j) acc[j] += xr[j];
+          }
         }
-        for (int64_t j = cb; j < ce; ++j) y[j] = static_cast<T>(acc[j - cb]);
       });
+      for (int64_t j = 0; j < cols; ++j) {
+        double total = 0;
+        for (int64_t b = 0; b < blocks; ++b) total += partial[b * cols + j];
+        y[j] = static_cast<T>(total);
+      }
     });
     return out;
   }

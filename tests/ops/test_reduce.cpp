@@ -10,6 +10,7 @@
 #include <numeric>
 
 #include "ember/ember.h"
+#include "ember/kernels/cpu/parallel.h"
 #include "test_util.h"
 
 using namespace ember;
@@ -445,6 +446,40 @@ TEST(ReduceOps, LargeReductionsAgreeWithNaive) {
       ASSERT_NEAR(cv[r * 17 + j], s, 1e-12);
     }
   }
+}
+
+// sum over the leading dims of a contiguous tensor: narrow rows are split by row blocks, wide
+// ones by columns, small ones not at all; every path against a naive f64 sum, and the same bits
+// on one thread and on three.
+TEST(ReduceOps, SumOverLeadingDimsMatchesNaiveOnAnyThreadCount) {
+  const int saved = kernels::cpu::num_threads();
+  Generator gen(29);
+  struct Case {
+    Shape shape;
+    Shape dims;
+  };
+  for (const Case& c : {Case{{2048, 32}, {0}}, Case{{3001, 7}, {0}}, Case{{5, 9000}, {0}}, Case{{40, 3}, {0}},
+                        Case{{4, 1500, 33}, {0, 1}}})
+    for (DType dt : {DType::f32, DType::f64}) {
+      SCOPED_TRACE(shape_str(c.shape) + " " + dtype_name(dt));
+      Tensor a = randn(c.shape, {.dtype = dt}, &gen);
+      kernels::cpu::set_num_threads(1);
+      Tensor one = a.sum(c.dims);
+      kernels::cpu::set_num_threads(3);
+      Tensor three = a.sum(c.dims);
+      EXPECT_EQ(one.to_vector<double>(), three.to_vector<double>());
+      const int64_t cols = one.numel(), rows = a.numel() / cols;
+      const auto av = a.to_vector<double>(), got = one.to_vector<double>();
+      for (int64_t j = 0; j < cols; ++j) {
+        double want = 0, mag = 0;
+        for (int64_t i = 0; i < rows; ++i) {
+          want += av[i * cols + j];
+          mag += std::abs(av[i * cols + j]);
+        }
+        ASSERT_NEAR(got[j], want, (dt == DType::f32 ? 1e-6 : 1e-13) * mag) << "column " << j;
+      }
+    }
+  kernels::cpu::set_num_threads(saved);
 }
 
 // ---- errors ----
