@@ -1,8 +1,13 @@
 // What one DDE toy iteration (bench_dde's, batch 64 here) costs the GPU in launches: the
 // kernels ember queues and the other stream work (cuBLAS/cuBLASLt calls, copies, memsets),
-// counted by the emulator (emu::work_counts), beside the op trace's count. Run it in an
+// counted by the emulator (emu::work_counts), beside the op trace's count and its ops by name.
+// Run it in an
 // EMBER_CUDA=EMULATE build: build-emu/tools/cuda_emu_count_dde_launches.
+#include <algorithm>
 #include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "ember/ember.h"
 #include "ember/models/dde/dde.h"
@@ -46,10 +51,13 @@ int main() {
   iteration();  // warm-up: the allocator's cache, cuBLAS handles
   const emu::WorkCounts before = emu::work_counts();
   size_t ops = 0;
+  std::map<std::string, int> by_op;
   {
     TraceScope trace;
     iteration();
-    ops = trace.events().size();
+    const auto events = trace.events();
+    ops = events.size();
+    for (const TraceEvent& e : events) by_op[e.op] += 1;
   }
   const emu::WorkCounts after = emu::work_counts();
   const auto kernels = after.kernels - before.kernels, work = after.stream_work - before.stream_work;
@@ -57,4 +65,10 @@ int main() {
               "(cuBLAS/cuBLASLt calls, copies, memsets)\n",
               ops, static_cast<unsigned long long>(work), static_cast<unsigned long long>(kernels),
               static_cast<unsigned long long>(work - kernels));
+  std::vector<std::pair<int, std::string>> sorted;
+  for (const auto& [op, n] : by_op) sorted.emplace_back(n, op);
+  std::sort(sorted.rbegin(), sorted.rend());
+  std::printf("traced ops by name:");
+  for (const auto& [n, op] : sorted) std::printf(" %s %d,", op.c_str(), n);
+  std::printf("\n");
 }
