@@ -17,10 +17,9 @@
 
 namespace ember::kernels::cpu {
 
-inline float fast_exp(float x) {
-  const bool under = x < -86.5f, over = x > 88.72f;
-  x = under ? -86.5f : (x > 88.7f ? 88.7f : x);
-    // round to nearest by the 1.5 * 2^23 shifter (vectorises where nearbyint would not)
+// e^x for x already within [-86.5, 88.7]: the shared core of the two below.
+inline float exp_in_range(float x) {
+  // round to nearest by the 1.5 * 2^23 shifter (vectorises where nearbyint would not)
   const float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   const float r = (x - k * 0.693145751953125f) - k * 1.42860682030941723e-06f;
   float p = 1.0f / 5040.0f;
@@ -35,30 +34,22 @@ inline float fast_exp(float x) {
   const int32_t bits = (static_cast<int32_t>(k) + 126) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
-  const float out = p * scale * 2.0f;
+  return p * scale * 2.0f;
+}
+
+inline float fast_exp(float x) {
+  const bool under = x < -86.5f, over = x > 88.72f;
+  const float out = exp_in_range(under ? -86.5f : (x > 88.7f ? 88.7f : x));
   return under ? 0.0f : (over ? INFINITY : out);
 }
 
-// e^x for x <= 0 (NaN passes through): the same polynomial without the overflow branch, for
-// the activations that only ever take exp(-|x|) (sigmoid, softplus, logsigmoid, tanh), where
-// the clamps and selects of the general case were a tenth of the loop. Equal to fast_exp there.
+// e^x for x <= 0 (NaN passes through): the same without the overflow branch, for the
+// activations that only ever take exp(-|x|) (sigmoid, softplus, logsigmoid, tanh), where the
+// clamps and selects of the general case were a tenth of the loop. Equal to fast_exp there.
 inline float fast_exp_nonpositive(float x) {
   const bool under = x < -86.5f;
-  x = std::max(x, -86.5f);  // NaN stays NaN (std::max keeps its first argument when unordered)
-  const float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const float r = (x - k * 0.693145751953125f) - k * 1.42860682030941723e-06f;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;  // k in [-125, 0]: a normal 2^k
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return under ? 0.0f : p * scale;
+  const float out = exp_in_range(std::max(x, -86.5f));  // NaN stays NaN (std::max keeps its first)
+  return under ? 0.0f : out;
 }
 
 // log(1 + t) for t in [0, 1].
