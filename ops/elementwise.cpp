@@ -471,6 +471,10 @@ Tensor elu(const Tensor& a, double alpha) {
   return y;
 }
 
+namespace {
+Tensor softplus_backward_into(Tensor acc, const Tensor& g, const Tensor& a, double beta, double threshold);
+}  // namespace
+
 Tensor softplus(const Tensor& a, double beta, double threshold) {
   EMBER_CHECK(beta > 0, "softplus: beta must be > 0, got ", beta);
   Tensor y = unary("softplus", a, {kc::UnaryOp::softplus, beta, threshold}, [beta, threshold](auto x) {
@@ -481,7 +485,7 @@ Tensor softplus(const Tensor& a, double beta, double threshold) {
     return bx > T(threshold) ? x : y;
   });
   record("softplus", {a}, y, [a, beta, threshold](const TensorList& g, const TensorList&) {
-    return TensorList{softplus_backward(g[0], a, beta, threshold)};
+    return TensorList{softplus_backward_into(autograd::take_pending_grad(0), g[0], a, beta, threshold)};
   }, {a});
   return y;
 }
@@ -490,6 +494,43 @@ namespace {
 
 TensorList softplus_double_backward(const Tensor& gg, const Tensor& g, const Tensor& a, double beta,
                                     double threshold, bool want_g, bool want_a);
+
+// acc + softplus_backward(g, a), where acc is a gradient handed over by the walk
+// (autograd::take_pending_grad; a DDE layer's pre-activation gets one from the double backward
+// before softplus's own backward runs): added in place in the same pass, one kernel instead of
+// softplus_backward and an add. Undefined acc: softplus_backward(g, a). Not recorded (handed-over
+// gradients exist only in walks without create_graph).
+Tensor softplus_backward_into(Tensor acc, const Tensor& g, const Tensor& a, double beta, double threshold) {
+  if (!acc.defined()) return softplus_backward(g, a, beta, threshold);
+  const bool fits = acc.sizes() == a.sizes() && g.sizes() == a.sizes() && acc.dtype() == a.dtype() &&
+                    g.dtype() == a.dtype() && acc.device() == a.device() && g.device() == a.device() &&
+                    (a.dtype() == DType::f32 || a.dtype() == DType::f64) && g.is_contiguous() && a.is_contiguous() &&
+                    acc.is_contiguous();
+  if (!fits) return add(acc, softplus_backward(g, a, beta, threshold));
+  trace::OpTimer timer("softplus_backward_accumulate", {acc, g, a});
+  const int64_t n = a.numel();
+#if EMBER_WITH_CUDA
+  if (a.device().is_cuda()) {
+    kc::softplus_backward_accumulate(cuda::elem_type(a.dtype()), n, acc.device_data(), g.device_data(),
+                                     a.device_data(), beta, threshold, cuda::stream_of(a));
+  } else
+#endif
+  dispatch_floating(a.dtype(), "softplus_backward_accumulate", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T* pacc = acc.data<T>();
+    const T *pg = g.data<T>(), *pa = a.data<T>();
+    auto term = [beta, threshold](T gv, T av) {
+      const T ba = av * T(beta);
+      return ba > T(threshold) ? gv : gv * sigmoid_value(ba);
+    };
+    cpu::parallel_for(0, n, cpu::kParallelGrain, [&](int64_t b, int64_t e) {
+      cpu::map_accumulate_contiguous<T>(pacc + b, e - b, term, pg + b, pa + b);
+    });
+  });
+  acc.bump_version();
+  timer.set_output(acc);
+  return acc;
+}
 
 // The records of softplus_backward and softplus_curvature: each op's, and the fused pair's below.
 void record_softplus_backward(const Tensor& g, const Tensor& a, Tensor& out, double beta, double threshold) {

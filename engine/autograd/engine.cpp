@@ -159,6 +159,7 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
 
   // --- 3. run ---
   std::vector<bool> wanted;
+  std::vector<Tensor*> pending;  // per input edge of the running node: its target's waiting gradient
   while (!ready.empty()) {
     const uint32_t i = ready.top();
     ready.pop();
@@ -191,8 +192,19 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
       wanted.assign(edge_targets.size(), false);
       for (size_t k = 0; k < wanted.size(); ++k)
         wanted[k] = edge_targets[k] != kNoTarget && nodes[edge_targets[k]].needed;
+      // Without create_graph, a closure may add its gradient into one already waiting
+      // (autograd::take_pending_grad), saving the add that would follow.
+      pending.assign(edge_targets.size(), nullptr);
+      if (!create_graph)
+        for (size_t k = 0; k < pending.size(); ++k) {
+          const uint32_t t = edge_targets[k];
+          if (!wanted[k] || nodes[t].buffer.empty()) continue;
+          Tensor& slot = nodes[t].buffer[n->next_edges()[k].input_nr];
+          if (slot.defined()) pending[k] = &slot;
+        }
       try {
         autograd::InputGradMask mask(&wanted);
+        autograd::PendingGrads handed(&pending);
         results = n->apply(grads);
       } catch (const Error& e) {
         std::string what = e.what();

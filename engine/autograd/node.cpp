@@ -20,12 +20,33 @@ Node::Node(std::string name, std::vector<Edge> next_edges, std::vector<TensorMet
 
 namespace {
 thread_local const std::vector<bool>* input_grad_mask = nullptr;
+thread_local const std::vector<Tensor*>* pending_grads = nullptr;
+
+// A gradient no one else can see: its tensor held only by the engine's list (the caller of
+// apply, or a waiting slot), its buffer by that tensor alone, dense and whole. It can become
+// .grad as it is, or take another gradient added into it in place.
+bool private_dense(const Tensor& g) {
+  return g.impl().use_count() == 1 && g.storage().use_count() == 1 && !g.requires_grad() && g.is_contiguous() &&
+         g.offset() == 0 && g.storage()->nbytes() == static_cast<size_t>(g.numel()) * g.element_size();
+}
 }  // namespace
 
 bool needs_input_grad(size_t i) { return !input_grad_mask || i >= input_grad_mask->size() || (*input_grad_mask)[i]; }
 
 InputGradMask::InputGradMask(const std::vector<bool>* mask) : previous_(input_grad_mask) { input_grad_mask = mask; }
 InputGradMask::~InputGradMask() { input_grad_mask = previous_; }
+
+Tensor take_pending_grad(size_t i) {
+  if (grad_enabled() || !pending_grads || i >= pending_grads->size()) return {};
+  Tensor* slot = (*pending_grads)[i];
+  if (!slot || !slot->defined() || !private_dense(*slot)) return {};
+  Tensor g = std::move(*slot);
+  *slot = Tensor();
+  return g;
+}
+
+PendingGrads::PendingGrads(const std::vector<Tensor*>* slots) : previous_(pending_grads) { pending_grads = slots; }
+PendingGrads::~PendingGrads() { pending_grads = previous_; }
 
 TensorList Node::apply(const TensorList& grads) {
   EMBER_CHECK(!released_, name_,
@@ -63,15 +84,6 @@ Tensor AccumulateGrad::leaf() const {
   auto p = leaf_.lock();
   return p ? Tensor(p) : Tensor();
 }
-
-namespace {
-// A gradient no one else can see: its tensor held only by the engine's list (the caller of
-// apply), its buffer by that tensor alone, dense and whole. It can become .grad as it is.
-bool private_dense(const Tensor& g) {
-  return g.impl().use_count() == 1 && g.storage().use_count() == 1 && !g.requires_grad() && g.is_contiguous() &&
-         g.offset() == 0 && g.storage()->nbytes() == static_cast<size_t>(g.numel()) * g.element_size();
-}
-}  // namespace
 
 TensorList AccumulateGrad::apply(const TensorList& grads) {
   Tensor leaf = this->leaf();

@@ -133,6 +133,28 @@ class InputGradMask {
   const std::vector<bool>* previous_;
 };
 
+// Inside a backward closure of a walk without create_graph: the gradient already waiting for
+// input i's edge (delivered there by a node that ran before), handed over so that the closure
+// adds its own contribution into it in place, e.g. a GEMM with beta = 1 where a separate add
+// would follow. Handed over only when no one else can see it (held by the walk alone, dense,
+// not requiring grad); undefined otherwise, and always under create_graph. A closure that takes
+// it must return, for input i, a gradient that includes it (the walk then stores that one as
+// it is, with nothing to add). matmul's and linear's backwards take it (ops/linalg.cpp).
+Tensor take_pending_grad(size_t i);
+
+// Set by the engine around one node's backward: per input edge, the slot where that input's
+// gradient waits (nullptr: none, or not to be handed over); restores the previous on exit.
+class PendingGrads {
+ public:
+  explicit PendingGrads(const std::vector<Tensor*>* slots);
+  ~PendingGrads();
+  PendingGrads(const PendingGrads&) = delete;
+  PendingGrads& operator=(const PendingGrads&) = delete;
+
+ private:
+  const std::vector<Tensor*>* previous_;
+};
+
 // Records `outputs` as the results of one op (no-op unless needs_grad(inputs)).
 void record(const char* name, const TensorList& inputs, TensorList& outputs, BackwardFn fn,
             const TensorList& saved = {}, bool save_outputs = false);

@@ -142,6 +142,12 @@ EMBER_ISA_CLONES void map2_contiguous(Out* __restrict out0, Out* __restrict out1
   for (int64_t i = 0; i < n; ++i) f(out0[i], out1[i], in[i]...);
 }
 
+// acc[i] += f(in[i]...): a gradient added into one already waiting, in the same pass.
+template <typename T, typename F, typename... In>
+EMBER_ISA_CLONES void map_accumulate_contiguous(T* __restrict acc, int64_t n, const F& f, const In* __restrict... in) {
+  for (int64_t i = 0; i < n; ++i) acc[i] += f(in[i]...);
+}
+
 // out = f(in...) elementwise with typed pointers. Out and In are C++ element types.
 template <typename Out, typename... In, typename F>
 void map(Loop<1 + sizeof...(In)> l, const F& f) {

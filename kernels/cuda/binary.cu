@@ -1,6 +1,6 @@
 // Binary elementwise ops (z = f(x, y) in one promoted type), comparisons (bool = f(x, y)),
-// where (out = c ? a : b), the ternary softplus_curvature, and softplus_double_backward (two
-// outputs). Broadcasting arrives as zero strides, so a bias add or a scalar
+// where (out = c ? a : b), the ternary softplus_curvature, softplus_double_backward (two
+// outputs) and softplus_backward_accumulate (in place). Broadcasting arrives as zero strides, so a bias add or a scalar
 // operand takes the strided path; equal shapes take the vectorised contiguous one. The
 // formulas are the CPU's (ops/elementwise.cpp); NaN wins in maximum/minimum as there.
 #include "ember/engine/error.h"
@@ -112,6 +112,25 @@ void launch_softplus_double_backward(int64_t n, void* dg, void* da, const void* 
   EMBER_CUDA_LAUNCHED("softplus_double_backward");
 }
 
+template <typename T>
+__global__ void softplus_backward_accumulate_kernel(int64_t n, T* __restrict__ acc, const T* __restrict__ g,
+                                                    const T* __restrict__ a, T beta, T threshold) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
+    const T ba = a[i] * beta;
+    acc[i] += ba > threshold ? g[i] : g[i] * sigmoid_of(ba);
+  }
+}
+
+template <typename T>
+void launch_softplus_backward_accumulate(int64_t n, void* acc, const void* g, const void* a, double beta,
+                                         double threshold, void* stream) {
+  softplus_backward_accumulate_kernel<T><<<blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+      n, static_cast<T*>(acc), static_cast<const T*>(g), static_cast<const T*>(a), static_cast<T>(beta),
+      static_cast<T>(threshold));
+  EMBER_CUDA_LAUNCHED("softplus_backward_accumulate");
+}
+
 // where moves bits: one kernel per element size serves every type of that size.
 template <typename Bits>
 struct SelectFn {
@@ -168,6 +187,17 @@ void softplus_double_backward(ElemType t, int64_t n, void* dg, void* da, const v
     case ElemType::f32: return launch_softplus_double_backward<float>(n, dg, da, gg, g, a, beta, threshold, stream);
     case ElemType::f64: return launch_softplus_double_backward<double>(n, dg, da, gg, g, a, beta, threshold, stream);
     default: EMBER_FAIL("softplus_double_backward: no CUDA kernel for this element type (f32 and f64 are supported)");
+  }
+}
+
+void softplus_backward_accumulate(ElemType t, int64_t n, void* acc, const void* g, const void* a, double beta,
+                                  double threshold, void* stream) {
+  if (n == 0) return;
+  switch (t) {
+    case ElemType::f32: return launch_softplus_backward_accumulate<float>(n, acc, g, a, beta, threshold, stream);
+    case ElemType::f64: return launch_softplus_backward_accumulate<double>(n, acc, g, a, beta, threshold, stream);
+    default:
+      EMBER_FAIL("softplus_backward_accumulate: no CUDA kernel for this element type (f32 and f64 are supported)");
   }
 }
 

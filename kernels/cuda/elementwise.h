@@ -59,6 +59,10 @@ void softplus_curvature(ElemType t, const Strided<4>& s, double beta, double thr
 // dg = gg sigmoid(beta a) (gg above beta a > threshold), da = gg g beta s (1 - s) (0 above).
 void softplus_double_backward(ElemType t, int64_t n, void* dg, void* da, const void* gg, const void* g,
                               const void* a, double beta, double threshold, void* stream);
+// acc += g sigmoid(beta a) (g above beta a > threshold) over n contiguous f32 / f64 elements, in
+// place: softplus's backward added into a gradient already waiting for its input.
+void softplus_backward_accumulate(ElemType t, int64_t n, void* acc, const void* g, const void* a, double beta,
+                                  double threshold, void* stream);
 // out = convert(in) between any two element types (same-type strided copies included).
 void copy(ElemType out, ElemType in, const Strided<2>& s, void* stream);
 // out = value (converted to the element type).

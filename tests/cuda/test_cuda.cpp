@@ -161,6 +161,48 @@ TEST(CudaGpu, SoftplusDoubleBackwardMatchesTheCpu) {
   }
 }
 
+// A weight gradient meeting another on the GPU: the GEMM adds into the waiting one (cuBLAS with
+// beta = 1, "matmul_accumulate"); the result matches the CPU's.
+TEST(CudaGpu, GemmAddsIntoAWaitingGradientLikeTheCpu) {
+  EMBER_REQUIRE_GPU();
+  for (DType dt : {DType::f64, DType::f32}) {
+    SCOPED_TRACE(dtype_name(dt));
+    auto run = [&](const Device& d) {
+      Tensor x = rnd({37, 29}, 41, dt).to(d), y = rnd({19, 29}, 42, dt).to(d), z = rnd({23, 29}, 46, dt).to(d);
+      Tensor u1 = rnd({37, 13}, 43, dt).to(d), u2 = rnd({19, 13}, 44, dt).to(d), u3 = rnd({23, 13}, 47, dt).to(d);
+      Tensor w = rnd({29, 13}, 45, dt).to(d).requires_grad_(true);
+      TraceScope trace;
+      add(add(sum(mul(matmul(x, w), u1)), sum(mul(matmul(y, w), u2))), sum(mul(linear(z, w.t()), u3))).backward();
+      const auto ev = trace.events();
+      EXPECT_GE(std::count_if(ev.begin(), ev.end(), [](const TraceEvent& e) { return e.op == "matmul_accumulate"; }), 1);
+      return w.grad();
+    };
+    EXPECT_LT(rel_diff(run(kGpu), run(Device::cpu())), tol(dt) * 10);
+  }
+}
+
+// softplus's backward added in place into a gradient waiting for its input, on the GPU.
+TEST(CudaGpu, SoftplusBackwardAddsIntoAWaitingGradientLikeTheCpu) {
+  EMBER_REQUIRE_GPU();
+  for (DType dt : {DType::f64, DType::f32}) {
+    SCOPED_TRACE(dtype_name(dt));
+    auto run = [&](const Device& d) {
+      Tensor h = rnd({37, 53}, 51, dt).to(d).requires_grad_(true);
+      Tensor u = rnd({37, 53}, 52, dt).to(d), v = rnd({37, 53}, 53, dt).to(d);
+      TraceScope trace;
+      Tensor through_softplus = sum(mul(softplus(h, 1.5, 2.0), u));  // recorded first: runs last
+      Tensor direct = sum(mul(h, v));
+      add(through_softplus, direct).backward();
+      const auto ev = trace.events();
+      EXPECT_EQ(std::count_if(ev.begin(), ev.end(),
+                              [](const TraceEvent& e) { return e.op == "softplus_backward_accumulate"; }),
+                1);
+      return h.grad();
+    };
+    EXPECT_LT(rel_diff(run(kGpu), run(Device::cpu())), tol(dt) * 10);
+  }
+}
+
 TEST(CudaGpu, ReductionsMatchTheCpu) {
   EMBER_REQUIRE_GPU();
   for (DType dt : {DType::f64, DType::f32}) {

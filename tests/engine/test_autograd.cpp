@@ -2,6 +2,7 @@
 // case, functional helpers and the error paths.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "ember/ember.h"
@@ -281,4 +282,69 @@ TEST(Autograd, GraphExportAndTrace) {
   EXPECT_EQ(ev[0].op, "matmul");
   EXPECT_EQ(ev[0].output_shape, (Shape{2, 2}));
   EXPECT_NE(trace.table().find("exp"), std::string::npos);
+}
+
+// A walk without create_graph hands a gradient already waiting for an input to the closure that
+// brings the next one (autograd::take_pending_grad): matmul and linear add theirs into it with
+// the GEMM (beta = 1) instead of a separate add. Only a gradient no one else holds is handed over.
+namespace {
+int count_ops(const std::vector<TraceEvent>& ev, const std::string& op) {
+  return static_cast<int>(std::count_if(ev.begin(), ev.end(), [&](const TraceEvent& e) { return e.op == op; }));
+}
+Tensor naive_mm(const Tensor& a, const Tensor& b) {  // in f64, by loops
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  auto av = a.to_vector<double>(), bv = b.to_vector<double>();
+  std::vector<double> out(M * N, 0.0);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < N; ++j) out[i * N + j] += av[i * K + k] * bv[k * N + j];
+  return from_vector(out, {M, N});
+}
+double max_abs_diff(const Tensor& a, const Tensor& b) { 
+  return max(sub(a.to(DType::f64), b.to(DType::f64)).abs()).item<double>();
+}
+}  // namespace
+
+TEST(Autograd, GemmAddsIntoAGradientAlreadyWaiting) {
+  for (DType dt : {DType::f64, DType::f32}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const double tol = dt == DType::f64 ? 1e-12 : 1e-5;
+    Tensor x = rnd({9, 5}, 201, dt), y = rnd({7, 5}, 202, dt);
+    Tensor u1 = rnd({9, 6}, 203, dt), u2 = rnd({7, 6}, 204, dt);
+    Tensor u3 = rnd({4, 6}, 206, dt), z = rnd({4, 5}, 207, dt);
+    Tensor bias = rnd({6}, 208, dt).requires_grad_();
+    Tensor w = rnd({5, 6}, 205, dt).requires_grad_();
+    // w meets three gradients: two matmuls and a linear layer (which stores its weight as [out, in])
+    Tensor loss = add(add(sum(mul(matmul(x, w), u1)), sum(mul(matmul(y, w), u2))),
+                      sum(mul(linear(z, w.t(), bias), u3)));
+    {
+      TraceScope trace;
+      loss.backward();
+      EXPECT_GE(count_ops(trace.events(), "matmul_accumulate"), 1);
+    }
+    Tensor want = add(add(naive_mm(x.t().to(DType::f64), u1.to(DType::f64)),
+                          naive_mm(y.t().to(DType::f64), u2.to(DType::f64))),
+                      naive_mm(z.t().to(DType::f64), u3.to(DType::f64)));
+    EXPECT_LT(max_abs_diff(w.grad().to(DType::f64), want), tol * 10);
+    EXPECT_LT(max_abs_diff(bias.grad().to(DType::f64), u3.to(DType::f64).sum({0})), tol * 10);
+  }
+}
+
+TEST(Autograd, WaitingGradientsOthersHoldAreNotTouched) {
+  Tensor x = rnd({4, 3}, 211, DType::f64), w = leaf64({3, 3}, 212);
+  Tensor u = rnd({4, 3}, 213, DType::f64), G = rnd({3, 3}, 214, DType::f64);
+  const auto g_before = G.to_vector<double>();
+  // add(w, 0) passes the caller's G to w as it is: the caller still holds it, so the matmul must
+  // not add into it
+  TensorList r = grad({matmul(x, w), add(w, 0.0)}, {w}, {u, G});
+  EXPECT_EQ(G.to_vector<double>(), g_before);
+  EXPECT_LT(max_abs_diff(r[0], add(naive_mm(x.t(), u), G)), 1e-12);
+  // the same weight twice in one product: both of its gradients reach one slot
+  Tensor v = leaf64({3, 3}, 215), uv = rnd({3, 3}, 216, DType::f64);
+  sum(mul(matmul(v, v), uv)).backward();
+  EXPECT_LT(max_abs_diff(v.grad(), add(naive_mm(uv, v.t().detach()), naive_mm(v.t().detach(), uv))), 1e-12);
+  // under create_graph nothing is handed over, and the result stays differentiable
+  expect_grads_ok(
+      [&](const TensorList& in) { return add(sum(mul(matmul(x, in[0]), u)), sum(mul(matmul(in[0], in[0]), uv))); },
+      {w});
 }

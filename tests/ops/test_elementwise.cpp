@@ -720,6 +720,32 @@ TEST(ElementwiseOps, SoftplusDoubleBackwardFusesBothGradients) {
       {lg, la, lu}, "softplus_backward's fused backward");
 }
 
+// softplus's backward added into a gradient already waiting for its input (take_pending_grad):
+// one in-place pass (softplus_backward_accumulate) where softplus_backward and an add ran.
+TEST(ElementwiseOps, SoftplusBackwardAddsIntoAWaitingGradient) {
+  for (DType dt : {DType::f32, DType::f64}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const double tol = dt == DType::f32 ? 1e-6 : 1e-14;
+    Tensor h = leaf(sample({6, 5}, Domain::any, 131).to(dt));
+    Tensor u = sample({6, 5}, Domain::any, 132).to(dt), v = sample({6, 5}, Domain::any, 133).to(dt);
+    // h * v is recorded after softplus(h) (statements, not arguments, fix the order), so its
+    // gradient reaches h first and waits there
+    Tensor through_softplus = sum(mul(softplus(h, 1.5, 2.0), u));
+    Tensor direct = sum(mul(h, v));
+    Tensor loss = add(through_softplus, direct);
+    TraceScope trace;
+    loss.backward();
+    const auto ev = trace.events();
+    EXPECT_EQ(std::count_if(ev.begin(), ev.end(), [](const TraceEvent& e) { return e.op == "softplus_backward_accumulate"; }),
+              1);
+    const auto hv = h.detach().to_vector<double>(), uv = u.to_vector<double>(), vv = v.to_vector<double>();
+    std::vector<double> want(hv.size());
+    for (size_t i = 0; i < hv.size(); ++i)
+      want[i] = vv[i] + (1.5 * hv[i] > 2.0 ? uv[i] : uv[i] * ref_sigmoid(1.5 * hv[i]));
+    expect_values(h.grad(), want, tol, "h.grad");
+  }
+}
+
 TEST(ElementwiseOps, SoftplusCurvatureOp) {
   // softplus_curvature(x, y, a) = x y beta s (1 - s), s = sigmoid(beta a), or 0 where
   // beta a > threshold; x [3, 1], y [3, 4] and a [1, 4] broadcast together.
