@@ -416,7 +416,7 @@ Tensor clamp(const Tensor& a, std::optional<double> lo, std::optional<double> hi
 
 namespace {
 template <typename T>
-T sigmoid_value(T x) {
+EMBER_FAST_MATH T sigmoid_value(T x) {  // always inlined, as fast_math.h's functions
   // exp's argument is kept <= 0 (no overflow); a select, not a branch, so loops vectorise.
   T e = cpu::fast_exp_nonpositive(-std::abs(x));
   T r = T(1) / (T(1) + e);
