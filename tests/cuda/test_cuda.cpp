@@ -149,9 +149,7 @@ TEST(CudaGpu, SoftplusDoubleBackwardMatchesTheCpu) {
       Tensor u = rnd({37, 53}, 33, dt).to(d);
       TraceScope trace;
       TensorList d1 = grad({softplus_backward(g, a, 1.5, 2.0)}, {g, a}, {u}, {.create_graph = true});
-      const auto ev = trace.events();
-      EXPECT_EQ(std::count_if(ev.begin(), ev.end(), [](const TraceEvent& e) { return e.op == "softplus_double_backward"; }),
-                1);
+      EXPECT_EQ(traced(trace.events(), "softplus_double_backward"), 1);
       TensorList d2 = grad({add(mul(d1[0], d1[0]).sum(), mul(d1[1], d1[1]).sum())}, {g, a});
       return TensorList{d1[0].detach(), d1[1].detach(), d2[0], d2[1]};
     };
@@ -173,8 +171,7 @@ TEST(CudaGpu, GemmAddsIntoAWaitingGradientLikeTheCpu) {
       Tensor w = rnd({29, 13}, 45, dt).to(d).requires_grad_(true);
       TraceScope trace;
       add(add(sum(mul(matmul(x, w), u1)), sum(mul(matmul(y, w), u2))), sum(mul(linear(z, w.t()), u3))).backward();
-      const auto ev = trace.events();
-      EXPECT_GE(std::count_if(ev.begin(), ev.end(), [](const TraceEvent& e) { return e.op == "matmul_accumulate"; }), 1);
+      EXPECT_GE(traced(trace.events(), "matmul_accumulate"), 1);
       return w.grad();
     };
     EXPECT_LT(rel_diff(run(kGpu), run(Device::cpu())), tol(dt) * 10);
@@ -193,10 +190,7 @@ TEST(CudaGpu, SoftplusBackwardAddsIntoAWaitingGradientLikeTheCpu) {
       Tensor through_softplus = sum(mul(softplus(h, 1.5, 2.0), u));  // recorded first: runs last
       Tensor direct = sum(mul(h, v));
       add(through_softplus, direct).backward();
-      const auto ev = trace.events();
-      EXPECT_EQ(std::count_if(ev.begin(), ev.end(),
-                              [](const TraceEvent& e) { return e.op == "softplus_backward_accumulate"; }),
-                1);
+      EXPECT_EQ(traced(trace.events(), "softplus_backward_accumulate"), 1);
       return h.grad();
     };
     EXPECT_LT(rel_diff(run(kGpu), run(Device::cpu())), tol(dt) * 10);
