@@ -103,7 +103,7 @@ Tensor matmul_into(Tensor acc, const Tensor& a, const Tensor& b) {
   const bool fits = a.dim() == 2 && b.dim() == 2 && acc.dim() == 2 && acc.size(0) == a.size(0) &&
                     acc.size(1) == b.size(1) && a.size(1) == b.size(0) && a.dtype() == acc.dtype() &&
                     b.dtype() == acc.dtype() && a.device() == acc.device() && b.device() == acc.device() &&
-                    (acc.dtype() == DType::f32 || acc.dtype() == DType::f64);
+                    (acc.dtype() == DType::f32 || acc.dtype() == DType::f64) && acc.is_contiguous();
   if (!fits) return add(acc, matmul(a, b));
   trace::OpTimer timer("matmul_accumulate", {acc, a, b});
   const int64_t M = acc.size(0), N = acc.size(1), K = a.size(1);
