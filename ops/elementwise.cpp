@@ -5,6 +5,7 @@
 #include "ember/ops/elementwise.h"
 
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 #include <numbers>
 
@@ -422,6 +423,23 @@ EMBER_FAST_MATH T sigmoid_value(T x) {  // always inlined, as fast_math.h's func
   T r = T(1) / (T(1) + e);
   return x >= T(0) ? r : e * r;
 }
+
+// g softplus'(x) = g sigmoid(beta x), or g above beta x > threshold: softplus_backward's formula.
+template <typename T>
+EMBER_FAST_MATH T softplus_grad_value(T g, T x, double beta, double threshold) {
+  const T bx = x * T(beta);
+  return bx > T(threshold) ? g : g * sigmoid_value(bx);
+}
+
+// Whether `ts` are contiguous f32 or f64 tensors of ref's shape, dtype and device (and ref too):
+// the layout the softplus family's fused one-pass paths take.
+bool dense_alike(const Tensor& ref, std::initializer_list<const Tensor*> ts) {
+  if (!(ref.dtype() == DType::f32 || ref.dtype() == DType::f64) || !ref.is_contiguous()) return false;
+  for (const Tensor* t : ts)
+    if (t->sizes() != ref.sizes() || t->dtype() != ref.dtype() || t->device() != ref.device() || !t->is_contiguous())
+      return false;
+  return true;
+}
 }  // namespace
 
 Tensor sigmoid(const Tensor& a) {
@@ -502,11 +520,7 @@ TensorList softplus_double_backward(const Tensor& gg, const Tensor& g, const Ten
 // gradients exist only in walks without create_graph).
 Tensor softplus_backward_into(Tensor acc, const Tensor& g, const Tensor& a, double beta, double threshold) {
   if (!acc.defined()) return softplus_backward(g, a, beta, threshold);
-  const bool fits = acc.sizes() == a.sizes() && g.sizes() == a.sizes() && acc.dtype() == a.dtype() &&
-                    g.dtype() == a.dtype() && acc.device() == a.device() && g.device() == a.device() &&
-                    (a.dtype() == DType::f32 || a.dtype() == DType::f64) && g.is_contiguous() && a.is_contiguous() &&
-                    acc.is_contiguous();
-  if (!fits) return add(acc, softplus_backward(g, a, beta, threshold));
+  if (!dense_alike(a, {&acc, &g})) return add(acc, softplus_backward(g, a, beta, threshold));
   trace::OpTimer timer("softplus_backward_accumulate", {acc, g, a});
   const int64_t n = a.numel();
 #if EMBER_WITH_CUDA
@@ -519,10 +533,7 @@ Tensor softplus_backward_into(Tensor acc, const Tensor& g, const Tensor& a, doub
     using T = typename decltype(tag)::type;
     T* pacc = acc.data<T>();
     const T *pg = g.data<T>(), *pa = a.data<T>();
-    auto term = [beta, threshold](T gv, T av) {
-      const T ba = av * T(beta);
-      return ba > T(threshold) ? gv : gv * sigmoid_value(ba);
-    };
+    auto term = [beta, threshold](T gv, T av) { return softplus_grad_value(gv, av, beta, threshold); };
     cpu::parallel_for(0, n, cpu::kParallelGrain, [&](int64_t b, int64_t e) {
       cpu::map_accumulate_contiguous<T>(pacc + b, e - b, term, pg + b, pa + b);
     });
@@ -574,11 +585,7 @@ void record_softplus_curvature(const Tensor& x, const Tensor& y, const Tensor& a
 // recorded as the op it equals, so it differentiates further like that op. Otherwise, the two ops.
 TensorList softplus_double_backward(const Tensor& gg, const Tensor& g, const Tensor& a, double beta,
                                     double threshold, bool want_g, bool want_a) {
-  const bool fused = want_g && want_a && gg.sizes() == a.sizes() && g.sizes() == a.sizes() &&
-                     gg.dtype() == a.dtype() && g.dtype() == a.dtype() && gg.device() == a.device() &&
-                     g.device() == a.device() && (a.dtype() == DType::f32 || a.dtype() == DType::f64) &&
-                     gg.is_contiguous() && g.is_contiguous() && a.is_contiguous();
-  if (!fused)
+  if (!(want_g && want_a && dense_alike(a, {&gg, &g})))
     return {want_g ? softplus_backward(gg, a, beta, threshold) : Tensor(),
             want_a ? softplus_curvature(gg, g, a, beta, threshold) : Tensor()};
   trace::OpTimer timer("softplus_double_backward", {gg, g, a});
@@ -623,8 +630,7 @@ Tensor softplus_backward(const Tensor& g, const Tensor& a, double beta, double t
     if constexpr (!std::is_floating_point_v<T>) {
       return gv;  // never reached: floating_only rejects integer dtypes before the kernel
     } else {
-      T bx = x * T(beta);
-      return bx > T(threshold) ? gv : gv * sigmoid_value(bx);
+      return softplus_grad_value(gv, x, beta, threshold);
     }
   }, /*floating_only=*/true);
   record_softplus_backward(g, a, out, beta, threshold);

@@ -3,6 +3,10 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "ember/ember.h"
 
 namespace ember::test {
@@ -19,6 +23,11 @@ inline Tensor leaf64(const Shape& s, uint64_t seed) {
 inline Tensor rnd(const Shape& s, uint64_t seed, DType dt = DType::f32) {
   Generator g(seed);
   return randn(s, {.dtype = dt}, &g);
+}
+
+// How many of a trace's events are the op `name` (which fused path ran).
+inline int64_t traced(const std::vector<TraceEvent>& events, const std::string& name) {
+  return std::count_if(events.begin(), events.end(), [&](const TraceEvent& e) { return e.op == name; });
 }
 
 // gradcheck AND gradgradcheck, each reported with its message.

@@ -80,6 +80,16 @@ void run_compare(ElemType t, const Strided<3>& s, void* stream, const char* name
   EMBER_CHECK(done, name, ": no CUDA kernel for this element type (f32, f64, i64, i32, u8 are supported)");
 }
 
+// The softplus family's own entry points: f32 and f64 only.
+template <typename F>
+void dispatch_f32_f64(ElemType t, const char* name, F&& f) {
+  switch (t) {
+    case ElemType::f32: return f(std::type_identity<float>{});
+    case ElemType::f64: return f(std::type_identity<double>{});
+    default: EMBER_FAIL(name, ": no CUDA kernel for this element type (f32 and f64 are supported)");
+  }
+}
+
 template <typename T>
 struct SoftplusCurvatureFn {
   T beta, threshold;
@@ -103,32 +113,14 @@ __global__ void softplus_double_backward_kernel(int64_t n, T* __restrict__ dg, T
   }
 }
 
-template <typename T>
-void launch_softplus_double_backward(int64_t n, void* dg, void* da, const void* gg, const void* g, const void* a,
-                                     double beta, double threshold, void* stream) {
-  softplus_double_backward_kernel<T><<<blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      n, static_cast<T*>(dg), static_cast<T*>(da), static_cast<const T*>(gg), static_cast<const T*>(g),
-      static_cast<const T*>(a), static_cast<T>(beta), static_cast<T>(threshold));
-  EMBER_CUDA_LAUNCHED("softplus_double_backward");
-}
-
+// acc += softplus_backward(g, a), the binary op's own formula, in place.
 template <typename T>
 __global__ void softplus_backward_accumulate_kernel(int64_t n, T* __restrict__ acc, const T* __restrict__ g,
-                                                    const T* __restrict__ a, T beta, T threshold) {
+                                                    const T* __restrict__ a,
+                                                    BinaryFn<BinaryOp::softplus_backward, T> f) {
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
-    const T ba = a[i] * beta;
-    acc[i] += ba > threshold ? g[i] : g[i] * sigmoid_of(ba);
-  }
-}
-
-template <typename T>
-void launch_softplus_backward_accumulate(int64_t n, void* acc, const void* g, const void* a, double beta,
-                                         double threshold, void* stream) {
-  softplus_backward_accumulate_kernel<T><<<blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      n, static_cast<T*>(acc), static_cast<const T*>(g), static_cast<const T*>(a), static_cast<T>(beta),
-      static_cast<T>(threshold));
-  EMBER_CUDA_LAUNCHED("softplus_backward_accumulate");
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step)
+    acc[i] += f(g[i], a[i]);
 }
 
 // where moves bits: one kernel per element size serves every type of that size.
@@ -168,37 +160,35 @@ void compare(CompareOp op, ElemType t, const Strided<3>& s, void* stream) {
 }
 
 void softplus_curvature(ElemType t, const Strided<4>& s, double beta, double threshold, void* stream) {
-  switch (t) {
-    case ElemType::f32:
-      return launch_map<float, float, float, float>(
-          s, SoftplusCurvatureFn<float>{static_cast<float>(beta), static_cast<float>(threshold)}, stream,
-          "softplus_curvature");
-    case ElemType::f64:
-      return launch_map<double, double, double, double>(s, SoftplusCurvatureFn<double>{beta, threshold}, stream,
-                                                        "softplus_curvature");
-    default: EMBER_FAIL("softplus_curvature: no CUDA kernel for this element type (f32 and f64 are supported)");
-  }
+  dispatch_f32_f64(t, "softplus_curvature", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch_map<T, T, T, T>(s, SoftplusCurvatureFn<T>{static_cast<T>(beta), static_cast<T>(threshold)}, stream,
+                           "softplus_curvature");
+  });
 }
 
 void softplus_double_backward(ElemType t, int64_t n, void* dg, void* da, const void* gg, const void* g,
                               const void* a, double beta, double threshold, void* stream) {
   if (n == 0) return;
-  switch (t) {
-    case ElemType::f32: return launch_softplus_double_backward<float>(n, dg, da, gg, g, a, beta, threshold, stream);
-    case ElemType::f64: return launch_softplus_double_backward<double>(n, dg, da, gg, g, a, beta, threshold, stream);
-    default: EMBER_FAIL("softplus_double_backward: no CUDA kernel for this element type (f32 and f64 are supported)");
-  }
+  dispatch_f32_f64(t, "softplus_double_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    softplus_double_backward_kernel<T><<<blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+        n, static_cast<T*>(dg), static_cast<T*>(da), static_cast<const T*>(gg), static_cast<const T*>(g),
+        static_cast<const T*>(a), static_cast<T>(beta), static_cast<T>(threshold));
+    EMBER_CUDA_LAUNCHED("softplus_double_backward");
+  });
 }
 
 void softplus_backward_accumulate(ElemType t, int64_t n, void* acc, const void* g, const void* a, double beta,
                                   double threshold, void* stream) {
   if (n == 0) return;
-  switch (t) {
-    case ElemType::f32: return launch_softplus_backward_accumulate<float>(n, acc, g, a, beta, threshold, stream);
-    case ElemType::f64: return launch_softplus_backward_accumulate<double>(n, acc, g, a, beta, threshold, stream);
-    default:
-      EMBER_FAIL("softplus_backward_accumulate: no CUDA kernel for this element type (f32 and f64 are supported)");
-  }
+  dispatch_f32_f64(t, "softplus_backward_accumulate", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    softplus_backward_accumulate_kernel<T><<<blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+        n, static_cast<T*>(acc), static_cast<const T*>(g), static_cast<const T*>(a),
+        BinaryFn<BinaryOp::softplus_backward, T>{static_cast<T>(beta), static_cast<T>(threshold)});
+    EMBER_CUDA_LAUNCHED("softplus_backward_accumulate");
+  });
 }
 
 void where(ElemType t, const Strided<4>& s, void* stream) {

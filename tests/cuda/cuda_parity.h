@@ -43,10 +43,6 @@ inline double rel_diff(const Tensor& a, const Tensor& b) {
 
 inline double tol(DType t) { return t == DType::f64 ? 1e-12 : 1e-5; }
 
-// How many of a trace's events are the op `name` (which fused path ran).
-inline int64_t traced(const std::vector<TraceEvent>& events, const std::string& name) {
-  return std::count_if(events.begin(), events.end(), [&](const TraceEvent& e) { return e.op == name; });
-}
 
 // A random input in (lo, hi), laid out as a transposed view of odd sizes (not contiguous).
 inline Tensor odd_input(uint64_t seed, DType dt, double lo = -2, double hi = 2) {

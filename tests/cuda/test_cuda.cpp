@@ -7,7 +7,6 @@
 // derivatives are compared the same way (the grads are taken on each device).
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -25,6 +24,7 @@ namespace ember {
 namespace {
 
 using test::rnd;
+using test::traced;
 
 // ---- anywhere ----
 

@@ -288,9 +288,6 @@ TEST(Autograd, GraphExportAndTrace) {
 // brings the next one (autograd::take_pending_grad): matmul and linear add theirs into it with
 // the GEMM (beta = 1) instead of a separate add. Only a gradient no one else holds is handed over.
 namespace {
-int count_ops(const std::vector<TraceEvent>& ev, const std::string& op) {
-  return static_cast<int>(std::count_if(ev.begin(), ev.end(), [&](const TraceEvent& e) { return e.op == op; }));
-}
 Tensor naive_mm(const Tensor& a, const Tensor& b) {  // in f64, by loops
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
   auto av = a.to_vector<double>(), bv = b.to_vector<double>();
@@ -320,7 +317,7 @@ TEST(Autograd, GemmAddsIntoAGradientAlreadyWaiting) {
     {
       TraceScope trace;
       loss.backward();
-      EXPECT_GE(count_ops(trace.events(), "matmul_accumulate"), 1);
+      EXPECT_GE(traced(trace.events(), "matmul_accumulate"), 1);
     }
     Tensor want = add(add(naive_mm(x.t().to(DType::f64), u1.to(DType::f64)),
                           naive_mm(y.t().to(DType::f64), u2.to(DType::f64))),

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ember/ember.h"
+#include "test_util.h"
 
 using namespace ember;
 
@@ -673,9 +674,6 @@ TEST(ElementwiseOps, SoftplusBackwardOp) {
 // shape, one pass (softplus_double_backward) writes both; the values are the two ops', and each
 // output differentiates further as the op it equals. Other layouts take the two ops.
 TEST(ElementwiseOps, SoftplusDoubleBackwardFusesBothGradients) {
-  auto count = [](const std::vector<TraceEvent>& ev, const std::string& op) {
-    return std::count_if(ev.begin(), ev.end(), [&](const TraceEvent& e) { return e.op == op; });
-  };
   for (DType dt : {DType::f32, DType::f64}) {
     SCOPED_TRACE(dtype_name(dt));
     const double tol = dt == DType::f32 ? 1e-6 : 1e-14;
@@ -687,8 +685,8 @@ TEST(ElementwiseOps, SoftplusDoubleBackwardFusesBothGradients) {
       TraceScope trace;
       d = grad({y}, {g, a}, {u}, {.create_graph = true});
       const auto ev = trace.events();
-      EXPECT_EQ(count(ev, "softplus_double_backward"), 1);
-      EXPECT_EQ(count(ev, "softplus_curvature"), 0);
+      EXPECT_EQ(test::traced(ev, "softplus_double_backward"), 1);
+      EXPECT_EQ(test::traced(ev, "softplus_curvature"), 0);
     }
     expect_values(d[0], softplus_backward(u, a.detach(), 1.5, 2.0).to_vector<double>(), tol, "dg");
     expect_values(d[1], softplus_curvature(u, g.detach(), a.detach(), 1.5, 2.0).to_vector<double>(), tol, "da");
@@ -697,8 +695,8 @@ TEST(ElementwiseOps, SoftplusDoubleBackwardFusesBothGradients) {
     Tensor at = leaf(sample({7, 5}, Domain::any, 124).to(dt));
     TraceScope trace;
     TensorList dt2 = grad({softplus_backward(g, at.t(), 1.5, 2.0)}, {g, at}, {u});
-    EXPECT_EQ(count(trace.events(), "softplus_double_backward"), 0);
-    EXPECT_EQ(count(trace.events(), "softplus_curvature"), 1);
+    EXPECT_EQ(test::traced(trace.events(), "softplus_double_backward"), 0);
+    EXPECT_EQ(test::traced(trace.events(), "softplus_curvature"), 1);
     expect_values(dt2[1].t(), softplus_curvature(u, g.detach(), at.detach().t(), 1.5, 2.0).to_vector<double>(), tol,
                   "da, transposed");
   }
@@ -735,9 +733,7 @@ TEST(ElementwiseOps, SoftplusBackwardAddsIntoAWaitingGradient) {
     Tensor loss = add(through_softplus, direct);
     TraceScope trace;
     loss.backward();
-    const auto ev = trace.events();
-    EXPECT_EQ(std::count_if(ev.begin(), ev.end(), [](const TraceEvent& e) { return e.op == "softplus_backward_accumulate"; }),
-              1);
+    EXPECT_EQ(test::traced(trace.events(), "softplus_backward_accumulate"), 1);
     const auto hv = h.detach().to_vector<double>(), uv = u.to_vector<double>(), vv = v.to_vector<double>();
     std::vector<double> want(hv.size());
     for (size_t i = 0; i < hv.size(); ++i)
