@@ -422,7 +422,7 @@ const Kernel<float> kAvx2S =
 const Kernel<double> kAvx2D = make_kernel<double, kAvx2DMR, kAvx2DNR>("avx2", {72, 256, 2040}, dgemm_ukernel_avx2);
 const Kernel<float> kAvx512S =
     make_kernel<float, kAvx512SMR, kAvx512SNR>("avx512", {144, 256, 4096}, sgemm_ukernel_avx512,
-                                               pack_rows<float, kAvx512SMR>, pack_rows<float, kAvx512SNR>,
+                                               pack_rows12_f32_avx2, pack_rows32_f32_avx2,
                                                {sgemv_dots_avx2, sgemv_axpys_avx2});  // AVX-512F hosts have AVX2
 const Kernel<double> kAvx512D =
     make_kernel<double, kAvx512DMR, kAvx512DNR>("avx512", {96, 256, 2048}, dgemm_ukernel_avx512);

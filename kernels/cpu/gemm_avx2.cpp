@@ -161,19 +161,44 @@ EMBER_AVX2 void pack_rows6_f32_avx2(float* dst, const float* src, int64_t ld, in
     for (int i = 0; i < 6; ++i) dst[p * 6 + i] = rows[i][p];
 }
 
-// dst[p * 16 + j] = src[j * ld + p]: two 8 x 8 transposes per 8 steps of p.
-EMBER_AVX2 void pack_rows16_f32_avx2(float* dst, const float* src, int64_t ld, int64_t k) {
+namespace {
+
+// dst[p * R + j] = src[j * ld + p] for R a multiple of 4: per 8 steps of p, one 8 x 8 transpose
+// for each full group of 8 rows and, for a last group of 4, one with 4 dummy rows whose lanes
+// are not stored.
+template <int R>
+EMBER_AVX2 inline void pack_rows_f32(float* dst, const float* src, int64_t ld, int64_t k) {
+  static_assert(R % 4 == 0, "8-row groups and one 4-row group");
   int64_t p = 0;
   for (; p + 8 <= k; p += 8) {
-    for (int h = 0; h < 2; ++h) {
+    for (int h = 0; h < R / 8; ++h) {
       __m256 r[8];
       for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + (h * 8 + j) * ld + p);
       transpose8(r);
-      for (int q = 0; q < 8; ++q) _mm256_storeu_ps(dst + (p + q) * 16 + h * 8, r[q]);
+      for (int q = 0; q < 8; ++q) _mm256_storeu_ps(dst + (p + q) * R + h * 8, r[q]);
+    }
+    if constexpr (R % 8 == 4) {
+      __m256 r[8];
+      for (int j = 0; j < 4; ++j) r[j] = _mm256_loadu_ps(src + (R - 4 + j) * ld + p);
+      r[4] = r[5] = r[6] = r[7] = _mm256_setzero_ps();
+      transpose8(r);
+      for (int q = 0; q < 8; ++q) _mm_storeu_ps(dst + (p + q) * R + R - 4, _mm256_castps256_ps128(r[q]));
     }
   }
   for (; p < k; ++p)
-    for (int j = 0; j < 16; ++j) dst[p * 16 + j] = src[j * ld + p];
+    for (int j = 0; j < R; ++j) dst[p * R + j] = src[j * ld + p];
+}
+
+}  // namespace
+
+EMBER_AVX2 void pack_rows12_f32_avx2(float* dst, const float* src, int64_t ld, int64_t k) {
+  pack_rows_f32<12>(dst, src, ld, k);
+}
+EMBER_AVX2 void pack_rows16_f32_avx2(float* dst, const float* src, int64_t ld, int64_t k) {
+  pack_rows_f32<16>(dst, src, ld, k);
+}
+EMBER_AVX2 void pack_rows32_f32_avx2(float* dst, const float* src, int64_t ld, int64_t k) {
+  pack_rows_f32<32>(dst, src, ld, k);
 }
 
 // ---- thin products (f32) -------------------------------------------------------------------

@@ -36,9 +36,12 @@ void sgemm_ukernel_avx2(int64_t k, const float* a, int64_t rs_a, int64_t cs_a, c
                         float* c, int64_t ldc, int m, int n, float alpha, float beta);
 void dgemm_ukernel_avx2(int64_t k, const double* a, int64_t rs_a, int64_t cs_a, const double* b, int64_t rs_b,
                         double* c, int64_t ldc, int m, int n, double alpha, double beta);
-// Transposing packs for the f32 6 x 16 kernel: dst[p * R + i] = src[i * ld + p], p < k, i < R.
+// Transposing packs for the f32 tiles, dst[p * R + i] = src[i * ld + p], p < k, i < R: R = 6 and
+// 16 for the AVX2 6 x 16 kernel, 12 and 32 for the AVX-512 12 x 32 one (AVX-512F hosts have AVX2).
 void pack_rows6_f32_avx2(float* dst, const float* src, int64_t ld, int64_t k);
+void pack_rows12_f32_avx2(float* dst, const float* src, int64_t ld, int64_t k);
 void pack_rows16_f32_avx2(float* dst, const float* src, int64_t ld, int64_t k);
+void pack_rows32_f32_avx2(float* dst, const float* src, int64_t ld, int64_t k);
 // Thin (GEMV-like) f32 products: y[r * incy] = X[r, :] . w (rows contiguous in p), and
 // y[v * ldy + j] = sum_p X[p, j] * w[v * ldw + p] for v < nv <= 2 (rows contiguous in j).
 void sgemv_dots_avx2(const float* X, int64_t ldx, int64_t rows, int64_t K, const float* w, float* y, int64_t incy);
