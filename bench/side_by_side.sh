@@ -263,7 +263,7 @@ for g in "${WHICH[@]}"; do [[ $g == dde ]] || needs_gpu=1; done
 if ((needs_gpu)); then
   python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" ||
     die "the '$GROUP' group needs a GPU and PyTorch sees none (torch.cuda.is_available() is False)"
-  if [[ ! -d $BUILD/CMakeFiles/ember.dir/kernels/cuda ]]; then  # the CUDA objects of a CUDA build
+  if [[ ! -d $BUILD/CMakeFiles/ember.dir/kernels/cuda && ! -f $BUILD/KIT ]]; then  # a CUDA build, or a kit (scripts/device_kit.sh)
     echo "side_by_side.sh: warning: $BUILD may be a CPU-only build; ember's GPU benchmarks will then be skipped" >&2
   fi
 fi
