@@ -211,6 +211,33 @@ Tensor div(const Tensor& a, const Tensor& b) {
   return y;
 }
 
+// acc + g in place, where acc is a gradient no one else can see (handed over by the walk,
+// autograd::take_pending_grad_view, or waiting in its slot: autograd::private_gradient); acc may
+// be a strided view, g broadcasts to it. One pass that reads both and writes acc, with no new
+// buffer. Where acc cannot take it (another dtype or device, g wider): add(acc, g). Not recorded:
+// private gradients exist only in walks without create_graph.
+Tensor add_into(Tensor acc, const Tensor& g) {
+  if (!acc.defined()) return g;
+  if (acc.dtype() != g.dtype() || acc.device() != g.device() || broadcast_shapes(acc.sizes(), g.sizes(), "add") != acc.sizes())
+    return add(acc, g);
+  trace::OpTimer timer("add_accumulate", {acc, g});
+  const Shape shape = acc.sizes();
+#if EMBER_WITH_CUDA
+  if (acc.device().is_cuda()) {
+    dispatch_numeric(acc.dtype(), "add_accumulate", [](auto) {});
+    kc::binary(kc::BinaryOp::add, cuda::elem_type(acc.dtype()), cuda::make_strided<3>(shape, {&acc, &acc, &g}), 0, 0,
+               cuda::stream_of(acc));
+  } else
+#endif
+  dispatch_numeric(acc.dtype(), "add_accumulate", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    cpu::map<T, T, T>(make_loop<3>(shape, {&acc, &acc, &g}), [](T x, T y) -> T { return x + y; });
+  });
+  acc.bump_version();
+  timer.set_output(acc);
+  return acc;
+}
+
 Tensor add(const Tensor& a, double s) {
   Tensor y = unary("add", a, {kc::UnaryOp::add_scalar, s}, [s](auto x) { return x + static_cast<decltype(x)>(s); });
   record("add_scalar", {a}, y, [](const TensorList& g, const TensorList&) { return TensorList{g[0]}; });

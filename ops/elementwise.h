@@ -18,6 +18,9 @@ Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
 Tensor add(const Tensor& a, double s);
+// For backward closures and the autograd walk: acc + g written into acc, a gradient no one else
+// can see (autograd::private_gradient; acc may be a strided view). Not recorded.
+Tensor add_into(Tensor acc, const Tensor& g);
 Tensor sub(const Tensor& a, double s);
 Tensor rsub(const Tensor& a, double s);  // s - a
 Tensor mul(const Tensor& a, double s);

@@ -95,33 +95,38 @@ void gemm_batched(const Tensor& a3, const Tensor& b3, const Tensor& out) {
 }
 
 // acc + a @ b for 2-D a [M, K] and b [K, N], where acc is a gradient handed over by the walk
-// (autograd::take_pending_grad: [M, N], dense, private): the GEMM adds into it in place (beta = 1),
-// one kernel instead of a GEMM and an add. Undefined acc: a @ b. Not recorded: handed-over
-// gradients exist only in walks without create_graph.
+// (autograd::take_pending_grad_view: [M, N], private, maybe a view): the GEMM adds into it in
+// place (beta = 1), one kernel instead of a GEMM and an add. acc may be a row-strided view (the
+// slice of a DenseNet's concatenated features that one layer read); another layout takes the
+// add. Undefined acc: a @ b. Not recorded: handed-over gradients exist only in walks without
+// create_graph.
 Tensor matmul_into(Tensor acc, const Tensor& a, const Tensor& b) {
   if (!acc.defined()) return matmul(a, b);
+  const bool rows_strided = acc.dim() == 2 && (acc.size(1) <= 1 || acc.stride(1) == 1) &&
+                            (acc.size(0) <= 1 || acc.stride(0) >= acc.size(1));
   const bool fits = a.dim() == 2 && b.dim() == 2 && acc.dim() == 2 && acc.size(0) == a.size(0) &&
                     acc.size(1) == b.size(1) && a.size(1) == b.size(0) && a.dtype() == acc.dtype() &&
                     b.dtype() == acc.dtype() && a.device() == acc.device() && b.device() == acc.device() &&
-                    (acc.dtype() == DType::f32 || acc.dtype() == DType::f64) && acc.is_contiguous();
-  if (!fits) return add(acc, matmul(a, b));
+                    (acc.dtype() == DType::f32 || acc.dtype() == DType::f64) && rows_strided;
+  if (!fits) return add_into(std::move(acc), matmul(a, b));
   trace::OpTimer timer("matmul_accumulate", {acc, a, b});
   const int64_t M = acc.size(0), N = acc.size(1), K = a.size(1);
+  const int64_t ldc = M > 1 ? acc.stride(0) : N;
   if (K > 0 && M > 0 && N > 0) {
     GemmOperand ga = as_gemm_operand(a.detach()), gb = as_gemm_operand(b.detach());
 #if EMBER_WITH_CUDA
     if (acc.device().is_cuda()) {
-      gemm_gpu(acc, ga.trans, gb.trans, M, N, K, ga.t, ga.ld, 0, gb.t, gb.ld, 0, 1.0, acc, N, 0, 1);
+      gemm_gpu(acc, ga.trans, gb.trans, M, N, K, ga.t, ga.ld, 0, gb.t, gb.ld, 0, 1.0, acc, ldc, 0, 1);
     } else
 #endif
     dispatch_floating(acc.dtype(), "matmul_accumulate", [&](auto tag) {
       using T = typename decltype(tag)::type;
       if constexpr (std::is_same_v<T, float>)
         kernels::cpu::sgemm(ga.trans, gb.trans, M, N, K, 1.0f, ga.t.data<float>(), ga.ld, gb.t.data<float>(), gb.ld,
-                            1.0f, acc.data<float>(), N);
+                            1.0f, acc.data<float>(), ldc);
       else
         kernels::cpu::dgemm(ga.trans, gb.trans, M, N, K, 1.0, ga.t.data<double>(), ga.ld, gb.t.data<double>(),
-                            gb.ld, 1.0, acc.data<double>(), N);
+                            gb.ld, 1.0, acc.data<double>(), ldc);
     });
   }
   acc.bump_version();
@@ -166,8 +171,8 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b) {
     // dA = dY B^T, dB = A^T dY, each summed over the batch dims it was broadcast along. Two
     // matrices: added straight into a gradient already waiting for the operand, if any.
     if (a.dim() == 2 && b.dim() == 2)
-      return TensorList{ra ? matmul_into(autograd::take_pending_grad(0), g[0], b.transpose(0, 1)) : Tensor(),
-                        rb ? matmul_into(autograd::take_pending_grad(1), a.transpose(0, 1), g[0]) : Tensor()};
+      return TensorList{ra ? matmul_into(autograd::take_pending_grad_view(0), g[0], b.transpose(0, 1)) : Tensor(),
+                        rb ? matmul_into(autograd::take_pending_grad_view(1), a.transpose(0, 1), g[0]) : Tensor()};
     Tensor ga = ra ? sum_to_size(matmul(g[0], b.transpose(-1, -2)), a.sizes()) : Tensor();
     Tensor gb = rb ? sum_to_size(matmul(a.transpose(-1, -2), g[0]), b.sizes()) : Tensor();
     return TensorList{ga, gb};
@@ -286,8 +291,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
              const TensorList& g, const TensorList&) {
            const int64_t in = w.size(1), outf = w.size(0), rows = leading_rows(x);
            Tensor g2 = g[0].reshape({rows, outf});
-           Tensor gx = rx ? matmul(g[0], w) : Tensor();                                       // dY W
-           Tensor gw = rw ? matmul_into(autograd::take_pending_grad(1), g2.transpose(0, 1), x.reshape({rows, in}))
+           // dY W, for a matrix x added into a gradient already waiting for it, if any
+           Tensor gx = !rx ? Tensor() : x.dim() == 2 ? matmul_into(autograd::take_pending_grad_view(0), g2, w) : matmul(g[0], w);
+           Tensor gw = rw ? matmul_into(autograd::take_pending_grad_view(1), g2.transpose(0, 1), x.reshape({rows, in}))
                           : Tensor();  // dY^T X, added into a weight gradient already waiting, if any
            Tensor gb = rb ? sum(g2, {0}) : Tensor();
            return TensorList{gx, gw, gb};

@@ -265,7 +265,16 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
   st[d] *= step;
   Tensor y = view_of(*this, s, st, offset() + start * strides()[d]);
   record("slice", {*this}, y, [in = sizes(), d, start, end, step](const TensorList& g, const TensorList&) {
-    return TensorList{slice_backward(g[0], in, d, start, end, step)};
+    // Without create_graph, a gradient already waiting for the input (another slice's, as when
+    // the parts of a split each return one) takes this part in place: no zero-filled copy of
+    // the whole input and no add of two such.
+    Tensor acc = autograd::take_pending_grad_view(0);
+    if (acc.defined() && acc.dtype() == g[0].dtype() && acc.device() == g[0].device()) {
+      add_into(acc.slice(d, start, end, step), g[0]);
+      return TensorList{acc};
+    }
+    Tensor full = slice_backward(g[0], in, d, start, end, step);
+    return TensorList{acc.defined() ? add_into(std::move(acc), full) : full};
   });
   return y;
 }

@@ -28,6 +28,7 @@ namespace autograd {
 // The upward call the layering allows (DESIGN.md, "Layers"): gradients meet through `add`,
 // which records itself under create_graph, so accumulated gradients stay differentiable.
 Tensor accumulate_gradients(const Tensor& a, const Tensor& b) { return add(a, b); }
+Tensor accumulate_gradients_in_place(Tensor waiting, const Tensor& g) { return add_into(std::move(waiting), g); }
 }  // namespace autograd
 
 using autograd::Edge;
@@ -133,10 +134,16 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
   }
 
   // --- 2. seed ---
+  // A second gradient for one slot is added to the first; without create_graph, in place when
+  // no one else can see the waiting one (no new buffer, and a view stays a view).
   auto deliver = [&](uint32_t i, uint32_t slot, const Tensor& g) {
     auto& buf = nodes[i].buffer;
     if (buf.empty()) buf.resize(nodes[i].node->num_outputs());
-    buf[slot] = buf[slot].defined() ? autograd::accumulate_gradients(buf[slot], g) : g;
+    Tensor& waiting = buf[slot];
+    if (!waiting.defined()) waiting = g;
+    else if (!create_graph && autograd::private_gradient(waiting))
+      waiting = autograd::accumulate_gradients_in_place(std::move(waiting), g);
+    else waiting = autograd::accumulate_gradients(waiting, g);
   };
   auto by_latest = [&](uint32_t a, uint32_t b) { return nodes[a].node->sequence_nr() < nodes[b].node->sequence_nr(); };
   std::priority_queue<uint32_t, std::vector<uint32_t>, decltype(by_latest)> ready(by_latest);

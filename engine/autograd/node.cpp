@@ -1,6 +1,9 @@
 #include "ember/engine/autograd/node.h"
 
+#include <algorithm>
 #include <atomic>
+#include <utility>
+#include <vector>
 
 #include "ember/engine/autograd/grad_mode.h"
 #include "ember/engine/factory.h"
@@ -22,28 +25,52 @@ namespace {
 thread_local const std::vector<bool>* input_grad_mask = nullptr;
 thread_local const std::vector<Tensor*>* pending_grads = nullptr;
 
-// A gradient no one else can see: its tensor held only by the engine's list (the caller of
-// apply, or a waiting slot), its buffer by that tensor alone, dense and whole. It can become
-// .grad as it is, or take another gradient added into it in place.
+// Private and dense and whole: it can become .grad as it is.
 bool private_dense(const Tensor& g) {
-  return g.impl().use_count() == 1 && g.storage().use_count() == 1 && !g.requires_grad() && g.is_contiguous() &&
-         g.offset() == 0 && g.storage()->nbytes() == static_cast<size_t>(g.numel()) * g.element_size();
+  return private_gradient(g) && g.is_contiguous() && g.offset() == 0 &&
+         g.storage()->nbytes() == static_cast<size_t>(g.numel()) * g.element_size();
 }
 }  // namespace
+
+namespace {
+// No two elements at one address (an expanded view has stride 0): ordered by stride, each dim
+// must step past everything the smaller strides span.
+bool non_overlapping(const Tensor& g) {
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of the dims longer than 1
+  for (int64_t d = 0; d < g.dim(); ++d)
+    if (g.sizes()[d] > 1) dims.emplace_back(g.strides()[d], g.sizes()[d]);
+  std::sort(dims.begin(), dims.end());
+  int64_t span = 1;
+  for (const auto& [stride, size] : dims) {
+    if (stride < span) return false;
+    span = stride * size;
+  }
+  return true;
+}
+}  // namespace
+
+bool private_gradient(const Tensor& g) {
+  return g.impl().use_count() == 1 && g.storage().use_count() == 1 && !g.requires_grad() && non_overlapping(g);
+}
 
 bool needs_input_grad(size_t i) { return !input_grad_mask || i >= input_grad_mask->size() || (*input_grad_mask)[i]; }
 
 InputGradMask::InputGradMask(const std::vector<bool>* mask) : previous_(input_grad_mask) { input_grad_mask = mask; }
 InputGradMask::~InputGradMask() { input_grad_mask = previous_; }
 
-Tensor take_pending_grad(size_t i) {
+namespace {
+Tensor take_pending(size_t i, bool (*usable)(const Tensor&)) {
   if (grad_enabled() || !pending_grads || i >= pending_grads->size()) return {};
   Tensor* slot = (*pending_grads)[i];
-  if (!slot || !slot->defined() || !private_dense(*slot)) return {};
+  if (!slot || !slot->defined() || !usable(*slot)) return {};
   Tensor g = std::move(*slot);
   *slot = Tensor();
   return g;
 }
+}  // namespace
+
+Tensor take_pending_grad(size_t i) { return take_pending(i, private_dense); }
+Tensor take_pending_grad_view(size_t i) { return take_pending(i, private_gradient); }
 
 PendingGrads::PendingGrads(const std::vector<Tensor*>* slots) : previous_(pending_grads) { pending_grads = slots; }
 PendingGrads::~PendingGrads() { pending_grads = previous_; }
@@ -94,7 +121,12 @@ TensorList AccumulateGrad::apply(const TensorList& grads) {
   // parameter per step, a kernel launch each on the GPU), else a copy.
   Tensor g = grad_enabled() ? grads[0] : (private_dense(grads[0]) ? grads[0] : grads[0].detach().clone());
   Tensor old = leaf.grad();
-  leaf.set_grad(old.defined() ? accumulate_gradients(old, g) : g);
+  // A .grad held by the leaf alone (here: by the leaf and `old`) takes the new one in place,
+  // as in PyTorch: a parameter that collects gradients from several backward calls (a GAN's
+  // discriminator in its generator's step) gets no new buffer each time.
+  const bool in_place = !grad_enabled() && old.defined() && old.impl().use_count() == 2 &&
+                        old.storage().use_count() == 1 && !old.requires_grad() && non_overlapping(old);
+  leaf.set_grad(!old.defined() ? g : in_place ? accumulate_gradients_in_place(std::move(old), g) : accumulate_gradients(old, g));
   return {};
 }
 

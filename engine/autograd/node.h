@@ -91,8 +91,11 @@ class AccumulateGrad : public Node {
 };
 
 // a + b for two gradients of one tensor, recorded like any op when grad mode is on (under
-// create_graph). The walker's one call up into ops; defined in engine.cpp.
+// create_graph); and waiting + g written into waiting, a gradient no one else can see (walks
+// without create_graph; waiting may be a view). The walker's calls up into ops, both defined in
+// engine.cpp.
 Tensor accumulate_gradients(const Tensor& a, const Tensor& b);
+Tensor accumulate_gradients_in_place(Tensor waiting, const Tensor& g);
 
 // True when grad mode is on and some input requires grad: the op must record itself.
 bool needs_grad(const TensorList& inputs);
@@ -141,6 +144,16 @@ class InputGradMask {
 // it must return, for input i, a gradient that includes it (the walk then stores that one as
 // it is, with nothing to add). matmul's and linear's backwards take it (ops/linalg.cpp).
 Tensor take_pending_grad(size_t i);
+// The same, but the gradient may be a view into part of a buffer no one else holds, such as the
+// slice of its output's gradient that cat's backward left for an input once the other slices
+// were consumed (a DenseNet layer's input meets its own layer's gradient there): the closure
+// checks the layout (the view's strides) and writes only inside it. Its elements never overlap.
+Tensor take_pending_grad_view(size_t i);
+
+// A gradient no one else can see: its tensor held only by the caller (the walk's list or a
+// waiting slot), its buffer by that tensor alone, not requiring grad, and no two of its elements
+// at one address. Writing inside it in place touches nothing anyone else can read.
+bool private_gradient(const Tensor& g);
 
 // Set by the engine around one node's backward: per input edge, the slot where that input's
 // gradient waits (nullptr: none, or not to be handed over); restores the previous on exit.

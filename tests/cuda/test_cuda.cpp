@@ -197,6 +197,40 @@ TEST(CudaGpu, SoftplusBackwardAddsIntoAWaitingGradientLikeTheCpu) {
   }
 }
 
+// Gradients added in place on the GPU as on the CPU: a DenseNet's input gradients by the GEMM
+// into their row-strided slice of the features' gradient (cuBLAS with ldc = the row stride),
+// split parts into one slot (add_accumulate, the binary kernel with its output aliasing its
+// first input), a parameter's .grad across two backward calls.
+TEST(CudaGpu, GradientsAddInPlaceLikeTheCpu) {
+  EMBER_REQUIRE_GPU();
+  for (DType dt : {DType::f64, DType::f32}) {
+    SCOPED_TRACE(dtype_name(dt));
+    auto run = [&](const Device& d) {
+      Tensor x = rnd({37, 29}, 61, dt).to(d).requires_grad_(true);
+      Tensor w1 = rnd({13, 29}, 62, dt).to(d).requires_grad_(true), b1 = rnd({13}, 63, dt).to(d).requires_grad_(true);
+      Tensor w2 = rnd({11, 42}, 64, dt).to(d).requires_grad_(true), u = rnd({37, 53}, 65, dt).to(d);
+      int64_t adds = 0, gemm_adds = 0, in_place_adds = 0;
+      for (int call = 0; call < 2; ++call) {  // the second call adds into each .grad
+        Tensor x1 = cat({softplus(linear(x, w1, b1)), x}, 1);   // [37, 42]
+        Tensor x2 = cat({softplus(linear(x1, w2)), x1}, 1);     // [37, 53]
+        TensorList parts = split(x2, {20, 33}, 1);
+        Tensor loss = add(sum(mul(parts[0], u.slice(1, 0, 20))), sum(mul(softplus(parts[1]), u.slice(1, 20, 53))));
+        TraceScope trace;
+        loss.backward();
+        adds += traced(trace.events(), "add");
+        gemm_adds += traced(trace.events(), "matmul_accumulate");
+        in_place_adds += traced(trace.events(), "add_accumulate");
+      }
+      EXPECT_EQ(adds, 0);
+      EXPECT_GE(gemm_adds, 4);
+      EXPECT_GE(in_place_adds, 2);
+      return TensorList{x.grad(), w1.grad(), b1.grad(), w2.grad()};
+    };
+    TensorList gpu = run(kGpu), cpu = run(Device::cpu());
+    for (size_t i = 0; i < gpu.size(); ++i) EXPECT_LT(rel_diff(gpu[i], cpu[i]), tol(dt) * 10) << "gradient " << i;
+  }
+}
+
 TEST(CudaGpu, ReductionsMatchTheCpu) {
   EMBER_REQUIRE_GPU();
   for (DType dt : {DType::f64, DType::f32}) {

@@ -345,3 +345,83 @@ TEST(Autograd, WaitingGradientsOthersHoldAreNotTouched) {
       [&](const TensorList& in) { return add(sum(mul(matmul(x, in[0]), u)), sum(mul(matmul(in[0], in[0]), uv))); },
       {w});
 }
+
+// A DenseNet layer reads x and passes it on inside cat([h, x]): x's gradient is the slice of the
+// features' gradient that cat's backward leaves for it plus the layer's own dY W. Without
+// create_graph the slice is handed to the layer (autograd::take_pending_grad_view) and the GEMM
+// adds into it in place, row stride and all: no add, no copy, at every depth.
+TEST(Autograd, DenseNetInputGradientsAccumulateInTheirSliceOfTheFeatures) {
+  for (DType dt : {DType::f64, DType::f32}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const double tol = dt == DType::f64 ? 1e-12 : 1e-5;
+    Tensor x = rnd({6, 5}, 301, dt).requires_grad_();
+    Tensor w1 = rnd({4, 5}, 302, dt).requires_grad_(), b1 = rnd({4}, 303, dt).requires_grad_();
+    Tensor w2 = rnd({3, 9}, 304, dt).requires_grad_(), b2 = rnd({3}, 305, dt).requires_grad_();
+    Tensor w3 = rnd({2, 12}, 306, dt).requires_grad_(), u = rnd({6, 2}, 307, dt);
+    auto loss = [&] {
+      Tensor x1 = cat({softplus(linear(x, w1, b1)), x}, 1);    // [6, 9]
+      Tensor x2 = cat({softplus(linear(x1, w2, b2)), x1}, 1);  // [6, 12]
+      return sum(mul(linear(x2, w3), u));
+    };
+    const TensorList params{x, w1, b1, w2, b2, w3};
+    // the reference: under create_graph nothing is handed over and every gradient is added
+    TensorList want = grad({loss()}, params, {}, {.create_graph = true});
+    TraceScope trace;
+    loss().backward();
+    const auto events = trace.events();
+    EXPECT_EQ(traced(events, "add"), 0) << "a gradient was added out of place";
+    EXPECT_GE(traced(events, "matmul_accumulate"), 2) << "x1's and x's gradients take the GEMM in place";
+    for (size_t i = 0; i < params.size(); ++i)
+      EXPECT_LT(max_abs_diff(params[i].grad(), want[i].detach()), tol * 10) << "parameter " << i;
+  }
+}
+
+// Slices of one tensor (the parts of a split, overlapping windows) bring their gradients to one
+// slot: without create_graph each later one adds its part in place where the first left a
+// zero-filled whole, instead of another whole and an add.
+TEST(Autograd, SlicesOfOneTensorAddTheirPartsInPlace) {
+  Tensor a = leaf64({5, 7}, 311);
+  Tensor loss = add(add(sum(mul(a.slice(1, 0, 3), 2.0)), sum(mul(a.slice(1, 3, 7), 3.0))),
+                    sum(mul(a.slice(0, 1, 4), 5.0)));
+  TraceScope trace;
+  loss.backward();
+  EXPECT_EQ(traced(trace.events(), "add"), 0);
+  EXPECT_EQ(traced(trace.events(), "add_accumulate"), 2);
+  auto g = a.grad().to_vector<double>();
+  for (int64_t i = 0; i < 5; ++i)
+    for (int64_t j = 0; j < 7; ++j)
+      EXPECT_EQ(g[i * 7 + j], (j < 3 ? 2.0 : 3.0) + (i >= 1 && i < 4 ? 5.0 : 0.0)) << i << ", " << j;
+}
+
+// A parameter's .grad held by the parameter alone takes a later backward's gradient in place (a
+// GAN's discriminator collects one in its generator's step); a .grad the caller holds is left
+// as it was, and the parameter gets a new one.
+TEST(Autograd, LeafGradAccumulatesInPlaceUnlessSomeoneHoldsIt) {
+  Tensor p = leaf64({4, 3}, 321);
+  sum(mul(p, 2.0)).backward();
+  const double* first = p.grad().data<double>();
+  sum(mul(p, 3.0)).backward();
+  EXPECT_EQ(p.grad().data<double>(), first);
+  EXPECT_EQ(p.grad().to_vector<double>(), std::vector<double>(12, 5.0));
+  Tensor held = p.grad();
+  sum(mul(p, 1.0)).backward();
+  EXPECT_EQ(held.to_vector<double>(), std::vector<double>(12, 5.0));
+  EXPECT_EQ(p.grad().to_vector<double>(), std::vector<double>(12, 6.0));
+}
+
+// What may be written in place: held once, its buffer by it alone, no two elements at one address.
+TEST(Autograd, PrivateGradientsAreUnsharedAndNonOverlapping) {
+  Tensor t = rnd({4, 6}, 331, DType::f64);
+  EXPECT_TRUE(autograd::private_gradient(t));
+  Tensor v = t.slice(1, 1, 4);
+  EXPECT_FALSE(autograd::private_gradient(v)) << "t still sees the buffer";
+  t = Tensor();
+  EXPECT_TRUE(autograd::private_gradient(v)) << "a slice of a buffer no one else holds";
+  Tensor vt = v.transpose(0, 1);
+  v = Tensor();
+  EXPECT_TRUE(autograd::private_gradient(vt)) << "a transposed view";
+  Tensor e = rnd({1, 6}, 332, DType::f64).expand({4, 6});
+  EXPECT_FALSE(autograd::private_gradient(e)) << "an expanded view has four rows at one address";
+  Tensor r = rnd({3, 2}, 333, DType::f64).requires_grad_();
+  EXPECT_FALSE(autograd::private_gradient(r));
+}
