@@ -7,6 +7,9 @@
 // steps included, as one CUDA graph and replay it; the iteration's random draws are made
 // outside the graph into static inputs, as ember dde --cuda-graphs does. Their PyTorch
 // yardstick is the same eager iteration.
+// On the GPU the eager entries also report the host's share: "host_ms" (from the iteration's
+// start until its last launch returns), "ops" (traced ops per iteration, each one kernel launch
+// or more) and "host_us_per_op".
 // dde_toy_iteration(b1,25x32)/host_overhead: the toy iteration on one-row batches on the CPU,
 // where the arithmetic is nothing and the time is ember's own per-op cost (dispatch, shape
 // checks, autograd records, allocation); its "ops" counter is the number of ops one iteration
@@ -44,7 +47,8 @@ struct Setup {
   Device device = bench_device();
 };
 
-void iteration(Setup& s) {
+// The iteration's work, queued: on the GPU it returns once the host has launched everything.
+void enqueue_iteration(Setup& s) {
   const TensorOptions on{.device = s.device};
   Tensor x = s.uniform_data ? rand({s.batch, s.data_dim}, on) : randn({s.batch, s.data_dim}, on);
   s.opts[1]->zero_grad();
@@ -64,6 +68,10 @@ void iteration(Setup& s) {
   Tensor gz = (*s.gen)(randn({s.batch, s.zdim}, on));
   dde::generator_loss(*s.dgen, *s.dreal, gz, s.sigma).backward();
   s.opts[0]->step();
+}
+
+void iteration(Setup& s) {
+  enqueue_iteration(s);
   if (s.device.is_cuda()) cuda::synchronize(s.device.index);
 }
 
@@ -130,7 +138,30 @@ void run(benchmark::State& state, Setup s, bool graphs = false) {
     for (auto _ : state) g.iteration(s);
     return;
   }
-  for (auto _ : state) iteration(s);
+  if (!s.device.is_cuda()) {
+    for (auto _ : state) iteration(s);
+    return;
+  }
+  // On the GPU, where the time goes: the host's part (ember's own work per op and the launch
+  // calls, until the last launch returns) beside the whole iteration; the GPU's own part is the
+  // /cuda_graphs variant's time, where the host launches one graph.
+  size_t ops = 0;
+  {
+    TraceScope trace;
+    iteration(s);
+    ops = trace.events().size();
+  }
+  double host_us = 0;
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    enqueue_iteration(s);
+    host_us += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+    cuda::synchronize(s.device.index);
+  }
+  const double n = std::max<double>(1.0, static_cast<double>(state.iterations()));
+  state.counters["ops"] = static_cast<double>(ops);
+  state.counters["host_ms"] = host_us / n / 1000.0;
+  state.counters["host_us_per_op"] = host_us / n / std::max<double>(1.0, static_cast<double>(ops));
 }
 
 void BM_dde_toy_iteration(benchmark::State& state, bool graphs) {

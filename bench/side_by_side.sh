@@ -194,6 +194,9 @@ for r in torch_rows:
             notes.append(s)
         if "params" in c:
             notes.append(f"{int(c['params'])} params")
+        if "host_ms" in c:  # the GPU's eager DDE entries: the host's share of the iteration
+            notes.append(f"host {c['host_ms']:.2f} ms for {int(c.get('ops', 0))} ops"
+                         f" ({c.get('host_us_per_op', 0):.2f} us/op)")
         y = ("yardstick_cudnn_" + name, prec, None)
         if variant is None and y in ember:
             used.add(y)
