@@ -6,7 +6,8 @@
 // Forward: one block per (sample, group). A group of the U-Net's GroupNorm(32) is C/32 channels
 // of H*W values (4 x 1024 for C128 at 32x32: 16 KB in f32), so the block reads it once into
 // shared memory, takes the mean and then the squared deviations from there (the exact two-pass
-// variance, with no second HBM read), and writes y. Groups too large for the shared-memory
+// variance, with no second HBM read), and writes y, 16 bytes per load and store where H*W
+// allows. Groups too large for the shared-memory
 // budget are read again from global memory (L2 mostly) instead. Sums are carried in f64, as the
 // CPU's statistics are.
 //
@@ -18,7 +19,8 @@
 //   dt[n, c] = sum_s dx,  dw[c] = sum_{n,s} gz * xhat,  db[c] = sum_{n,s} gz
 // The first pass gathers the group means and the per-sample parts of dw and db (summed over N
 // by the caller with one small reduction), the second writes dx and dt. dy and x are read
-// twice; the second read of a 16 KB group hits L2.
+// twice; the second read of a 16 KB group hits L2. 16-byte vectors where H*W and the pointers
+// allow, as in the forward.
 #include "ember/engine/error.h"
 #include "ember/kernels/cuda/block_reduce.cuh"
 #include "ember/kernels/cuda/group_norm.h"
@@ -47,29 +49,46 @@ __device__ __forceinline__ T channel_value(const T* p, int64_t i, T fallback) {
   return p ? p[i] : fallback;
 }
 
-template <typename T, bool CACHED>
+// Vectors of V elements (16 bytes: V = 4 in f32) where every channel's run of S values is a
+// whole number of vectors and x and y are 16-byte aligned, else V = 1. The loops walk vectors:
+// one 16-byte load or store each, and the channel of a vector (for the bias, w and b) found by
+// one 32-bit division per vector, where element-wise 64-bit divisions cost more than the bytes.
+template <typename T, bool CACHED, int V>
 __global__ void group_norm_forward_kernel(Params<T> p, T* __restrict__ y, T* __restrict__ mean_out,
                                           T* __restrict__ rstd_out) {
+  using Vt = Vec<T, V>;
   extern __shared__ __align__(16) unsigned char smem[];
-  T* cache = reinterpret_cast<T*>(smem);
+  Vt* cache = reinterpret_cast<Vt*>(smem);
   const int64_t Cg = p.C / p.G, M = Cg * p.S;
+  const uint32_t per_channel = static_cast<uint32_t>(p.S / V), vectors = static_cast<uint32_t>(M / V);
   for (int64_t ng = blockIdx.x; ng < p.N * p.G; ng += gridDim.x) {  // uniform over the block
     const int64_t n = ng / p.G, c0 = (ng % p.G) * Cg, base = ng * M;
-    auto input = [&](int64_t i) {  // u = x + t[n, c] at element i of the group
-      const T t = channel_value(p.bias_nc, n * p.C + c0 + i / p.S, T(0));
-      return p.x[base + i] + t;
+    const Vt* xs = reinterpret_cast<const Vt*>(p.x + base);
+    auto input = [&](uint32_t i) {  // u = x + t[n, c] for vector i of the group
+      Vt u = xs[i];
+      if (p.bias_nc) {
+        const T t = p.bias_nc[n * p.C + c0 + i / per_channel];
+#pragma unroll
+        for (int k = 0; k < V; ++k) u.v[k] += t;
+      }
+      return u;
     };
     double s = 0;
-    for (int64_t i = threadIdx.x; i < M; i += blockDim.x) {
-      const T u = input(i);
+    for (uint32_t i = threadIdx.x; i < vectors; i += blockDim.x) {
+      const Vt u = input(i);
       if constexpr (CACHED) cache[i] = u;
-      s += static_cast<double>(u);
+#pragma unroll
+      for (int k = 0; k < V; ++k) s += static_cast<double>(u.v[k]);
     }
     const double mean = block_sum(s) / static_cast<double>(M);
     double q = 0;
-    for (int64_t i = threadIdx.x; i < M; i += blockDim.x) {
-      const double d = static_cast<double>(CACHED ? cache[i] : input(i)) - mean;
-      q += d * d;
+    for (uint32_t i = threadIdx.x; i < vectors; i += blockDim.x) {
+      const Vt u = CACHED ? cache[i] : input(i);
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const double d = static_cast<double>(u.v[k]) - mean;
+        q += d * d;
+      }
     }
     const double rstd = 1.0 / ::sqrt(block_sum(q) / static_cast<double>(M) + p.eps);
     if (threadIdx.x == 0) {
@@ -77,11 +96,18 @@ __global__ void group_norm_forward_kernel(Params<T> p, T* __restrict__ y, T* __r
       rstd_out[ng] = static_cast<T>(rstd);
     }
     const T m = static_cast<T>(mean), r = static_cast<T>(rstd);
-    for (int64_t i = threadIdx.x; i < M; i += blockDim.x) {
-      const int64_t c = c0 + i / p.S;
-      const T u = CACHED ? cache[i] : input(i);
-      const T z = (u - m) * r * channel_value(p.w, c, T(1)) + channel_value(p.b, c, T(0));
-      y[base + i] = p.silu ? z * sigmoid_of(z) : z;
+    Vt* ys = reinterpret_cast<Vt*>(y + base);
+    for (uint32_t i = threadIdx.x; i < vectors; i += blockDim.x) {
+      const int64_t c = c0 + i / per_channel;
+      const T wc = channel_value(p.w, c, T(1)), bc = channel_value(p.b, c, T(0));
+      const Vt u = CACHED ? cache[i] : input(i);
+      Vt out;
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const T z = (u.v[k] - m) * r * wc + bc;
+        out.v[k] = p.silu ? z * sigmoid_of(z) : z;
+      }
+      ys[i] = out;
     }
     __syncthreads();  // the cache is refilled by the next group of this block
   }
@@ -98,32 +124,42 @@ struct Grads {
   T* db_part;   // [N, C] or null
 };
 
-template <typename T>
+template <typename T, int V>
 __global__ void group_norm_backward_kernel(Params<T> p, Grads<T> g) {
+  using Vt = Vec<T, V>;
   const int64_t Cg = p.C / p.G, S = p.S, M = Cg * S;
+  const int64_t per_channel = S / V;  // vectors (as in the forward: V = 1 unless S and the pointers allow)
   for (int64_t ng = blockIdx.x; ng < p.N * p.G; ng += gridDim.x) {
     const int64_t n = ng / p.G, c0 = (ng % p.G) * Cg, base = ng * M;
     const T m = g.mean[ng], r = g.rstd[ng];
-    // xhat and gz of element s of channel c (row `row` = n * C + c)
-    auto at = [&](int64_t c, int64_t s, T& xhat, T& gz) {
-      const int64_t row = n * p.C + c, i = base + (c - c0) * S + s;
-      xhat = (p.x[i] + channel_value(p.bias_nc, row, T(0)) - m) * r;
-      gz = g.dy[i];
-      if (p.silu) {
-        const T z = xhat * channel_value(p.w, c, T(1)) + channel_value(p.b, c, T(0));
-        const T sg = sigmoid_of(z);
-        gz *= sg * (T(1) + z * (T(1) - sg));
+    // xhat and gz of vector j of channel c (row `row` = n * C + c)
+    auto at = [&](int64_t c, int64_t j, Vt& xhat, Vt& gz) {
+      const int64_t row = n * p.C + c, i = base + (c - c0) * S;
+      const Vt x = reinterpret_cast<const Vt*>(p.x + i)[j];
+      gz = reinterpret_cast<const Vt*>(g.dy + i)[j];
+      const T t = channel_value(p.bias_nc, row, T(0)), wc = channel_value(p.w, c, T(1)), bc = channel_value(p.b, c, T(0));
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        xhat.v[k] = (x.v[k] + t - m) * r;
+        if (p.silu) {
+          const T z = xhat.v[k] * wc + bc;
+          const T sg = sigmoid_of(z);
+          gz.v[k] *= sg * (T(1) + z * (T(1) - sg));
+        }
       }
     };
     double sum_gh = 0, sum_ghx = 0;
     for (int64_t c = c0; c < c0 + Cg; ++c) {
       const T wc = channel_value(p.w, c, T(1));
       double gzx = 0, gzs = 0;
-      for (int64_t s = threadIdx.x; s < S; s += blockDim.x) {
-        T xhat, gz;
-        at(c, s, xhat, gz);
-        gzx += static_cast<double>(gz * xhat);
-        gzs += static_cast<double>(gz);
+      for (int64_t j = threadIdx.x; j < per_channel; j += blockDim.x) {
+        Vt xhat, gz;
+        at(c, j, xhat, gz);
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          gzx += static_cast<double>(gz.v[k] * xhat.v[k]);
+          gzs += static_cast<double>(gz.v[k]);
+        }
       }
       sum_gh += gzs * static_cast<double>(wc);
       sum_ghx += gzx * static_cast<double>(wc);
@@ -141,13 +177,17 @@ __global__ void group_norm_backward_kernel(Params<T> p, Grads<T> g) {
       const T m2 = static_cast<T>(block_sum(sum_ghx) / static_cast<double>(M));
       for (int64_t c = c0; c < c0 + Cg; ++c) {
         const T wc = channel_value(p.w, c, T(1));
+        Vt* dx_c = g.dx ? reinterpret_cast<Vt*>(g.dx + base + (c - c0) * S) : nullptr;
         double dt = 0;
-        for (int64_t s = threadIdx.x; s < S; s += blockDim.x) {
-          T xhat, gz;
-          at(c, s, xhat, gz);
-          const T dx = r * (gz * wc - m1 - xhat * m2);
-          if (g.dx) g.dx[base + (c - c0) * S + s] = dx;
-          dt += static_cast<double>(dx);
+        for (int64_t j = threadIdx.x; j < per_channel; j += blockDim.x) {
+          Vt xhat, gz, dx;
+          at(c, j, xhat, gz);
+#pragma unroll
+          for (int k = 0; k < V; ++k) {
+            dx.v[k] = r * (gz.v[k] * wc - m1 - xhat.v[k] * m2);
+            dt += static_cast<double>(dx.v[k]);
+          }
+          if (dx_c) dx_c[j] = dx;
         }
         if (g.dbias_nc) {
           const double v = block_sum(dt);
@@ -173,26 +213,35 @@ Params<T> params_of(const GroupNormShape& s, const void* x, const void* bias_nc,
           s.N, s.C, s.S, s.G, s.eps, s.silu};
 }
 
+template <typename T, int V>
+void launch_forward(const Params<T>& p, int64_t M, T* y, T* mean, T* rstd, cudaStream_t st) {
+  const int64_t bytes = M * static_cast<int64_t>(sizeof(T));
+  const unsigned grid = groups_grid(p.N * p.G);
+  const int threads = threads_for(M / V);
+  if (bytes <= kMaxCacheBytes) {
+    // Allow the cache past the default 48 KB. The attribute belongs to the current device's
+    // context, so it is set at each launch (a host-side call, no GPU work).
+    check_cuda(static_cast<int>(cudaFuncSetAttribute(group_norm_forward_kernel<T, true, V>,
+                                                     cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxCacheBytes)),
+               "cudaFuncSetAttribute", "group_norm_forward");
+    group_norm_forward_kernel<T, true, V><<<grid, threads, static_cast<size_t>(bytes), st>>>(p, y, mean, rstd);
+  } else {
+    group_norm_forward_kernel<T, false, V><<<grid, threads, 0, st>>>(p, y, mean, rstd);
+  }
+}
+
 template <typename T>
 void forward(const GroupNormShape& s, const void* x, const void* bias_nc, const void* w, const void* b, void* y,
              void* mean, void* rstd, cudaStream_t st) {
   const Params<T> p = params_of<T>(s, x, bias_nc, w, b);
   const int64_t M = (s.C / s.G) * s.S;
-  const int64_t bytes = M * static_cast<int64_t>(sizeof(T));
-  const unsigned grid = groups_grid(s.N * s.G);
-  const int threads = threads_for(M);
-  if (bytes <= kMaxCacheBytes) {
-    // Allow the cache past the default 48 KB. The attribute belongs to the current device's
-    // context, so it is set at each launch (a host-side call, no GPU work).
-    check_cuda(static_cast<int>(cudaFuncSetAttribute(group_norm_forward_kernel<T, true>,
-                                                     cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxCacheBytes)),
-               "cudaFuncSetAttribute", "group_norm_forward");
-    group_norm_forward_kernel<T, true><<<grid, threads, static_cast<size_t>(bytes), st>>>(
-        p, static_cast<T*>(y), static_cast<T*>(mean), static_cast<T*>(rstd));
-  } else {
-    group_norm_forward_kernel<T, false><<<grid, threads, 0, st>>>(p, static_cast<T*>(y), static_cast<T*>(mean),
-                                                                   static_cast<T*>(rstd));
-  }
+  EMBER_CHECK(M < (int64_t{1} << 31), "group_norm (CUDA): a group of ", M, " elements (C/G = ", s.C / s.G, ", H*W = ",
+              s.S, ") is over the kernel's 2^31; use fewer channels per group");
+  constexpr int V = static_cast<int>(16 / sizeof(T));
+  const bool whole_vectors = s.S % V == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                             reinterpret_cast<uintptr_t>(y) % 16 == 0;
+  if (whole_vectors) launch_forward<T, V>(p, M, static_cast<T*>(y), static_cast<T*>(mean), static_cast<T*>(rstd), st);
+  else launch_forward<T, 1>(p, M, static_cast<T*>(y), static_cast<T*>(mean), static_cast<T*>(rstd), st);
 }
 
 template <typename T>
@@ -203,7 +252,11 @@ void backward(const GroupNormShape& s, const void* x, const void* bias_nc, const
   const Grads<T> g{static_cast<const T*>(mean), static_cast<const T*>(rstd), static_cast<const T*>(dy),
                    static_cast<T*>(dx),         static_cast<T*>(dbias_nc),    static_cast<T*>(dw_part),
                    static_cast<T*>(db_part)};
-  group_norm_backward_kernel<T><<<groups_grid(s.N * s.G), threads_for(s.S), 0, st>>>(p, g);
+  constexpr int V = static_cast<int>(16 / sizeof(T));
+  const bool whole_vectors = s.S % V == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                             reinterpret_cast<uintptr_t>(dy) % 16 == 0 && reinterpret_cast<uintptr_t>(dx) % 16 == 0;
+  if (whole_vectors) group_norm_backward_kernel<T, V><<<groups_grid(s.N * s.G), threads_for(s.S / V), 0, st>>>(p, g);
+  else group_norm_backward_kernel<T, 1><<<groups_grid(s.N * s.G), threads_for(s.S), 0, st>>>(p, g);
 }
 
 void check_shape(const GroupNormShape& s) {

@@ -113,6 +113,30 @@ TEST(CudaGpu, FusedGroupNormSiluMatchesTheCpu) {
       expect_first_order_parity([G](const TensorList& a) { return group_norm(a[0], G, a[1], a[2]); }, {x, w, b}, t,
                                 "group_norm");
     }
+    // H*W a multiple of 4 (the forward's 16-byte vectors, 2 doubles in f64), groups of 2 and 6
+    // channels, the time bias
+    Tensor xv = add(mul(rnd({3, 12, 4, 6}, 58, dt), 1.5), 0.2), tv = rnd({3, 12}, 59, dt);
+    for (int64_t G : {6, 2}) {
+      auto full = [G](const TensorList& a) { return group_norm_silu(a[0], G, a[1], a[2], a[3]); };
+      expect_first_order_parity(full, {xv, w, b, tv}, t, "vectors, everything");
+    }
+    // the same values one element into their GPU buffer: a vector there would be misaligned,
+    // so the forward takes one element at a time
+    {
+      Tensor buf = rnd({1 + xv.numel()}, 60, dt).to(kGpu);
+      buf.slice(0, 1, 1 + xv.numel()).copy_(xv.reshape({-1}).to(kGpu));
+      Tensor shifted = buf.slice(0, 1, 1 + xv.numel()).reshape(xv.sizes());
+      ASSERT_TRUE(shifted.is_contiguous());
+      ASSERT_NE(reinterpret_cast<uintptr_t>(shifted.device_data()) % 16, 0u);
+      shifted.requires_grad_(true);
+      Tensor xc = xv.detach().requires_grad_(true);
+      Tensor y_gpu = group_norm_silu(shifted, 6, w.to(kGpu), b.to(kGpu), tv.to(kGpu));
+      Tensor y_cpu = group_norm_silu(xc, 6, w, b, tv);
+      EXPECT_LT(rel_diff(y_gpu, y_cpu), t) << "misaligned forward";
+      Tensor u = rnd(xv.sizes(), 61, dt);
+      TensorList gg = grad({mul(y_gpu, u.to(kGpu)).sum()}, {shifted}), gc = grad({mul(y_cpu, u).sum()}, {xc});
+      EXPECT_LT(rel_diff(gg[0], gc[0]), t * 10) << "misaligned backward";
+    }
     // a group too large for the shared-memory cache (the forward reads it twice)
     Tensor big = rnd({2, 4, 96, 97}, 55, dt);
     Tensor bw = add(rnd({4}, 56, dt), 1.0), bb = rnd({4}, 57, dt);
