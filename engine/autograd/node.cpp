@@ -1,7 +1,9 @@
 #include "ember/engine/autograd/node.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cstddef>
 #include <utility>
 #include <vector>
 
@@ -25,33 +27,40 @@ namespace {
 thread_local const std::vector<bool>* input_grad_mask = nullptr;
 thread_local const std::vector<Tensor*>* pending_grads = nullptr;
 
+// Its tensor held by `holders` handles, its buffer by that tensor alone, no graph.
+bool held_alone(const Tensor& g, long holders = 1) {
+  return g.impl().use_count() == holders && g.storage().use_count() == 1 && !g.requires_grad();
+}
+
+// No two elements at one address (an expanded view has stride 0): ordered by stride, each dim
+// must step past everything the smaller strides span. Runs on every gradient that meets
+// another, so no allocation: a tensor of more than 16 dims is taken as overlapping (out of
+// place, as before), which costs nothing real.
+bool non_overlapping(const Tensor& g) {
+  std::array<std::pair<int64_t, int64_t>, 16> dims;  // (stride, size) of the dims longer than 1
+  size_t n = 0;
+  for (int64_t d = 0; d < g.dim(); ++d) {
+    if (g.sizes()[d] <= 1) continue;
+    if (n == dims.size()) return false;
+    dims[n++] = {g.strides()[d], g.sizes()[d]};
+  }
+  std::sort(dims.begin(), dims.begin() + static_cast<std::ptrdiff_t>(n));
+  int64_t span = 1;
+  for (size_t i = 0; i < n; ++i) {
+    if (dims[i].first < span) return false;
+    span = dims[i].first * dims[i].second;
+  }
+  return true;
+}
+
 // Private and dense and whole: it can become .grad as it is.
 bool private_dense(const Tensor& g) {
-  return private_gradient(g) && g.is_contiguous() && g.offset() == 0 &&
+  return held_alone(g) && g.is_contiguous() && g.offset() == 0 &&
          g.storage()->nbytes() == static_cast<size_t>(g.numel()) * g.element_size();
 }
 }  // namespace
 
-namespace {
-// No two elements at one address (an expanded view has stride 0): ordered by stride, each dim
-// must step past everything the smaller strides span.
-bool non_overlapping(const Tensor& g) {
-  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of the dims longer than 1
-  for (int64_t d = 0; d < g.dim(); ++d)
-    if (g.sizes()[d] > 1) dims.emplace_back(g.strides()[d], g.sizes()[d]);
-  std::sort(dims.begin(), dims.end());
-  int64_t span = 1;
-  for (const auto& [stride, size] : dims) {
-    if (stride < span) return false;
-    span = stride * size;
-  }
-  return true;
-}
-}  // namespace
-
-bool private_gradient(const Tensor& g) {
-  return g.impl().use_count() == 1 && g.storage().use_count() == 1 && !g.requires_grad() && non_overlapping(g);
-}
+bool private_gradient(const Tensor& g) { return held_alone(g) && non_overlapping(g); }
 
 bool needs_input_grad(size_t i) { return !input_grad_mask || i >= input_grad_mask->size() || (*input_grad_mask)[i]; }
 
@@ -124,8 +133,7 @@ TensorList AccumulateGrad::apply(const TensorList& grads) {
   // A .grad held by the leaf alone (here: by the leaf and `old`) takes the new one in place,
   // as in PyTorch: a parameter that collects gradients from several backward calls (a GAN's
   // discriminator in its generator's step) gets no new buffer each time.
-  const bool in_place = !grad_enabled() && old.defined() && old.impl().use_count() == 2 &&
-                        old.storage().use_count() == 1 && !old.requires_grad() && non_overlapping(old);
+  const bool in_place = !grad_enabled() && old.defined() && held_alone(old, 2) && non_overlapping(old);
   leaf.set_grad(!old.defined() ? g : in_place ? accumulate_gradients_in_place(std::move(old), g) : accumulate_gradients(old, g));
   return {};
 }
