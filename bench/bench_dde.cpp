@@ -121,6 +121,13 @@ struct GraphIteration {
   }
 };
 
+// Ops one iteration runs (the op trace's events).
+size_t traced_ops(Setup& s) {
+  TraceScope trace;
+  iteration(s);
+  return trace.events().size();
+}
+
 void run(benchmark::State& state, Setup s, bool graphs = false) {
   if (graphs && !s.device.is_cuda()) {
     state.SkipWithError(cuda::available() ? "CUDA graphs: EMBER_BENCH_DEVICE forces the CPU"
@@ -145,12 +152,7 @@ void run(benchmark::State& state, Setup s, bool graphs = false) {
   // On the GPU, where the time goes: the host's part (ember's own work per op and the launch
   // calls, until the last launch returns) beside the whole iteration; the GPU's own part is the
   // /cuda_graphs variant's time, where the host launches one graph.
-  size_t ops = 0;
-  {
-    TraceScope trace;
-    iteration(s);
-    ops = trace.events().size();
-  }
+  const size_t ops = traced_ops(s);
   double host_us = 0;
   for (auto _ : state) {
     const auto start = std::chrono::steady_clock::now();
@@ -177,12 +179,7 @@ void BM_dde_toy_host_overhead(benchmark::State& state) {
   for (auto* m : {s.gen.get(), s.dreal.get(), s.dgen.get()})
     s.opts.push_back(std::make_unique<nn::Adam>(m->parameters(), nn::AdamOptions{.lr = 1e-3}));
   iteration(s);
-  size_t ops = 0;
-  {
-    TraceScope trace;
-    iteration(s);
-    ops = trace.events().size();
-  }
+  const size_t ops = traced_ops(s);
   const auto start = std::chrono::steady_clock::now();
   for (auto _ : state) iteration(s);
   const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();

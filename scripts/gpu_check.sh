@@ -96,19 +96,19 @@ build_from_source() {
   step build bash -c "cmake -S . -B '$build' -DCMAKE_BUILD_TYPE=Release -DEMBER_CUDA=ON \
     -DEMBER_TEST_CUDA_EMULATED=OFF && cmake --build '$build' -j\$(nproc) --target ember_tests ember_bench ember_cli"
 }
+# A kit carries the PyTorch side too (the device machine gets the checkout only).
+[ -f "$build/reference/torch_workloads.py" ] && export EMBER_TORCH_WORKLOADS=${EMBER_TORCH_WORKLOADS:-$PWD/$build/reference/torch_workloads.py}
 if [ -f "$build/KIT" ]; then
   sed 's/^/kit: /' "$build/KIT" | while read -r line; do say "$line"; done
   if ! find_libs "$build/bin/ember_tests" || ! find_libs "$build/bin/ember_bench" ||
       ! "$build/tests/ember_tests" --gtest_list_tests > /dev/null 2> "$logs/kit_start.log"; then
     say "the kit's binaries cannot start here (missing: $(missing_libs "$build/bin/ember_tests" | tr '\n' ' ')$(head -c 300 "$logs/kit_start.log")); building from source in build-gpu"
-    [ -f "$build/reference/torch_workloads.py" ] && export EMBER_TORCH_WORKLOADS=${EMBER_TORCH_WORKLOADS:-$PWD/$build/reference/torch_workloads.py}
     build=build-gpu
     build_from_source
   fi
 else
   build_from_source
 fi
-[ -f "$build/reference/torch_workloads.py" ] && export EMBER_TORCH_WORKLOADS=${EMBER_TORCH_WORKLOADS:-$PWD/$build/reference/torch_workloads.py}
 
 tests=$build/tests/ember_tests
 for s in $steps; do

@@ -238,8 +238,7 @@ void forward(const GroupNormShape& s, const void* x, const void* bias_nc, const 
   EMBER_CHECK(M < (int64_t{1} << 31), "group_norm (CUDA): a group of ", M, " elements (C/G = ", s.C / s.G, ", H*W = ",
               s.S, ") is over the kernel's 2^31; use fewer channels per group");
   constexpr int V = static_cast<int>(16 / sizeof(T));
-  const bool whole_vectors = s.S % V == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-                             reinterpret_cast<uintptr_t>(y) % 16 == 0;
+  const bool whole_vectors = s.S % V == 0 && aligned_16({x, y});
   if (whole_vectors) launch_forward<T, V>(p, M, static_cast<T*>(y), static_cast<T*>(mean), static_cast<T*>(rstd), st);
   else launch_forward<T, 1>(p, M, static_cast<T*>(y), static_cast<T*>(mean), static_cast<T*>(rstd), st);
 }
@@ -253,8 +252,7 @@ void backward(const GroupNormShape& s, const void* x, const void* bias_nc, const
                    static_cast<T*>(dx),         static_cast<T*>(dbias_nc),    static_cast<T*>(dw_part),
                    static_cast<T*>(db_part)};
   constexpr int V = static_cast<int>(16 / sizeof(T));
-  const bool whole_vectors = s.S % V == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-                             reinterpret_cast<uintptr_t>(dy) % 16 == 0 && reinterpret_cast<uintptr_t>(dx) % 16 == 0;
+  const bool whole_vectors = s.S % V == 0 && aligned_16({x, dy, dx});  // dx may be null: aligned
   if (whole_vectors) group_norm_backward_kernel<T, V><<<groups_grid(s.N * s.G), threads_for(s.S / V), 0, st>>>(p, g);
   else group_norm_backward_kernel<T, 1><<<groups_grid(s.N * s.G), threads_for(s.S), 0, st>>>(p, g);
 }

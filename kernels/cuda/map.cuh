@@ -15,6 +15,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 #include <utility>
 
@@ -25,6 +26,13 @@
 namespace ember::kernels::cuda {
 
 constexpr int kThreads = 256;
+
+// Whether 16-byte vectors may be loaded from and stored to every pointer given.
+inline bool aligned_16(std::initializer_list<const void*> ptrs) {
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
 
 template <typename T, int V>
 struct alignas(sizeof(T) * V) Vec {
@@ -94,7 +102,7 @@ void launch_map(const Strided<1 + sizeof...(In)>& s, const F& f, void* stream, c
   bool aligned = true;
   for (int k = 0; k < N; ++k) {
     contiguous = contiguous && s.strides[k][0] == elem[k];
-    aligned = aligned && reinterpret_cast<uintptr_t>(s.ptrs[k]) % 16 == 0;
+    aligned = aligned && aligned_16({s.ptrs[k]});
   }
   if (contiguous) {
     constexpr bool same_size = ((sizeof(In) == sizeof(Out)) && ...);
