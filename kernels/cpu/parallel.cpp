@@ -88,7 +88,7 @@ long current_pid() {
 
 class Pool {
  public:
-  using Fn = std::function<void(int64_t, int64_t)>;
+  using Fn = FunctionRef<void(int64_t, int64_t)>;
 
   // Runs the job on the pool; returns false (having done nothing) when the pool is busy with
   // another thread's job, shut down, or unusable (forked child), so the caller runs inline.
@@ -297,7 +297,7 @@ bool in_parallel_region() {
   return t_in_parallel;
 }
 
-void parallel_for(int64_t begin, int64_t end, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+void parallel_for(int64_t begin, int64_t end, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn) {
   if (end <= begin) return;
   const int64_t n = end - begin;
   if (grain < 1) grain = 1;

@@ -16,7 +16,8 @@
 // - The workers are joined at process exit; a forked child runs everything inline.
 #pragma once
 #include <cstdint>
-#include <functional>
+
+#include "ember/kernels/cpu/function_ref.h"
 
 namespace ember::kernels::cpu {
 
@@ -36,6 +37,6 @@ bool in_parallel_region();
 // each (grain < 1 means 1) and runs fn(chunk_begin, chunk_end) for each, on the pool. Runs
 // fn(begin, end) inline when there is only one chunk (the range is smaller than 2*grain or one
 // thread is configured) or when called from inside a chunk. Returns when all chunks are done.
-void parallel_for(int64_t begin, int64_t end, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+void parallel_for(int64_t begin, int64_t end, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn);
 
 }  // namespace ember::kernels::cpu
