@@ -13,6 +13,7 @@
 #include "ember/engine/autograd/node.h"
 #include "ember/engine/copy.h"
 #include "ember/engine/dispatch.h"
+#include "ember/engine/object_pool.h"
 
 namespace ember {
 
@@ -50,8 +51,8 @@ int64_t wrap_dim(int64_t dim, int64_t ndim, const char* op) {
 
 Tensor Tensor::empty(const Shape& sizes, TensorOptions opts) {
   for (int64_t s : sizes) EMBER_CHECK(s >= 0, "empty: negative size in shape ", shape_str(sizes));
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(shape_numel(sizes) * dtype_size(opts.dtype), opts.device);
+  auto impl = make_pooled<TensorImpl>();
+  impl->storage = make_pooled<Storage>(shape_numel(sizes) * dtype_size(opts.dtype), opts.device);
   impl->sizes = sizes;
   impl->strides = contiguous_strides(sizes);
   impl->dtype = opts.dtype;
@@ -62,7 +63,7 @@ Tensor Tensor::empty(const Shape& sizes, TensorOptions opts) {
 }
 
 Tensor Tensor::make_view(std::shared_ptr<Storage> storage, Shape sizes, Shape strides, int64_t offset, DType dtype) {
-  auto impl = std::make_shared<TensorImpl>();
+  auto impl = make_pooled<TensorImpl>();
   impl->storage = std::move(storage);
   impl->sizes = std::move(sizes);
   impl->strides = std::move(strides);

@@ -16,11 +16,13 @@
 #include "ember/engine/device.h"
 #include "ember/engine/dtype.h"
 #include "ember/engine/error.h"
+#include "ember/engine/small_vector.h"
 #include "ember/engine/storage.h"
 
 namespace ember {
 
-using Shape = std::vector<int64_t>;
+// Sizes, strides, dim lists: up to 6 kept inline (small_vector.h), the ranks ember's models use.
+using Shape = SmallVector<int64_t, 6>;
 std::string shape_str(const Shape& s);  // "[2, 3]"
 int64_t shape_numel(const Shape& s);
 Shape contiguous_strides(const Shape& sizes);
@@ -169,6 +171,8 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t);
 // Normalises a possibly negative dim against a rank; names `op` in the error.
 int64_t wrap_dim(int64_t dim, int64_t ndim, const char* op);
 
-using TensorList = std::vector<Tensor>;
+// An op's inputs, outputs and gradients: a few, kept inline (small_vector.h). Long lists (a
+// model's parameters) are std::vector<Tensor>, which converts to a TensorList where one is asked.
+using TensorList = SmallVector<Tensor, 4>;
 
 }  // namespace ember

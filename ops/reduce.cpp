@@ -34,8 +34,8 @@ using autograd::record;
 namespace {
 
 // Sorted, unique, non-negative reduced dims; all dims when `dims` is empty.
-std::vector<int64_t> normalize_dims(const Shape& dims, int64_t ndim, const char* op) {
-  std::vector<int64_t> out;
+Shape normalize_dims(const Shape& dims, int64_t ndim, const char* op) {
+  Shape out;
   if (dims.empty()) {
     for (int64_t d = 0; d < ndim; ++d) out.push_back(d);
     return out;
@@ -47,7 +47,7 @@ std::vector<int64_t> normalize_dims(const Shape& dims, int64_t ndim, const char*
   return out;
 }
 
-Shape reduced_shape(const Shape& sizes, const std::vector<int64_t>& rd, bool keepdim) {
+Shape reduced_shape(const Shape& sizes, const Shape& rd, bool keepdim) {
   Shape out;
   for (int64_t d = 0; d < static_cast<int64_t>(sizes.size()); ++d) {
     bool r = std::find(rd.begin(), rd.end(), d) != rd.end();
@@ -66,7 +66,7 @@ struct Rows {
   int64_t outer = 1, inner = 1;
 };
 
-static Rows to_rows(const Tensor& a, const std::vector<int64_t>& rd) {
+static Rows to_rows(const Tensor& a, const Shape& rd) {
   Shape perm;
   for (int64_t d = 0; d < a.dim(); ++d)
     if (std::find(rd.begin(), rd.end(), d) == rd.end()) perm.push_back(d);
@@ -100,7 +100,7 @@ static Tensor reduce_rows_gpu(const char* op, const Rows& r, const Shape& out_sh
 }
 
 template <typename Row>
-static Tensor reduce_rows(const char* op, const Tensor& a, const std::vector<int64_t>& rd, const Shape& out_shape,
+static Tensor reduce_rows(const char* op, const Tensor& a, const Shape& rd, const Shape& out_shape,
                           const Row& row, std::optional<kc::RowOp> gpu = std::nullopt, double p0 = 0) {
   Rows r = to_rows(a, rd);
   if (a.device().is_cuda()) {
@@ -121,7 +121,7 @@ static Tensor reduce_rows(const char* op, const Tensor& a, const std::vector<int
   return out;
 }
 
-static Tensor sum_forward(const Tensor& a, const std::vector<int64_t>& rd, const Shape& out_shape) {
+static Tensor sum_forward(const Tensor& a, const Shape& rd, const Shape& out_shape) {
   // Leading dims of a contiguous tensor: add whole rows into the output (vectorised). On the
   // GPU the in-place column sum pays when a block's 32 columns are all used; narrower matrices
   // take the row kernel below.
@@ -149,7 +149,7 @@ static Tensor sum_forward(const Tensor& a, const std::vector<int64_t>& rd, const
       // in block order: the threads share the work and the result does not depend on their count.
       if (cols >= 4096 || rows * cols < 2 * 16384) {
         kernels::cpu::parallel_for(0, cols, 4096, [&](int64_t cb, int64_t ce) {
-          std::vector<double> acc(ce - cb, 0.0);
+          SmallVector<double, 256> acc(static_cast<size_t>(ce - cb), 0.0);  // on the stack for a bias's columns
           for (int64_t i = 0; i < rows; ++i) {
             const T* xr = x + i * cols;
             for (int64_t j = cb; j < ce; ++j) acc[j - cb] += xr[j];
@@ -194,7 +194,7 @@ static Tensor sum_forward(const Tensor& a, const std::vector<int64_t>& rd, const
 }
 
 // Expands a reduced gradient back over the reduced dims.
-static Tensor expand_back(const Tensor& g, const Shape& in_shape, const std::vector<int64_t>& rd, bool keepdim) {
+static Tensor expand_back(const Tensor& g, const Shape& in_shape, const Shape& rd, bool keepdim) {
   Tensor t = g;
   if (!keepdim)
     for (int64_t d : rd) t = t.unsqueeze(d);
@@ -250,13 +250,11 @@ Tensor sum_to_size(const Tensor& g, const Shape& shape) {
 
 namespace {
 
-int64_t reduced_numel(const Shape& sizes, const std::vector<int64_t>& rd) {
+int64_t reduced_numel(const Shape& sizes, const Shape& rd) {
   int64_t n = 1;
   for (int64_t d : rd) n *= sizes[d];
   return n;
 }
-
-Shape as_shape(const std::vector<int64_t>& rd) { return Shape(rd.begin(), rd.end()); }
 
 // Runs f(i) for every row i in [0, outer) on the thread pool.
 template <typename F>
@@ -268,7 +266,7 @@ void for_each_row(int64_t outer, int64_t inner, const F& f) {
 }
 
 // A [outer, inner] row-layout result (as produced from to_rows(a, rd)) put back into a's dim order.
-Tensor from_rows(const Tensor& rows, const Shape& in_shape, const std::vector<int64_t>& rd) {
+Tensor from_rows(const Tensor& rows, const Shape& in_shape, const Shape& rd) {
   const int64_t nd = static_cast<int64_t>(in_shape.size());
   Shape perm;
   for (int64_t d = 0; d < nd; ++d)
@@ -328,7 +326,7 @@ std::string dims_str(const Shape& dims) { return dims.empty() ? std::string("all
 namespace {
 
 // Per row: sum((x - mean)^2) / denom, or its square root. Two passes, accumulated in f64.
-Tensor moments_forward(const char* op, const Tensor& a, const std::vector<int64_t>& rd, const Shape& out_shape,
+Tensor moments_forward(const char* op, const Tensor& a, const Shape& rd, const Shape& out_shape,
                        double denom, bool take_sqrt) {
   return reduce_rows(op, a, rd, out_shape, [denom, take_sqrt](const auto* x, int64_t n) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
@@ -346,12 +344,12 @@ Tensor moments_forward(const char* op, const Tensor& a, const std::vector<int64_
 }
 
 // d var / da = 2 (a - mean(a)) / denom, times the expanded gradient.
-Tensor var_backward(const Tensor& g, const Tensor& a, const std::vector<int64_t>& rd, bool keepdim, double denom) {
-  Tensor centered = sub(a, mean(a, as_shape(rd), /*keepdim=*/true));
+Tensor var_backward(const Tensor& g, const Tensor& a, const Shape& rd, bool keepdim, double denom) {
+  Tensor centered = sub(a, mean(a, rd, /*keepdim=*/true));
   return mul(mul(expand_back(g, a.sizes(), rd, keepdim), centered), 2.0 / denom);
 }
 
-double var_denominator(const char* op, const Tensor& a, const std::vector<int64_t>& rd, const Shape& dims,
+double var_denominator(const char* op, const Tensor& a, const Shape& rd, const Shape& dims,
                        bool unbiased) {
   const int64_t n = reduced_numel(a.sizes(), rd);
   const double denom = static_cast<double>(n) - (unbiased ? 1.0 : 0.0);
@@ -398,7 +396,7 @@ namespace {
 
 // Per row of the reduced dim: the first extreme element (NaN wins, as the first NaN met).
 // Values in a's dtype and i64 indices, both in the keepdim shape.
-void extreme_along(const char* op, const Tensor& a, const std::vector<int64_t>& rd, bool is_max, Tensor* values,
+void extreme_along(const char* op, const Tensor& a, const Shape& rd, bool is_max, Tensor* values,
                    Tensor* indices) {
   const int64_t n = reduced_numel(a.sizes(), rd);
   EMBER_CHECK(n > 0, op, ": cannot reduce over an empty dim (shape ", shape_str(a.sizes()), ")");
@@ -530,7 +528,7 @@ Tensor extreme_all(const char* op, const Tensor& a, const Shape& dims, bool keep
   // The gradient is shared evenly by the elements equal to the extreme.
   record(op, {a}, y, [a, rd, keepdim](const TensorList& g, const TensorList& out) {
     Tensor hit = eq(a, expand_back(out[0].detach(), a.sizes(), rd, keepdim)).to(g[0].dtype());
-    Tensor share = div(hit, sum(hit, as_shape(rd), /*keepdim=*/true));
+    Tensor share = div(hit, sum(hit, rd, /*keepdim=*/true));
     return TensorList{mul(expand_back(g[0], a.sizes(), rd, keepdim), share)};
   }, {a}, /*save_outputs=*/true);
   return y;
@@ -678,7 +676,7 @@ namespace {
 
 // r_j = sum_{i != j} w_i prod_{k != i, j} x_k per row, exact when x has zeros (the backward of
 // prod_others in that case). Its own backward is not needed below third order.
-Tensor prod_others_backward(const Tensor& w, const Tensor& a, const std::vector<int64_t>& rd) {
+Tensor prod_others_backward(const Tensor& w, const Tensor& a, const Shape& rd) {
   Rows ra = to_rows(a, rd), rw = to_rows(w, rd);
   Tensor out = Tensor::empty({a.numel()}, options_of(a));
   if (a.device().is_cuda()) {
@@ -712,7 +710,7 @@ Tensor prod_others_backward(const Tensor& w, const Tensor& a, const std::vector<
 
 // o_j = prod_{k != j} a_k over the reduced dims, from exclusive prefix and suffix products:
 // exact when a has zeros (no division).
-Tensor prod_others(const Tensor& a, const std::vector<int64_t>& rd) {
+Tensor prod_others(const Tensor& a, const Shape& rd) {
   Rows r = to_rows(a, rd);
   Tensor out = Tensor::empty({a.numel()}, options_of(a));
   if (a.device().is_cuda()) {
@@ -738,7 +736,7 @@ Tensor prod_others(const Tensor& a, const std::vector<int64_t>& rd) {
     if (any_zero(a)) return TensorList{prod_others_backward(g[0], a, rd)};
     // No zeros: d o_i / d a_j = o_i / a_j (i != j), so the gradient is (sum_i g_i o_i - g_j o_j) / a_j.
     Tensor go = mul(g[0], outs[0]);
-    return TensorList{div(sub(sum(go, as_shape(rd), /*keepdim=*/true), go), a)};
+    return TensorList{div(sub(sum(go, rd, /*keepdim=*/true), go), a)};
   }, {a}, /*save_outputs=*/true);
   return y;
 }

@@ -156,7 +156,7 @@ Tensor Tensor::permute(const Shape& dims) const {
   EMBER_CHECK(static_cast<int64_t>(dims.size()) == dim(), "permute: ", dims.size(), " dims given for a tensor of shape ",
               shape_str(sizes()));
   Shape sz(dim()), st(dim()), inv(dim());
-  std::vector<bool> seen(dim(), false);
+  SmallVector<bool, 8> seen(static_cast<size_t>(dim()), false);
   for (int64_t i = 0; i < dim(); ++i) {
     int64_t d = wrap_dim(dims[i], dim(), "permute");
     EMBER_CHECK(!seen[d], "permute: dim ", d, " repeated in ", shape_str(dims));

@@ -15,7 +15,8 @@
 
 #include <queue>
 #include <span>
-#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "ember/engine/autograd/grad_mode.h"
 #include "ember/engine/autograd/node.h"
@@ -43,9 +44,9 @@ struct Capture {
 
 bool is_sink_in_grad_mode(bool is_sink, bool capture_mode) { return is_sink && capture_mode; }
 
-std::string shapes_of(const std::vector<Shape>& shapes) {
+std::string shapes_of(const autograd::ShapeList& shapes) {
   std::string s;
-  for (size_t i = 0; i < shapes.size(); ++i) s += (i ? ", " : "") + shape_str(shapes[i]);
+  for (size_t i = 0; i < shapes.size(); ++i) s.append(i ? ", " : "").append(shape_str(shapes[i]));
   return s;
 }
 
@@ -64,6 +65,50 @@ struct WalkNode {
 
 constexpr uint32_t kNoTarget = UINT32_MAX;
 
+// Node -> its number in the walk. Open addressing with linear probing in one array, grown at
+// half full: std::unordered_map allocated a list node per entry, hundreds per walk.
+class NodeNumbers {
+  struct Slot {
+    Node* node = nullptr;
+    uint32_t number = kNoTarget;
+  };
+  // The slot of `n`, or the empty one where it would go.
+  template <typename Slots>
+  static auto& probe(Slots& slots, Node* n) {
+    const size_t mask = slots.size() - 1;  // a power of two
+    const auto h = reinterpret_cast<uintptr_t>(n);
+    size_t i = static_cast<size_t>((h >> 4) * 0x9E3779B97F4A7C15ull >> 20) & mask;
+    while (slots[i].node && slots[i].node != n) i = (i + 1) & mask;
+    return slots[i];
+  }
+
+ public:
+  NodeNumbers() : slots_(512) {}
+  // The number of `n`, given `next` if it is new; and whether it was.
+  std::pair<uint32_t, bool> try_emplace(Node* n, uint32_t next) {
+    if (2 * (used_ + 1) > slots_.size()) grow();
+    Slot& s = probe(slots_, n);
+    if (s.node) return {s.number, false};
+    s = {n, next};
+    ++used_;
+    return {next, true};
+  }
+  uint32_t find(Node* n) const {  // kNoTarget when absent
+    const Slot& s = probe(slots_, n);
+    return s.node ? s.number : kNoTarget;
+  }
+
+ private:
+  void grow() {
+    std::vector<Slot> bigger(2 * slots_.size());
+    for (const Slot& s : slots_)
+      if (s.node) probe(bigger, s.node) = s;
+    slots_ = std::move(bigger);
+  }
+  std::vector<Slot> slots_;
+  size_t used_ = 0;
+};
+
 // Runs the walk. With `captures` non-empty, returns the gradient arriving at each capture
 // point and leaves .grad alone; otherwise accumulates into leaves.
 TensorList run_backward(const TensorList& roots, const TensorList& root_grads, bool keep_graph, bool create_graph,
@@ -75,17 +120,19 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
   // --- 1. discover the graph (iterative DFS), then prune to what the captures need ---
   std::vector<WalkNode> nodes;
   std::vector<uint32_t> edge_target;  // per node, per edge: the target's number, or kNoTarget
-  std::unordered_map<Node*, uint32_t> number;
-  number.reserve(256);
+  NodeNumbers number;
+  nodes.reserve(256);
+  edge_target.reserve(512);
   {
     std::vector<uint32_t> stack;
+    stack.reserve(64);
     auto visit = [&](Node* n) {
-      auto [it, fresh] = number.try_emplace(n, static_cast<uint32_t>(nodes.size()));
+      const auto [i, fresh] = number.try_emplace(n, static_cast<uint32_t>(nodes.size()));
       if (fresh) {
         nodes.emplace_back(n);
-        stack.push_back(it->second);
+        stack.push_back(i);
       }
-      return it->second;
+      return i;
     };
     for (const auto& e : root_edges)
       if (e.valid()) visit(e.node.get());
@@ -102,10 +149,7 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
     return std::span<const uint32_t>(first, w.node->next_edges().size());
   };
   std::vector<uint32_t> capture_at(captures.size(), kNoTarget);
-  for (size_t c = 0; c < captures.size(); ++c) {
-    auto it = number.find(captures[c].node);
-    if (it != number.end()) capture_at[c] = it->second;
-  }
+  for (size_t c = 0; c < captures.size(); ++c) capture_at[c] = number.find(captures[c].node);
   if (capture_mode) {
     // A node is needed when a capture point is at it or below it. Reverse topological order
     // is not known yet, so iterate to a fixed point (graphs here are small; each pass is linear;
@@ -149,19 +193,19 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
   std::priority_queue<uint32_t, std::vector<uint32_t>, decltype(by_latest)> ready(by_latest);
   for (size_t i = 0; i < roots.size(); ++i) {
     if (!root_edges[i].valid()) continue;
-    const uint32_t n = number.at(root_edges[i].node.get());
+    const uint32_t n = number.find(root_edges[i].node.get());
     if (nodes[n].needed) deliver(n, root_edges[i].input_nr, root_grads[i]);
   }
   for (const auto& e : root_edges) {
     if (!e.valid()) continue;
-    const uint32_t n = number.at(e.node.get());
+    const uint32_t n = number.find(e.node.get());
     if (nodes[n].needed && nodes[n].deps == 0 && !nodes[n].queued) {
       ready.push(n);
       nodes[n].queued = true;
     }
   }
 
-  std::vector<Tensor> captured(captures.size());
+  TensorList captured(captures.size());
   GradModeGuard mode(create_graph);
 
   // --- 3. run ---

@@ -24,7 +24,7 @@ std::string graph_to_dot(const TensorList& roots) {
       os << "  n" << id << " [shape=ellipse, label=\"leaf " << (leaf.defined() ? leaf.str() : "(freed)") << "\"];\n";
     } else {
       std::string shapes;
-      for (const auto& m : n->output_meta()) shapes += (shapes.empty() ? "" : ", ") + shape_str(m.sizes);
+      for (const auto& m : n->output_meta()) shapes.append(shapes.empty() ? "" : ", ").append(shape_str(m.sizes));
       os << "  n" << id << " [shape=box, label=\"" << n->name() << "\\n-> " << shapes << "\"];\n";
     }
     return id;
@@ -67,7 +67,7 @@ std::string TraceScope::table() const {
   os << line;
   for (const auto& e : events()) {
     std::string ins;
-    for (const auto& s : e.input_shapes) ins += (ins.empty() ? "" : " ") + shape_str(s);
+    for (const auto& s : e.input_shapes) ins.append(ins.empty() ? "" : " ").append(shape_str(s));
     std::snprintf(line, sizeof line, "%-22s %-36s %-16s %-5s %-7s %10.1f\n", e.op.c_str(), ins.c_str(),
                   shape_str(e.output_shape).c_str(), dtype_name(e.dtype), e.device.str().c_str(), e.micros);
     os << line;

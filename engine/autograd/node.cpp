@@ -9,6 +9,7 @@
 
 #include "ember/engine/autograd/grad_mode.h"
 #include "ember/engine/factory.h"
+#include "ember/engine/object_pool.h"
 
 namespace ember::autograd {
 
@@ -17,7 +18,7 @@ namespace {
 std::atomic<uint64_t> g_next_sequence_nr{0};
 }  // namespace
 
-Node::Node(std::string name, std::vector<Edge> next_edges, std::vector<TensorMeta> output_meta)
+Node::Node(std::string name, EdgeList next_edges, MetaList output_meta)
     : name_(std::move(name)),
       next_edges_(std::move(next_edges)),
       output_meta_(std::move(output_meta)),
@@ -154,7 +155,7 @@ Edge gradient_edge(const Tensor& t) {
   // at one node (and `grad` can capture there).
   auto acc = t.get()->grad_accumulator.lock();
   if (!acc) {
-    acc = std::make_shared<AccumulateGrad>(t);
+    acc = make_pooled<AccumulateGrad>(t);
     t.get()->grad_accumulator = acc;
   }
   return {acc, 0};
@@ -163,14 +164,16 @@ Edge gradient_edge(const Tensor& t) {
 void record(const char* name, const TensorList& inputs, TensorList& outputs, BackwardFn fn, const TensorList& saved,
             bool save_outputs) {
   if (!needs_grad(inputs)) return;
-  std::vector<Edge> edges;
-  std::vector<Shape> in_shapes;
+  EdgeList edges;
+  ShapeList in_shapes;
   edges.reserve(inputs.size());
+  in_shapes.reserve(inputs.size());
   for (const auto& t : inputs) {
     edges.push_back(gradient_edge(t));
     in_shapes.push_back(t.defined() ? t.sizes() : Shape{});
   }
-  std::vector<TensorMeta> meta;
+  MetaList meta;
+  meta.reserve(outputs.size());
   for (auto& o : outputs) {
     // An op must not hand back an input's own impl; give the output an impl of its own so
     // attaching grad_fn never rewires the input.
@@ -178,9 +181,10 @@ void record(const char* name, const TensorList& inputs, TensorList& outputs, Bac
       if (t.defined() && o.impl() == t.impl()) o = Tensor::make_view(o.storage(), o.sizes(), o.strides(), o.offset(), o.dtype());
     meta.push_back({o.sizes(), o.dtype(), o.device()});
   }
-  auto node = std::make_shared<Node>(name, std::move(edges), std::move(meta));
+  auto node = make_pooled<Node>(name, std::move(edges), std::move(meta));
   node->input_shapes_ = std::move(in_shapes);
   node->fn_ = std::move(fn);
+  node->saved_.reserve(saved.size() + (save_outputs ? outputs.size() : 0));
   for (const auto& t : saved)
     if (t.defined()) node->saved_.emplace_back(t, t.version());
   if (save_outputs) {

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "ember/engine/inline_function.h"
 #include "ember/engine/tensor.h"
 
 namespace ember::autograd {
@@ -40,23 +41,30 @@ struct TensorMeta {
   Device device;
 };
 
+// A node's lists, inline for the common op (one output, up to three inputs) so that recording
+// an op allocates the node and nothing else for them (small_vector.h).
+using EdgeList = SmallVector<Edge, 3>;
+using MetaList = SmallVector<TensorMeta, 1>;
+using ShapeList = SmallVector<Shape, 3>;
+
 // grads: one per output (zeros where an output received none). outputs: the node's outputs,
 // re-attached to this node, when recorded with save_outputs (else empty).
 // Returns one gradient per input; an undefined Tensor means "no gradient".
-using BackwardFn = std::function<TensorList(const TensorList& grads, const TensorList& outputs)>;
+// Move-only, with room inside for the closures ops record (inline_function.h).
+using BackwardFn = InlineFunction<TensorList(const TensorList& grads, const TensorList& outputs), 96>;
 
 class Node : public std::enable_shared_from_this<Node> {
  public:
-  Node(std::string name, std::vector<Edge> next_edges, std::vector<TensorMeta> output_meta);
+  Node(std::string name, EdgeList next_edges, MetaList output_meta);
   virtual ~Node() = default;
 
   const std::string& name() const { return name_; }
-  const std::vector<Edge>& next_edges() const { return next_edges_; }
-  const std::vector<TensorMeta>& output_meta() const { return output_meta_; }
+  const EdgeList& next_edges() const { return next_edges_; }
+  const MetaList& output_meta() const { return output_meta_; }
   size_t num_outputs() const { return output_meta_.size(); }
   uint64_t sequence_nr() const { return sequence_nr_; }
   bool released() const { return released_; }
-  const std::vector<Shape>& input_shapes() const { return input_shapes_; }
+  const ShapeList& input_shapes() const { return input_shapes_; }
 
   // Runs the backward. Throws if the node was released or a saved tensor changed.
   virtual TensorList apply(const TensorList& grads);
@@ -65,17 +73,17 @@ class Node : public std::enable_shared_from_this<Node> {
 
  protected:
   std::string name_;
-  std::vector<Edge> next_edges_;
-  std::vector<TensorMeta> output_meta_;
-  std::vector<Shape> input_shapes_;
+  EdgeList next_edges_;
+  MetaList output_meta_;
+  ShapeList input_shapes_;
   uint64_t sequence_nr_;
   bool released_ = false;
 
  private:
   friend void record(const char*, const TensorList&, TensorList&, BackwardFn, const TensorList&, bool);
   BackwardFn fn_;
-  std::vector<std::pair<Tensor, uint64_t>> saved_;  // tensor, version when saved
-  std::vector<Tensor> saved_outputs_;               // detached aliases of the outputs
+  SmallVector<std::pair<Tensor, uint64_t>, 3> saved_;  // tensor, version when saved
+  TensorList saved_outputs_;                           // detached aliases of the outputs
 };
 
 // The sink of a leaf that requires grad: accumulates into leaf.grad.

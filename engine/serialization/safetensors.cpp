@@ -45,7 +45,7 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
     EMBER_CHECK(t.defined(), "save_safetensors ", path, ": tensor '", name, "' is undefined");
     Tensor h = t.detach().to(Device::cpu()).contiguous();
     uint64_t bytes = static_cast<uint64_t>(h.numel()) * h.element_size();
-    recs.push_back({name, st_dtype(h.dtype()), h.sizes(), pos, pos + bytes});
+    recs.push_back({name, st_dtype(h.dtype()), h.sizes().to_vector(), pos, pos + bytes});
     host.push_back(h);
     pos += bytes;
   }

@@ -326,7 +326,7 @@ TEST(CudaGpu, PhiloxGivesTheCpuNumbers) {
 TEST(CudaGpu, FusedAdamMatchesTheCpu) {
   EMBER_REQUIRE_GPU();
   for (bool decoupled : {false, true}) {
-    TensorList pc, pg;
+    std::vector<Tensor> pc, pg;
     for (int i = 0; i < 40; ++i) {  // more than one launch's 32 tensors
       Tensor p = rnd({(i * 37) % 101 + 1}, 30 + i);
       pc.push_back(p.clone().requires_grad_(true));

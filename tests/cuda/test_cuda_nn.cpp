@@ -192,19 +192,19 @@ TEST(CudaGpu, BinaryCrossEntropyMatchesTheCpu) {
 template <typename MakeOpt>
 void expect_optimizer_parity(const MakeOpt& make, const char* what) {
   SCOPED_TRACE(what);
-  TensorList pc, pg;
+  std::vector<Tensor> pc, pg;
   for (int i = 0; i < 40; ++i) {  // more than one launch's 32 tensors
     Tensor p = rnd({(i * 37) % 101 + 1}, 60 + i);
     pc.push_back(p.clone().requires_grad_(true));
     pg.push_back(p.to(kGpu).requires_grad_(true));
   }
-  TensorList ps2;  // a third copy stepped through prepare_step + launch_step (the CUDA-graph path)
+  std::vector<Tensor> ps2;  // a third copy stepped through prepare_step + launch_step (the CUDA-graph path)
   for (const Tensor& p : pg) ps2.push_back(p.detach().clone().requires_grad_(true));
   auto oc = make(pc), og = make(pg), o2 = make(ps2);
   for (int step = 0; step < 3; ++step) {
     for (auto* o : {oc.get(), og.get(), o2.get()}) {
       o->zero_grad();
-      const TensorList& ps = o->params();
+      const std::vector<Tensor>& ps = o->params();
       Tensor l = zeros({}, {.device = ps[0].device()});
       for (size_t i = 0; i < ps.size(); ++i) l = add(l, mul(square(ps[i]), static_cast<double>(i + 1)).sum());
       l.backward();
@@ -244,13 +244,13 @@ TEST(CudaGpu, FusedOptimizersMatchTheCpu) {
 
 TEST(CudaGpu, GradientClippingMatchesTheCpu) {
   EMBER_REQUIRE_GPU();
-  TensorList pc, pg;
+  std::vector<Tensor> pc, pg;
   for (int i = 0; i < 5; ++i) {
     Tensor p = rnd({7 + i, 3}, 70 + i);
     pc.push_back(p.clone().requires_grad_(true));
     pg.push_back(p.to(kGpu).requires_grad_(true));
   }
-  for (TensorList* ps : {&pc, &pg}) {
+  for (std::vector<Tensor>* ps : {&pc, &pg}) {
     Tensor l = zeros({}, {.device = (*ps)[0].device()});
     for (const Tensor& p : *ps) l = add(l, mul(p, p).sum());
     l.backward();
