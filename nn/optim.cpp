@@ -5,6 +5,7 @@
 #include "ember/engine/autograd/grad_mode.h"
 #include "ember/engine/dispatch.h"
 #include "ember/engine/factory.h"
+#include "ember/kernels/cpu/optim.h"
 #include "ember/kernels/cpu/parallel.h"
 #include "ember/kernels/cuda/optim.h"
 #include "ember/ops/elementwise.h"
@@ -226,16 +227,12 @@ void Adam::step() {
       using T = typename decltype(tag)::type;
       T* mp = m.data<T>();
       T* vp = v.data<T>();
-      const T b1 = T(opts.beta1), b2 = T(opts.beta2), eps = T(opts.eps), wd = T(opts.weight_decay);
-      const T step_size = T(lr / bc1), inv_sqrt_bc2 = T(1 / std::sqrt(bc2)), decay = T(1 - lr * opts.weight_decay);
-      for (int64_t k = 0; k < n; ++k) {
-        T d = gr[k];
-        if (decoupled_) p[k] *= decay;
-        else d += wd * p[k];
-        mp[k] = b1 * mp[k] + (T(1) - b1) * d;
-        vp[k] = b2 * vp[k] + (T(1) - b2) * d * d;
-        p[k] -= step_size * mp[k] / (std::sqrt(vp[k]) * inv_sqrt_bc2 + eps);
-      }
+      const kernels::cpu::AdamConstants<T> c{T(opts.beta1), T(opts.beta2), T(opts.eps), T(opts.weight_decay),
+                                             T(lr / bc1), T(1 / std::sqrt(bc2)), T(1 - lr * opts.weight_decay),
+                                             decoupled_};
+      kernels::cpu::parallel_for(0, n, kernels::cpu::kParallelGrain, [&](int64_t b, int64_t e) {
+        kernels::cpu::adam_update(p + b, gr + b, mp + b, vp + b, e - b, c);
+      });
     });
   }
 }
