@@ -8,13 +8,25 @@
 //
 // A list holds at most 1 MiB of blocks; beyond that blocks go back to operator delete. A block
 // freed on another thread than the one that made it joins that thread's list (a loader thread's
-// batches freed by the training loop). When a thread ends, its lists are freed.
+// batches freed by the training loop). When a thread ends, its lists are freed. Under
+// AddressSanitizer nothing is pooled, so a use after free of these objects is still reported.
 #pragma once
 #include <algorithm>
 #include <cstddef>
 #include <memory>
 #include <new>
 #include <utility>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define EMBER_POOL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EMBER_POOL_ASAN 1
+#endif
+#endif
+#ifndef EMBER_POOL_ASAN
+#define EMBER_POOL_ASAN 0
+#endif
 
 namespace ember {
 
@@ -35,7 +47,7 @@ class BlockPool {
   }
   static void deallocate(void* p) noexcept {
     List& l = list;
-    if (l.closed || l.count >= kMaxBlocks) {
+    if (EMBER_POOL_ASAN || l.closed || l.count >= kMaxBlocks) {
       ::operator delete(p);
       return;
     }
