@@ -1,6 +1,6 @@
 // InlineFunction<R(A...), Bytes>: a move-only std::function that keeps a callable of up to
 // `Bytes` inside itself and goes to the heap only for a larger one. Every recorded op stores
-// its backward closure, which captures a few tensors and flags (32 to 96 bytes); in a
+// its backward closure, which captures a few tensors, shapes and flags (32 to 144 bytes); in a
 // std::function, whose inline room is 16 bytes, each one was a malloc at record time and a
 // free when the graph died (docs/performance.md, "Allocations per op").
 #pragma once
@@ -21,7 +21,8 @@ class InlineFunction<R(Args...), Bytes> {
   InlineFunction() noexcept = default;
   InlineFunction(std::nullptr_t) noexcept {}  // NOLINT
   template <typename F>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, InlineFunction> && std::is_invocable_r_v<R, std::decay_t<F>&, Args...>)
+    requires(!std::is_same_v<std::remove_cvref_t<F>, InlineFunction> &&
+             std::is_invocable_r_v<R, std::decay_t<F>&, Args...>)
   InlineFunction(F&& f) {  // NOLINT: converts from any callable, as std::function does
     using D = std::decay_t<F>;
     if constexpr (std::is_same_v<D, std::function<R(Args...)>> || std::is_pointer_v<D>) {
@@ -53,6 +54,12 @@ class InlineFunction<R(Args...), Bytes> {
 
   explicit operator bool() const noexcept { return ops_ != nullptr; }
 
+  // Whether a callable of type D is kept inside (else it goes to the heap).
+  template <typename D>
+  static constexpr bool fits_inline() {
+    return sizeof(D) <= Bytes && alignof(D) <= alignof(std::max_align_t) && std::is_nothrow_move_constructible_v<D>;
+  }
+
   R operator()(Args... args) const {
     if (!ops_) throw std::bad_function_call();
     return ops_->call(const_cast<unsigned char*>(storage_), std::forward<Args>(args)...);
@@ -65,10 +72,6 @@ class InlineFunction<R(Args...), Bytes> {
     void (*destroy)(void* storage) noexcept;
   };
 
-  template <typename D>
-  static constexpr bool fits_inline() {
-    return sizeof(D) <= Bytes && alignof(D) <= alignof(std::max_align_t) && std::is_nothrow_move_constructible_v<D>;
-  }
   template <typename D>
   static D& inline_object(void* storage) { return *std::launder(static_cast<D*>(storage)); }
   template <typename D>

@@ -200,7 +200,7 @@ class SmallVector {
     if (i >= size_) throw std::out_of_range("SmallVector::at: index out of range");
     return i;
   }
-  size_t next_capacity(size_t needed) const noexcept { return std::max(needed, 2 * capacity_); }
+  size_t next_capacity(size_t needed) const noexcept { return std::max(needed, 2 * size_t{capacity_}); }
 
   template <typename It>
   void append(It first, It last) {
@@ -215,15 +215,16 @@ class SmallVector {
   }
   void shrink(size_t n) noexcept {
     std::destroy(begin() + n, end());
-    size_ = n;
+    size_ = static_cast<uint32_t>(n);
   }
   void grow_to(size_t n) {
+    if (n > UINT32_MAX) throw std::length_error("SmallVector: more than 2^32 - 1 elements");
     T* fresh = std::allocator<T>().allocate(n);
     std::uninitialized_move(begin(), end(), fresh);
     std::destroy(begin(), end());
     if (on_heap()) std::allocator<T>().deallocate(data_, capacity_);
     data_ = fresh;
-    capacity_ = n;
+    capacity_ = static_cast<uint32_t>(n);
   }
   // Frees everything; leaves data_ dangling for the caller to reset.
   void release() noexcept {
@@ -247,9 +248,10 @@ class SmallVector {
     other.clear();
   }
 
+  // 32-bit counts keep a Shape at 64 bytes, so a closure holding two fits a node's BackwardFn.
   T* data_;
-  size_t size_ = 0;
-  size_t capacity_ = N;
+  uint32_t size_ = 0;
+  uint32_t capacity_ = N;
   alignas(T) unsigned char inline_[N * sizeof(T)];
 };
 

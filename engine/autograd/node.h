@@ -50,8 +50,9 @@ using ShapeList = SmallVector<Shape, 3>;
 // grads: one per output (zeros where an output received none). outputs: the node's outputs,
 // re-attached to this node, when recorded with save_outputs (else empty).
 // Returns one gradient per input; an undefined Tensor means "no gradient".
-// Move-only, with room inside for the closures ops record (inline_function.h).
-using BackwardFn = InlineFunction<TensorList(const TensorList& grads, const TensorList& outputs), 96>;
+// Move-only, with room inside for the closures ops record (inline_function.h): 144 bytes hold two
+// shapes and a flag (sum's, reshape's) or three tensors, their flags and two constants.
+using BackwardFn = InlineFunction<TensorList(const TensorList& grads, const TensorList& outputs), 144>;
 
 class Node : public std::enable_shared_from_this<Node> {
  public:
@@ -125,12 +126,16 @@ bool needs_input_grad(size_t i);
 //   record("mul", {a, b}, y, [a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](...) {
 //     return TensorList{ra ? mul(g[0], b) : Tensor(), rb ? mul(g[0], a) : Tensor()};
 //   }, {a, b});
+// Eight bytes, so that a closure capturing three tensors, three of these and two constants
+// stays small inside its node (BackwardFn's 144 bytes).
 struct InputGrad {
   bool required;
-  size_t index;
+  uint32_t index;
   explicit operator bool() const { return required && needs_input_grad(index); }
 };
-inline InputGrad input_grad(const Tensor& t, size_t i) { return {t.defined() && t.requires_grad(), i}; }
+inline InputGrad input_grad(const Tensor& t, size_t i) {
+  return {t.defined() && t.requires_grad(), static_cast<uint32_t>(i)};
+}
 
 // Set by the engine around one node's backward; restores the previous mask when it ends.
 class InputGradMask {

@@ -86,6 +86,9 @@ struct DeviceCache {
   std::mutex mutex;
   FreeLists free_blocks;                          // the device's cache
   std::unordered_map<void*, Block> live;          // pointer -> its block
+  // The map's nodes of freed blocks, reused for the next allocations: a node allocated and
+  // freed per tensor was the GPU path's last malloc per op.
+  std::vector<std::unordered_map<void*, Block>::node_type> spare_nodes;
   std::unordered_map<uint64_t, FreeLists> pools;  // graph pool id -> its free blocks
   uint64_t capturing_pool = 0;                    // the pool of the capture in progress (0: none)
   std::thread::id capturing_thread;               // the thread capturing: only its blocks use the pool
@@ -179,7 +182,15 @@ void* device_alloc(size_t nbytes, int index) {
     c.stats.reserved += size;
     c.stats.peak_reserved = std::max(c.stats.peak_reserved, c.stats.reserved);
   }
-  c.live[p] = Block{size, pool};
+  if (c.spare_nodes.empty()) {
+    c.live.emplace(p, Block{size, pool});
+  } else {
+    auto node = std::move(c.spare_nodes.back());
+    c.spare_nodes.pop_back();
+    node.key() = p;
+    node.mapped() = Block{size, pool};
+    c.live.insert(std::move(node));
+  }
   c.stats.allocated += size;
   c.stats.peak_allocated = std::max(c.stats.peak_allocated, c.stats.allocated);
   return p;
@@ -197,7 +208,7 @@ void device_free(void* p, int index) {
   // capture is adopted by the capturing pool (a captured kernel may read it on replay); any other
   // to the cache.
   const uint64_t owner = b.pool ? b.pool : c.pool_of_this_thread();
-  c.live.erase(it);
+  c.spare_nodes.push_back(c.live.extract(it));
   if (!owner && !caching_enabled()) {
     set_device(index);
     cudaFree(p);  // synchronises the device: no queued kernel still reads the block

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "ember/ember.h"
+#include "ember/engine/autograd/node.h"
 #include "ember/engine/inline_function.h"
 #include "ember/engine/object_pool.h"
 #include "ember/engine/small_vector.h"
@@ -157,6 +158,27 @@ TEST(InlineFunction, CallsMovesAndDestroysSmallAndLargeClosures) {
   }
   EXPECT_EQ(alive.use_count(), 1);
   EXPECT_FALSE(Fn(std::function<std::string(const std::string&)>()));  // empty stays empty
+}
+
+TEST(InlineFunction, TheClosuresOpsRecordFitInsideTheirNode) {
+  // What ops capture: sum's input shape, dims and keepdim; softplus_curvature's three tensors,
+  // their InputGrads and two constants. A Shape must stay 64 bytes for the first.
+  EXPECT_EQ(sizeof(Shape), 64u);
+  Shape in_shape{2, 3}, rd{1};
+  Tensor x = ones({2});
+  auto sum_like = [in_shape, rd, keepdim = false](const TensorList& g, const TensorList&) {
+    return TensorList{g[0].expand(in_shape)};
+  };
+  auto curvature_like = [x, y = x, a = x, beta = 1.0, threshold = 20.0, rx = autograd::input_grad(x, 0),
+                         ry = autograd::input_grad(x, 1), ra = autograd::input_grad(x, 2)](const TensorList& g,
+                                                                                             const TensorList&) {
+    return TensorList{g[0]};
+  };
+  EXPECT_TRUE(autograd::BackwardFn::fits_inline<decltype(sum_like)>());
+  EXPECT_TRUE(autograd::BackwardFn::fits_inline<decltype(curvature_like)>());
+  std::array<char, 200> pad{};
+  auto too_big = [pad](const TensorList& g, const TensorList&) { return TensorList{g[0]}; };
+  EXPECT_FALSE(autograd::BackwardFn::fits_inline<decltype(too_big)>());
 }
 
 TEST(ObjectPool, ReusesFreedBlocksAndFreesEachObjectOnce) {
