@@ -23,6 +23,9 @@ namespace {
 std::atomic<uint64_t> g_allocations{0};
 }  // namespace
 
+// Not under AddressSanitizer, which brings its own operator new (its nothrow one included) and
+// reports a block from it freed here as a mismatch; the test is skipped there.
+#if !EMBER_POOL_ASAN
 void* operator new(std::size_t n) {
   g_allocations.fetch_add(1, std::memory_order_relaxed);
   if (void* p = std::malloc(n ? n : 1)) return p;
@@ -30,6 +33,7 @@ void* operator new(std::size_t n) {
 }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#endif
 
 using namespace ember;
 
