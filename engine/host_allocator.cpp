@@ -15,18 +15,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "ember/engine/asan.h"
 #include "ember/engine/error.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define EMBER_HOST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define EMBER_HOST_ASAN 1
-#endif
-#endif
-#ifndef EMBER_HOST_ASAN
-#define EMBER_HOST_ASAN 0
-#endif
 
 namespace ember::host {
 namespace {
@@ -60,7 +50,7 @@ size_t cache_limit_from_env() {
 
 struct Allocator {
   std::mutex mu;
-  const bool caches = !EMBER_HOST_ASAN && !env_flag("EMBER_CPU_NO_CACHING");
+  const bool caches = !EMBER_ASAN && !env_flag("EMBER_CPU_NO_CACHING");
   const size_t limit = cache_limit_from_env();
   std::unordered_map<size_t, std::vector<char*>> free_blocks;  // size class -> user pointers, LIFO
   size_t cached = 0;

@@ -17,16 +17,7 @@
 #include <new>
 #include <utility>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define EMBER_POOL_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define EMBER_POOL_ASAN 1
-#endif
-#endif
-#ifndef EMBER_POOL_ASAN
-#define EMBER_POOL_ASAN 0
-#endif
+#include "ember/engine/asan.h"
 
 namespace ember {
 
@@ -47,7 +38,7 @@ class BlockPool {
   }
   static void deallocate(void* p) noexcept {
     List& l = list;
-    if (EMBER_POOL_ASAN || l.closed || l.count >= kMaxBlocks) {
+    if (EMBER_ASAN || l.closed || l.count >= kMaxBlocks) {
       ::operator delete(p);
       return;
     }

@@ -25,7 +25,7 @@ std::atomic<uint64_t> g_allocations{0};
 
 // Not under AddressSanitizer, which brings its own operator new (its nothrow one included) and
 // reports a block from it freed here as a mismatch; the test is skipped there.
-#if !EMBER_POOL_ASAN
+#if !EMBER_ASAN
 void* operator new(std::size_t n) {
   g_allocations.fetch_add(1, std::memory_order_relaxed);
   if (void* p = std::malloc(n ? n : 1)) return p;
@@ -38,7 +38,7 @@ void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 using namespace ember;
 
 TEST(Allocations, ADdeTrainingStepMakesAlmostNonePerOp) {
-  if (EMBER_POOL_ASAN) GTEST_SKIP() << "an AddressSanitizer build pools nothing (engine/object_pool.h)";
+  if (EMBER_ASAN) GTEST_SKIP() << "an AddressSanitizer build pools nothing (engine/object_pool.h)";
   // One DDE step on one-row batches (the loss differentiates the score network's gradient:
   // a double backward), and its Adam step.
   manual_seed(3);
