@@ -295,7 +295,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
            Tensor gx = !rx ? Tensor() : x.dim() == 2 ? matmul_into(autograd::take_pending_grad_view(0), g2, w) : matmul(g[0], w);
            Tensor gw = rw ? matmul_into(autograd::take_pending_grad_view(1), g2.transpose(0, 1), x.reshape({rows, in}))
                           : Tensor();  // dY^T X, added into a weight gradient already waiting, if any
-           Tensor gb = rb ? sum(g2, {0}) : Tensor();
+           Tensor gb = rb ? sum_rows_into(autograd::take_pending_grad(2), g2) : Tensor();  // likewise
            return TensorList{gx, gw, gb};
          },
          {x, w});

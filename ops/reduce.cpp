@@ -121,61 +121,69 @@ static Tensor reduce_rows(const char* op, const Tensor& a, const Shape& rd, cons
   return out;
 }
 
+// Column sums of a contiguous [rows, cols] matrix written into out ([cols], contiguous), or added
+// to what out holds (out + sum, rounded as a sum and then an add would be). Vectorised on the CPU
+// (whole rows added into the output); on the GPU an in-place column sum, which pays when a
+// block's 32 columns are all used (sum_forward sends narrower matrices to the row kernel).
+static void sum_leading_rows(const Tensor& a, int64_t rows, int64_t cols, Tensor& out, bool accumulate) {
+  if (a.device().is_cuda()) {
+    dispatch_floating(a.dtype(), "sum", [](auto) {});
+#if EMBER_WITH_CUDA
+    kc::sum_leading(cuda::elem_type(a.dtype()), a.device_data(), out.device_data(), rows, cols, accumulate,
+                    cuda::stream_of(a));
+#endif
+    return;
+  }
+  dispatch_floating(a.dtype(), "sum", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* x = a.data<T>();
+    T* y = out.data<T>();
+    auto put = [&](int64_t j, double total) { y[j] = accumulate ? y[j] + static_cast<T>(total) : static_cast<T>(total); };
+    // Wide rows split by columns. Narrow ones (a bias gradient: 2048 x 32) split by rows into
+    // blocks of a fixed height, each summed into its own f64 partial, the partials then added
+    // in block order: the threads share the work and the result does not depend on their count.
+    if (cols >= 4096 || rows * cols < 2 * 16384) {
+      kernels::cpu::parallel_for(0, cols, 4096, [&](int64_t cb, int64_t ce) {
+        SmallVector<double, 256> acc(static_cast<size_t>(ce - cb), 0.0);  // on the stack for a bias's columns
+        for (int64_t i = 0; i < rows; ++i) {
+          const T* xr = x + i * cols;
+          for (int64_t j = cb; j < ce; ++j) acc[j - cb] += xr[j];
+        }
+        for (int64_t j = cb; j < ce; ++j) put(j, acc[j - cb]);
+      });
+      return;
+    }
+    const int64_t block_rows = std::max<int64_t>(1, 16384 / cols);
+    const int64_t blocks = (rows + block_rows - 1) / block_rows;
+    std::vector<double> partial(blocks * cols, 0.0);
+    kernels::cpu::parallel_for(0, blocks, 1, [&](int64_t bb, int64_t be) {
+      for (int64_t b = bb; b < be; ++b) {
+        double* acc = partial.data() + b * cols;
+        for (int64_t i = b * block_rows; i < std::min(rows, (b + 1) * block_rows); ++i) {
+          const T* xr = x + i * cols;
+          for (int64_t j = 0; j < cols; ++j) acc[j] += xr[j];
+        }
+      }
+    });
+    for (int64_t j = 0; j < cols; ++j) {
+      double total = 0;
+      for (int64_t b = 0; b < blocks; ++b) total += partial[b * cols + j];
+      put(j, total);
+    }
+  });
+}
+
+// The column sums above apply: a contiguous matrix, and on the GPU 32 columns or more.
+static bool leading_rows_fit(const Tensor& a, int64_t cols) { return a.is_contiguous() && (a.device().is_cpu() || cols >= 32); }
+
 static Tensor sum_forward(const Tensor& a, const Shape& rd, const Shape& out_shape) {
-  // Leading dims of a contiguous tensor: add whole rows into the output (vectorised). On the
-  // GPU the in-place column sum pays when a block's 32 columns are all used; narrower matrices
-  // take the row kernel below.
-  bool leading = a.is_contiguous() && !rd.empty();
+  bool leading = !rd.empty() && static_cast<int64_t>(rd.size()) < a.dim();
   for (size_t i = 0; i < rd.size(); ++i) leading = leading && rd[i] == static_cast<int64_t>(i);
   int64_t rows = 1, cols = 1;
   for (int64_t d = 0; d < a.dim(); ++d) (d < static_cast<int64_t>(rd.size()) ? rows : cols) *= a.sizes()[d];
-  leading = leading && static_cast<int64_t>(rd.size()) < a.dim() && (a.device().is_cpu() || cols >= 32);
-  if (leading && a.device().is_cuda()) {
+  if (leading && leading_rows_fit(a, cols)) {
     Tensor out = Tensor::empty(out_shape, options_of(a));
-    dispatch_floating(a.dtype(), "sum", [](auto) {});
-#if EMBER_WITH_CUDA
-    kc::sum_leading(cuda::elem_type(a.dtype()), a.device_data(), out.device_data(), rows, cols, cuda::stream_of(a));
-#endif
-    return out;
-  }
-  if (leading) {
-    Tensor out = Tensor::empty(out_shape, options_of(a));
-    dispatch_floating(a.dtype(), "sum", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      const T* x = a.data<T>();
-      T* y = out.data<T>();
-      // Wide rows split by columns. Narrow ones (a bias gradient: 2048 x 32) split by rows into
-      // blocks of a fixed height, each summed into its own f64 partial, the partials then added
-      // in block order: the threads share the work and the result does not depend on their count.
-      if (cols >= 4096 || rows * cols < 2 * 16384) {
-        kernels::cpu::parallel_for(0, cols, 4096, [&](int64_t cb, int64_t ce) {
-          SmallVector<double, 256> acc(static_cast<size_t>(ce - cb), 0.0);  // on the stack for a bias's columns
-          for (int64_t i = 0; i < rows; ++i) {
-            const T* xr = x + i * cols;
-            for (int64_t j = cb; j < ce; ++j) acc[j - cb] += xr[j];
-          }
-          for (int64_t j = cb; j < ce; ++j) y[j] = static_cast<T>(acc[j - cb]);
-        });
-        return;
-      }
-      const int64_t block_rows = std::max<int64_t>(1, 16384 / cols);
-      const int64_t blocks = (rows + block_rows - 1) / block_rows;
-      std::vector<double> partial(blocks * cols, 0.0);
-      kernels::cpu::parallel_for(0, blocks, 1, [&](int64_t bb, int64_t be) {
-        for (int64_t b = bb; b < be; ++b) {
-          double* acc = partial.data() + b * cols;
-          for (int64_t i = b * block_rows; i < std::min(rows, (b + 1) * block_rows); ++i) {
-            const T* xr = x + i * cols;
-            for (int64_t j = 0; j < cols; ++j) acc[j] += xr[j];
-          }
-        }
-      });
-      for (int64_t j = 0; j < cols; ++j) {
-        double total = 0;
-        for (int64_t b = 0; b < blocks; ++b) total += partial[b * cols + j];
-        y[j] = static_cast<T>(total);
-      }
-    });
+    sum_leading_rows(a, rows, cols, out, false);
     return out;
   }
   return reduce_rows("sum", a, rd, out_shape, [](const auto* x, int64_t n) {
@@ -213,6 +221,19 @@ Tensor sum(const Tensor& a, const Shape& dims, bool keepdim) {
   return y;
 }
 Tensor sum(const Tensor& a) { return sum(a, {}, false); }
+
+Tensor sum_rows_into(Tensor acc, const Tensor& m) {
+  if (!acc.defined()) return sum(m, {0});
+  const bool fits = m.dim() == 2 && acc.dim() == 1 && acc.size(0) == m.size(1) && acc.dtype() == m.dtype() &&
+                    acc.device() == m.device() && (acc.dtype() == DType::f32 || acc.dtype() == DType::f64) &&
+                    acc.is_contiguous() && leading_rows_fit(m, m.size(1));
+  if (!fits) return add_into(std::move(acc), sum(m, {0}));
+  trace::OpTimer timer("sum_accumulate", {acc, m});
+  sum_leading_rows(m.detach(), m.size(0), m.size(1), acc, true);
+  acc.bump_version();
+  timer.set_output(acc);
+  return acc;
+}
 
 Tensor mean(const Tensor& a, const Shape& dims, bool keepdim) {
   auto rd = normalize_dims(dims, a.dim(), "mean");

@@ -9,6 +9,10 @@ namespace ember {
 
 Tensor sum(const Tensor& a);
 Tensor sum(const Tensor& a, const Shape& dims, bool keepdim = false);
+// For backward closures: acc + m.sum(0) for a 2-D m, written into acc (a gradient handed over by
+// the walk, autograd::take_pending_grad: a linear layer's bias gradient added where one waits),
+// rounded as the sum and then the add would be. Undefined acc: m.sum(0). Not recorded.
+Tensor sum_rows_into(Tensor acc, const Tensor& m);
 Tensor mean(const Tensor& a);
 Tensor mean(const Tensor& a, const Shape& dims, bool keepdim = false);
 // Sums a broadcast gradient back to `shape` (the inverse of broadcasting `shape` to g's shape).

@@ -8,7 +8,9 @@
 // 3. Running a node: fill the gradients its outputs did not receive with zeros, call its
 //    backward (grad mode = create_graph, so with create_graph the backward records its own
 //    graph) telling it which input gradients the walk uses (autograd::needs_input_grad), then
-//    add each returned gradient into the buffer of the node it flows to.
+//    add each returned gradient into the buffer of the node it flows to. Without create_graph
+//    the backward may add its gradient into the one already waiting there, or into a leaf's
+//    .grad that the walk lends it (autograd::take_pending_grad), instead of an add after.
 // 4. Without retain_graph a node releases its closure and saved tensors once run, and a second
 //    walk through it is an error that says what to do.
 #include "ember/engine/autograd/engine.h"
@@ -50,16 +52,23 @@ std::string shapes_of(const autograd::ShapeList& shapes) {
   return s;
 }
 
+// A leaf's sink whose .grad the walk lent (AccumulateGrad::lendable_grad): `lent` while it waits
+// in the sink's buffer for the node that brings the first gradient, `taken` once that node's
+// closure took it and the buffer's gradient includes it.
+enum class Lent : uint8_t { no, lent, taken };
+
 // One reachable node's state during a walk. Nodes are numbered in discovery order and found
 // by their number, so the walk hashes each node once (when discovered) instead of once per
 // lookup in several maps; it runs once per backward and per grad, hundreds of nodes each.
 struct WalkNode {
-  explicit WalkNode(Node* n) : node(n) {}
+  explicit WalkNode(Node* n) : node(n), sink(dynamic_cast<autograd::AccumulateGrad*>(n)) {}
   Node* node;
+  autograd::AccumulateGrad* sink;  // non-null for a leaf's accumulator
   uint32_t first_edge = 0;  // its edges' targets in WalkState::edge_target, in edge order
   int deps = 0;             // edges from active nodes not yet delivered
   bool needed = true;       // in grad mode: a capture point is at it or below it
   bool queued = false;
+  Lent lent = Lent::no;
   TensorList buffer;        // the gradients arriving for its outputs
 };
 
@@ -180,12 +189,16 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
   // --- 2. seed ---
   // A second gradient for one slot is added to the first; without create_graph, in place when
   // no one else can see the waiting one (no new buffer, and a view stays a view).
+  // A lent .grad that a closure took and returned as it was is private too: the leaf holds it.
+  auto holds_leaf_grad = [&](const WalkNode& w, const Tensor& waiting) {
+    return w.lent != Lent::no && w.sink->is_leaf_grad(waiting);
+  };
   auto deliver = [&](uint32_t i, uint32_t slot, const Tensor& g) {
     auto& buf = nodes[i].buffer;
     if (buf.empty()) buf.resize(nodes[i].node->num_outputs());
     Tensor& waiting = buf[slot];
     if (!waiting.defined()) waiting = g;
-    else if (!create_graph && autograd::private_gradient(waiting))
+    else if (!create_graph && (autograd::private_gradient(waiting) || holds_leaf_grad(nodes[i], waiting)))
       waiting = autograd::accumulate_gradients_in_place(std::move(waiting), g);
     else waiting = autograd::accumulate_gradients(waiting, g);
   };
@@ -210,7 +223,7 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
 
   // --- 3. run ---
   std::vector<bool> wanted;
-  std::vector<Tensor*> pending;  // per input edge of the running node: its target's waiting gradient
+  std::vector<autograd::PendingGrad> pending;  // per input edge of the running node: its target's waiting gradient
   while (!ready.empty()) {
     const uint32_t i = ready.top();
     ready.pop();
@@ -223,7 +236,7 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
 
     bool any = false;
     for (const auto& g : grads) any = any || g.defined();
-    const bool is_sink = dynamic_cast<autograd::AccumulateGrad*>(n) != nullptr;
+    const bool is_sink = nodes[i].sink != nullptr;
     // In grad mode a node whose gradient only feeds a capture point has nothing left to do.
     bool feeds_needed = !capture_mode;
     for (uint32_t t : targets(nodes[i])) feeds_needed = feeds_needed || (t != kNoTarget && nodes[t].needed);
@@ -244,19 +257,47 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
       for (size_t k = 0; k < wanted.size(); ++k)
         wanted[k] = edge_targets[k] != kNoTarget && nodes[edge_targets[k]].needed;
       // Without create_graph, a closure may add its gradient into one already waiting
-      // (autograd::take_pending_grad), saving the add that would follow.
-      pending.assign(edge_targets.size(), nullptr);
+      // (autograd::take_pending_grad), saving the add that would follow; where none waits yet
+      // for a leaf whose .grad would take the gradient in place, into .grad itself (lent).
+      pending.assign(edge_targets.size(), {});
       if (!create_graph)
         for (size_t k = 0; k < pending.size(); ++k) {
           const uint32_t t = edge_targets[k];
-          if (!wanted[k] || nodes[t].buffer.empty()) continue;
-          Tensor& slot = nodes[t].buffer[n->next_edges()[k].input_nr];
-          if (slot.defined()) pending[k] = &slot;
+          if (!wanted[k]) continue;
+          WalkNode& target = nodes[t];
+          const uint32_t slot_nr = n->next_edges()[k].input_nr;
+          if (target.sink && !capture_mode && target.lent == Lent::no &&
+              (target.buffer.empty() || !target.buffer[slot_nr].defined())) {
+            if (Tensor g = target.sink->lendable_grad(); g.defined()) {
+              if (target.buffer.empty()) target.buffer.resize(target.node->num_outputs());
+              target.buffer[slot_nr] = std::move(g);
+              target.lent = Lent::lent;
+            }
+          }
+          if (target.buffer.empty()) continue;
+          Tensor& slot = target.buffer[slot_nr];
+          if (slot.defined()) pending[k] = {&slot, holds_leaf_grad(target, slot)};
         }
+      // A lent .grad the closure did not take goes back to waiting in the leaf alone, to be
+      // added there as before; one it took comes back inside the closure's gradient.
+      auto settle_lent = [&] {
+        for (size_t k = 0; k < pending.size(); ++k) {
+          WalkNode& target = nodes[edge_targets[k]];
+          if (!pending[k].slot || target.lent != Lent::lent) continue;
+          if (pending[k].slot->defined()) {
+            *pending[k].slot = Tensor();
+            target.lent = Lent::no;
+          } else {
+            target.lent = Lent::taken;
+          }
+        }
+      };
       try {
         autograd::InputGradMask mask(&wanted);
         autograd::PendingGrads handed(&pending);
-        results = n->apply(grads);
+        if (nodes[i].lent == Lent::taken) nodes[i].sink->set_total(grads[0]);  // .grad is in it already
+        else results = n->apply(grads);
+        settle_lent();
       } catch (const Error& e) {
         std::string what = e.what();
         if (what.rfind(n->name(), 0) == 0) throw;  // already names the op

@@ -26,7 +26,7 @@ Node::Node(std::string name, EdgeList next_edges, MetaList output_meta)
 
 namespace {
 thread_local const std::vector<bool>* input_grad_mask = nullptr;
-thread_local const std::vector<Tensor*>* pending_grads = nullptr;
+thread_local const std::vector<PendingGrad>* pending_grads = nullptr;
 
 // Its tensor held by `holders` handles, its buffer by that tensor alone, no graph.
 bool held_alone(const Tensor& g, long holders = 1) {
@@ -54,14 +54,18 @@ bool non_overlapping(const Tensor& g) {
   return true;
 }
 
-// Private and dense and whole: it can become .grad as it is.
-bool private_dense(const Tensor& g) {
-  return held_alone(g) && g.is_contiguous() && g.offset() == 0 &&
+// Dense and whole: one buffer of exactly its elements, in order.
+bool dense_whole(const Tensor& g) {
+  return g.is_contiguous() && g.offset() == 0 &&
          g.storage()->nbytes() == static_cast<size_t>(g.numel()) * g.element_size();
 }
+
+// Private and dense and whole: it can become .grad as it is. `holders`: 2 for a leaf's lent .grad.
+bool private_dense(const Tensor& g, long holders = 1) { return held_alone(g, holders) && dense_whole(g); }
+bool private_view(const Tensor& g, long holders) { return held_alone(g, holders) && non_overlapping(g); }
 }  // namespace
 
-bool private_gradient(const Tensor& g) { return held_alone(g) && non_overlapping(g); }
+bool private_gradient(const Tensor& g) { return private_view(g, 1); }
 
 bool needs_input_grad(size_t i) { return !input_grad_mask || i >= input_grad_mask->size() || (*input_grad_mask)[i]; }
 
@@ -69,20 +73,20 @@ InputGradMask::InputGradMask(const std::vector<bool>* mask) : previous_(input_gr
 InputGradMask::~InputGradMask() { input_grad_mask = previous_; }
 
 namespace {
-Tensor take_pending(size_t i, bool (*usable)(const Tensor&)) {
+Tensor take_pending(size_t i, bool (*usable)(const Tensor&, long holders)) {
   if (grad_enabled() || !pending_grads || i >= pending_grads->size()) return {};
-  Tensor* slot = (*pending_grads)[i];
-  if (!slot || !slot->defined() || !usable(*slot)) return {};
-  Tensor g = std::move(*slot);
-  *slot = Tensor();
+  const PendingGrad& p = (*pending_grads)[i];
+  if (!p.slot || !p.slot->defined() || !usable(*p.slot, p.leaf_grad ? 2 : 1)) return {};
+  Tensor g = std::move(*p.slot);
+  *p.slot = Tensor();
   return g;
 }
 }  // namespace
 
 Tensor take_pending_grad(size_t i) { return take_pending(i, private_dense); }
-Tensor take_pending_grad_view(size_t i) { return take_pending(i, private_gradient); }
+Tensor take_pending_grad_view(size_t i) { return take_pending(i, private_view); }
 
-PendingGrads::PendingGrads(const std::vector<Tensor*>* slots) : previous_(pending_grads) { pending_grads = slots; }
+PendingGrads::PendingGrads(const std::vector<PendingGrad>* slots) : previous_(pending_grads) { pending_grads = slots; }
 PendingGrads::~PendingGrads() { pending_grads = previous_; }
 
 TensorList Node::apply(const TensorList& grads) {
@@ -120,6 +124,26 @@ AccumulateGrad::AccumulateGrad(const Tensor& leaf)
 Tensor AccumulateGrad::leaf() const {
   auto p = leaf_.lock();
   return p ? Tensor(p) : Tensor();
+}
+
+Tensor AccumulateGrad::lendable_grad() const {
+  Tensor leaf = this->leaf();
+  if (!leaf.defined()) return {};
+  Tensor g = leaf.grad();  // held by the leaf and by g
+  const bool lendable = g.defined() && held_alone(g, 2) && dense_whole(g) && g.sizes() == leaf.sizes() &&
+                        g.dtype() == leaf.dtype() && g.device() == leaf.device();
+  return lendable ? g : Tensor();
+}
+
+bool AccumulateGrad::is_leaf_grad(const Tensor& g) const {
+  Tensor leaf = this->leaf();
+  return leaf.defined() && g.defined() && leaf.get()->grad == g.impl();
+}
+
+void AccumulateGrad::set_total(const Tensor& total) {
+  Tensor leaf = this->leaf();
+  if (!leaf.defined() || !total.defined() || is_leaf_grad(total)) return;
+  leaf.set_grad(private_dense(total) ? total : total.detach().clone());
 }
 
 TensorList AccumulateGrad::apply(const TensorList& grads) {

@@ -95,6 +95,20 @@ class AccumulateGrad : public Node {
   void release() override {}
   Tensor leaf() const;  // undefined if the leaf has died
 
+  // For a walk without create_graph: a second handle on the leaf's .grad where .grad would take
+  // the new gradient in place anyway (held by the leaf alone, dense, of the leaf's shape, dtype
+  // and device, not requiring grad); undefined otherwise. The walk lends it to the node that
+  // brings the leaf's first gradient, whose closure may add into it (take_pending_grad): a GAN's
+  // discriminator, whose .grad holds its own step's gradient when its generator's step
+  // backpropagates through it, gets its weight gradients added by the GEMM, not by an add after.
+  // .grad stays on the leaf all along, so a walk that fails midway loses nothing.
+  Tensor lendable_grad() const;
+  // Whether g is the leaf's .grad itself (the same tensor, not a copy).
+  bool is_leaf_grad(const Tensor& g) const;
+  // Makes `total`, a gradient that already includes the lent .grad, the leaf's .grad: nothing to
+  // do where it is .grad itself.
+  void set_total(const Tensor& total);
+
  private:
   std::weak_ptr<TensorImpl> leaf_;
 };
@@ -168,17 +182,24 @@ Tensor take_pending_grad_view(size_t i);
 // at one address. Writing inside it in place touches nothing anyone else can read.
 bool private_gradient(const Tensor& g);
 
-// Set by the engine around one node's backward: per input edge, the slot where that input's
-// gradient waits (nullptr: none, or not to be handed over); restores the previous on exit.
+// Where one input's gradient waits while a node's backward runs: the slot (nullptr: none, or not
+// to be handed over), and whether what waits there is a leaf's .grad lent by the walk
+// (AccumulateGrad::lendable_grad), which the leaf holds too: it is private all the same.
+struct PendingGrad {
+  Tensor* slot = nullptr;
+  bool leaf_grad = false;
+};
+
+// Set by the engine around one node's backward, one per input edge; restores the previous on exit.
 class PendingGrads {
  public:
-  explicit PendingGrads(const std::vector<Tensor*>* slots);
+  explicit PendingGrads(const std::vector<PendingGrad>* slots);
   ~PendingGrads();
   PendingGrads(const PendingGrads&) = delete;
   PendingGrads& operator=(const PendingGrads&) = delete;
 
  private:
-  const std::vector<Tensor*>* previous_;
+  const std::vector<PendingGrad>* previous_;
 };
 
 // Records `outputs` as the results of one op (no-op unless needs_grad(inputs)).

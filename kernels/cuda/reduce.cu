@@ -151,7 +151,8 @@ __global__ void arg_extreme_kernel(const T* __restrict__ x, T* __restrict__ valu
 
 // 32 columns per block, 8 threads down each column; the 8 partial sums meet in shared memory.
 template <typename T>
-__global__ void sum_leading_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t rows, int64_t cols) {
+__global__ void sum_leading_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t rows, int64_t cols,
+                                   bool accumulate) {
   __shared__ double part[8][33];
   const int64_t j = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
   double s = 0;
@@ -162,7 +163,7 @@ __global__ void sum_leading_kernel(const T* __restrict__ x, T* __restrict__ out,
   if (threadIdx.y == 0 && j < cols) {
     double t = 0;
     for (int k = 0; k < 8; ++k) t += part[k][threadIdx.x];
-    out[j] = static_cast<T>(t);
+    out[j] = accumulate ? out[j] + static_cast<T>(t) : static_cast<T>(t);
   }
 }
 
@@ -248,14 +249,16 @@ void arg_extreme_rows(bool is_max, ElemType t, const void* x, void* values, int6
   EMBER_CHECK(done, is_max ? "max" : "min", "(dim): no CUDA kernel for this element type");
 }
 
-void sum_leading(ElemType t, const void* x, void* out, int64_t rows, int64_t cols, void* stream) {
+void sum_leading(ElemType t, const void* x, void* out, int64_t rows, int64_t cols, bool accumulate, void* stream) {
   if (cols == 0) return;
   const unsigned grid = static_cast<unsigned>((cols + 31) / 32);
   auto st = static_cast<cudaStream_t>(stream);
   if (t == ElemType::f32)
-    sum_leading_kernel<float><<<grid, dim3(32, 8), 0, st>>>(static_cast<const float*>(x), static_cast<float*>(out), rows, cols);
+    sum_leading_kernel<float><<<grid, dim3(32, 8), 0, st>>>(static_cast<const float*>(x), static_cast<float*>(out), rows,
+                                                           cols, accumulate);
   else if (t == ElemType::f64)
-    sum_leading_kernel<double><<<grid, dim3(32, 8), 0, st>>>(static_cast<const double*>(x), static_cast<double*>(out), rows, cols);
+    sum_leading_kernel<double><<<grid, dim3(32, 8), 0, st>>>(static_cast<const double*>(x), static_cast<double*>(out),
+                                                            rows, cols, accumulate);
   else
     EMBER_FAIL("sum: the CUDA kernel takes f32 or f64 only");
   EMBER_CUDA_LAUNCHED("sum (leading dims)");

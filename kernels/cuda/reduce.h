@@ -28,7 +28,8 @@ void reduce_rows(RowOp op, ElemType t, const void* x, void* out, int64_t outer, 
 // values[r], indices[r] = the first extreme of row r (NaN wins); indices are i64.
 void arg_extreme_rows(bool is_max, ElemType t, const void* x, void* values, int64_t* indices, int64_t outer,
                       int64_t inner, void* stream);
-// out[j] = sum_i x[i, j] for a contiguous [rows, cols] x; f32 or f64, accumulated in f64.
-void sum_leading(ElemType t, const void* x, void* out, int64_t rows, int64_t cols, void* stream);
+// out[j] = sum_i x[i, j] for a contiguous [rows, cols] x; f32 or f64, accumulated in f64. With
+// `accumulate`, out[j] += that sum (rounded to T first, as a sum and then an add would be).
+void sum_leading(ElemType t, const void* x, void* out, int64_t rows, int64_t cols, bool accumulate, void* stream);
 
 }  // namespace ember::kernels::cuda

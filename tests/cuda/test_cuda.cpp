@@ -178,6 +178,43 @@ TEST(CudaGpu, GemmAddsIntoAWaitingGradientLikeTheCpu) {
   }
 }
 
+// A bias gradient added where one waits, on the GPU: the column-sum kernel adds into acc for 32
+// columns or more; narrower ones take the row kernel and an add. Equal to the CPU's.
+TEST(CudaGpu, SumRowsIntoMatchesTheCpu) {
+  EMBER_REQUIRE_GPU();
+  for (DType dt : {DType::f64, DType::f32})
+    for (const Shape& shape : {Shape{1001, 37}, Shape{2048, 32}, Shape{77, 5}}) {
+      SCOPED_TRACE(shape_str(shape) + " " + dtype_name(dt));
+      Tensor m = rnd(shape, 48, dt), acc = rnd({shape[1]}, 49, dt);
+      Tensor gpu = sum_rows_into(acc.to(kGpu), m.to(kGpu)), cpu = sum_rows_into(acc.clone(), m);
+      EXPECT_LT(rel_diff(gpu, cpu), tol(dt));
+      EXPECT_LT(rel_diff(sum_rows_into(acc.to(kGpu), m.t().contiguous().to(kGpu).t()), cpu), tol(dt)) << "a transposed m";
+    }
+}
+
+// A parameter's .grad lent to the next backward on the GPU: the GEMM and the column sum add into
+// it (cuBLAS with beta = 1, the accumulating sum kernel), no add after; values as on the CPU.
+TEST(CudaGpu, LentLeafGradsTakeTheGemmAndTheSumLikeTheCpu) {
+  EMBER_REQUIRE_GPU();
+  for (DType dt : {DType::f64, DType::f32}) {
+    SCOPED_TRACE(dtype_name(dt));
+    auto run = [&](const Device& d) {
+      Tensor w = rnd({45, 29}, 71, dt).to(d).requires_grad_(true), b = rnd({45}, 72, dt).to(d).requires_grad_(true);
+      Tensor x1 = rnd({37, 29}, 73, dt).to(d), u1 = rnd({37, 45}, 74, dt).to(d);
+      Tensor x2 = rnd({19, 29}, 75, dt).to(d), u2 = rnd({19, 45}, 76, dt).to(d);
+      sum(mul(linear(x1, w, b), u1)).backward();
+      TraceScope trace;
+      sum(mul(linear(x2, w, b), u2)).backward();
+      EXPECT_EQ(traced(trace.events(), "matmul_accumulate"), 1);
+      EXPECT_EQ(traced(trace.events(), "sum_accumulate"), 1);
+      EXPECT_EQ(traced(trace.events(), "add_accumulate"), 0);
+      return TensorList{w.grad(), b.grad()};
+    };
+    TensorList gpu = run(kGpu), cpu = run(Device::cpu());
+    for (size_t i = 0; i < gpu.size(); ++i) EXPECT_LT(rel_diff(gpu[i], cpu[i]), tol(dt) * 10) << "gradient " << i;
+  }
+}
+
 // softplus's backward added in place into a gradient waiting for its input, on the GPU.
 TEST(CudaGpu, SoftplusBackwardAddsIntoAWaitingGradientLikeTheCpu) {
   EMBER_REQUIRE_GPU();

@@ -409,6 +409,86 @@ TEST(Autograd, LeafGradAccumulatesInPlaceUnlessSomeoneHoldsIt) {
   EXPECT_EQ(p.grad().to_vector<double>(), std::vector<double>(12, 6.0));
 }
 
+// A .grad the parameter alone holds is lent by the walk to the node that brings its next
+// gradient: a linear layer's GEMM adds dY^T X into the weight's .grad (beta = 1) and its column
+// sum adds into the bias's .grad, instead of a gradient and an add after (a GAN's discriminator in
+// its generator's step). Several producers add into it in turn; the buffer stays the same.
+TEST(Autograd, LeafGradIsLentToTheOpsThatBringItsNextGradient) {
+  for (DType dt : {DType::f64, DType::f32}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const double tol = dt == DType::f64 ? 1e-12 : 1e-5;
+    Tensor w = rnd({6, 5}, 341, dt).requires_grad_(), b = rnd({6}, 342, dt).requires_grad_();
+    Tensor x1 = rnd({9, 5}, 343, dt), u1 = rnd({9, 6}, 344, dt);
+    Tensor x2 = rnd({7, 5}, 345, dt), u2 = rnd({7, 6}, 346, dt), x3 = rnd({4, 5}, 347, dt), u3 = rnd({4, 6}, 348, dt);
+    sum(mul(linear(x1, w, b), u1)).backward();
+    const void* w_buffer = w.grad().raw_data();
+    const void* b_buffer = b.grad().raw_data();
+    {
+      TraceScope trace;
+      // w and b meet two layers: the first to run adds into the lent .grad, the second into that
+      add(sum(mul(linear(x2, w, b), u2)), sum(mul(linear(x3, w, b), u3))).backward();
+      const auto events = trace.events();
+      EXPECT_EQ(traced(events, "add_accumulate"), 0) << "a gradient was added after its op";
+      EXPECT_EQ(traced(events, "add"), 1) << "a gradient was added out of place (the one add is the loss's)";
+      EXPECT_EQ(traced(events, "matmul_accumulate"), 2);
+      EXPECT_EQ(traced(events, "sum_accumulate"), 2);
+    }
+    EXPECT_EQ(w.grad().raw_data(), w_buffer);
+    EXPECT_EQ(b.grad().raw_data(), b_buffer);
+    auto f64 = [](const Tensor& t) { return t.to(DType::f64); };
+    Tensor want_w = add(add(naive_mm(f64(u1).t(), f64(x1)), naive_mm(f64(u2).t(), f64(x2))), naive_mm(f64(u3).t(), f64(x3)));
+    Tensor want_b = add(add(f64(u1).sum({0}), f64(u2).sum({0})), f64(u3).sum({0}));
+    EXPECT_LT(max_abs_diff(w.grad(), want_w), tol * 10);
+    EXPECT_LT(max_abs_diff(b.grad(), want_b), tol * 10);
+  }
+}
+
+// What is not lent: a .grad someone else holds (left as it was), and anything under create_graph
+// (.grad keeps its graph) or in grad() (which leaves .grad alone).
+TEST(Autograd, LeafGradIsNotLentWhereItWouldNotAccumulateInPlace) {
+  Tensor w = leaf64({4, 3}, 351), b = leaf64({4}, 352);
+  Tensor x = rnd({5, 3}, 353, DType::f64), u = rnd({5, 4}, 354, DType::f64);
+  auto loss = [&] { return sum(mul(linear(x, w, b), u)); };
+  const Tensor dw = naive_mm(u.t(), x), db = u.sum({0});
+  loss().backward();
+  Tensor held = w.grad();
+  loss().backward();
+  EXPECT_LT(max_abs_diff(held, dw), 1e-12) << "the caller's handle on the old .grad changed";
+  EXPECT_LT(max_abs_diff(w.grad(), mul(dw, 2.0)), 1e-12);
+  EXPECT_LT(max_abs_diff(b.grad(), mul(db, 2.0)), 1e-12);
+
+  const auto before = w.grad().to_vector<double>();
+  TensorList r = grad({loss()}, {w});
+  EXPECT_EQ(w.grad().to_vector<double>(), before) << "grad() touched .grad";
+  EXPECT_LT(max_abs_diff(r[0], dw), 1e-12);
+
+  held = Tensor();
+  const void* buffer = w.grad().raw_data();
+  loss().backward({}, false, /*create_graph=*/true);
+  EXPECT_NE(w.grad().raw_data(), buffer) << "under create_graph .grad is a new, differentiable sum";
+  EXPECT_LT(max_abs_diff(w.grad().detach(), mul(dw, 3.0)), 1e-12);
+}
+
+// A walk that fails after a node added into a lent .grad loses nothing: .grad stays on the
+// parameter all along and keeps what was added before the failure (as in PyTorch, where the
+// accumulators that ran before an error keep their gradients).
+TEST(Autograd, AFailedWalkKeepsTheLentGrad) {
+  Tensor w = leaf64({4, 3}, 361), b = leaf64({4}, 362), x = leaf64({5, 3}, 363);
+  Tensor u = rnd({5, 4}, 364, DType::f64);
+  sum(mul(linear(x.detach(), w, b), u)).backward();
+  const Tensor first = w.grad().clone();
+  const void* buffer = w.grad().raw_data();
+  Tensor xf = mul(x, 1.0).detach();
+  autograd::record("fails_in_backward", {x}, xf, [](const TensorList&, const TensorList&) -> TensorList {
+    throw Error("fails_in_backward: planted failure");
+  });
+  // linear's backward runs first (it was recorded last), adds into w's .grad, then x's fails
+  EXPECT_THROW(sum(mul(linear(xf, w, b), u)).backward(), Error);
+  ASSERT_TRUE(w.grad().defined());
+  EXPECT_EQ(w.grad().raw_data(), buffer);
+  EXPECT_LT(max_abs_diff(w.grad(), add(first, naive_mm(u.t(), x.detach()))), 1e-12);
+}
+
 // What may be written in place: held once, its buffer by it alone, no two elements at one address.
 TEST(Autograd, PrivateGradientsAreUnsharedAndNonOverlapping) {
   Tensor t = rnd({4, 6}, 331, DType::f64);

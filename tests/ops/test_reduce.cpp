@@ -482,6 +482,34 @@ TEST(ReduceOps, SumOverLeadingDimsMatchesNaiveOnAnyThreadCount) {
   kernels::cpu::set_num_threads(saved);
 }
 
+// A bias gradient added where one waits (linear's backward, autograd::take_pending_grad): acc +
+// m.sum(0) written into acc, equal bit for bit to the sum and then the add, on any thread count;
+// a layout the column sum does not take (a transposed m) goes through them.
+TEST(ReduceOps, SumRowsIntoEqualsTheSumThenTheAdd) {
+  const int saved = kernels::cpu::num_threads();
+  Generator gen(31);
+  for (const Shape& shape : {Shape{2048, 32}, Shape{37, 5}, Shape{5, 9000}, Shape{1, 3}})
+    for (DType dt : {DType::f32, DType::f64})
+      for (int threads : {1, 3}) {
+        SCOPED_TRACE(shape_str(shape) + " " + dtype_name(dt) + " threads " + std::to_string(threads));
+        kernels::cpu::set_num_threads(threads);
+        Tensor m = randn(shape, {.dtype = dt}, &gen), acc = randn({shape[1]}, {.dtype = dt}, &gen);
+        const auto want = add(acc, m.sum({0})).to_vector<double>();
+        Tensor into = acc.clone();
+        const void* buffer = into.raw_data();
+        TraceScope trace;
+        Tensor got = sum_rows_into(std::move(into), m);
+        EXPECT_EQ(got.raw_data(), buffer) << "not written in place";
+        EXPECT_EQ(got.to_vector<double>(), want);
+        EXPECT_EQ(traced(trace.events(), "sum_accumulate"), 1);
+        Tensor mt = randn({shape[1], shape[0]}, {.dtype = dt}, &gen).t();  // not contiguous
+        EXPECT_EQ(sum_rows_into(acc.clone(), mt).to_vector<double>(), add(acc, mt.sum({0})).to_vector<double>());
+      }
+  kernels::cpu::set_num_threads(saved);
+  Tensor m = randn({4, 3}, {}, &gen);
+  EXPECT_EQ(sum_rows_into(Tensor(), m).to_vector<double>(), m.sum({0}).to_vector<double>()) << "no gradient waiting";
+}
+
 // ---- errors ----
 
 TEST(ReduceOps, ErrorsNameTheOp) {
