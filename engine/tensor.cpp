@@ -72,13 +72,12 @@ Tensor Tensor::make_view(std::shared_ptr<Storage> storage, Shape sizes, Shape st
   return Tensor(std::move(impl));
 }
 
-int64_t Tensor::size(int64_t d) const {
-  EMBER_CHECK(dim() > 0, "size(", d, "): a 0-dim tensor has no dims (", str(), ")");
-  return sizes()[wrap_dim(d, dim(), "size")];
-}
-int64_t Tensor::stride(int64_t d) const {
-  EMBER_CHECK(dim() > 0, "stride(", d, "): a 0-dim tensor has no dims (", str(), ")");
-  return strides()[wrap_dim(d, dim(), "stride")];
+void Tensor::throw_undefined() { throw Error("use of an undefined Tensor (default-constructed or moved-from)"); }
+
+int64_t Tensor::dim_out_of_range(const char* what, int64_t d) const {
+  EMBER_CHECK(dim() > 0, what, "(", d, "): a 0-dim tensor has no dims (", str(), ")");
+  wrap_dim(d, dim(), what);  // throws, naming the range
+  EMBER_FAIL(what, "(", d, "): dim out of range for ", str());
 }
 
 bool Tensor::is_contiguous() const {

@@ -70,8 +70,20 @@ class Tensor {
   const Shape& sizes() const { return check()->sizes; }
   const Shape& shape() const { return sizes(); }
   const Shape& strides() const { return check()->strides; }
-  int64_t size(int64_t dim) const;
-  int64_t stride(int64_t dim) const;
+  // Dim d counted from the end when negative; out of range is an error naming the tensor. Inline
+  // for a dim in range: ops ask for sizes several times each.
+  int64_t size(int64_t d) const {
+    const Shape& s = sizes();
+    const auto n = static_cast<int64_t>(s.size());
+    if (d >= -n && d < n) [[likely]] return s[d < 0 ? d + n : d];
+    return dim_out_of_range("size", d);
+  }
+  int64_t stride(int64_t d) const {
+    const Shape& s = strides();
+    const auto n = static_cast<int64_t>(s.size());
+    if (d >= -n && d < n) [[likely]] return s[d < 0 ? d + n : d];
+    return dim_out_of_range("stride", d);
+  }
   int64_t dim() const { return static_cast<int64_t>(sizes().size()); }
   int64_t numel() const { return shape_numel(sizes()); }
   int64_t offset() const { return check()->offset; }
@@ -160,9 +172,11 @@ class Tensor {
 
  private:
   TensorImpl* check() const {
-    if (!impl_) throw Error("use of an undefined Tensor (default-constructed or moved-from)");
+    if (!impl_) [[unlikely]] throw_undefined();
     return impl_.get();
   }
+  [[noreturn]] static void throw_undefined();
+  [[noreturn]] int64_t dim_out_of_range(const char* what, int64_t d) const;
   std::shared_ptr<TensorImpl> impl_;
 };
 

@@ -41,12 +41,14 @@ struct GemmOperand {
 };
 
 GemmOperand as_gemm_operand(const Tensor& m) {
-  // m: [..., R, C] where every leading dim is already flattened into a batch with a uniform stride
-  const int64_t R = m.size(-2), C = m.size(-1);
-  const int64_t sr = m.stride(-2), sc = m.stride(-1);
+  // m: [..., R, C] where every leading dim is already flattened into a batch with a uniform stride.
+  // Only its data is read, so it may require grad; a copy, where needed, is made off the graph.
+  const int64_t d = m.dim();
+  const int64_t R = m.sizes()[d - 2], C = m.sizes()[d - 1];
+  const int64_t sr = m.strides()[d - 2], sc = m.strides()[d - 1];
   if ((sc == 1 || C == 1) && sr >= std::max<int64_t>(C, 1)) return {m, false, sr};
   if ((sr == 1 || R == 1) && sc >= std::max<int64_t>(R, 1)) return {m, true, sc};
-  Tensor c = m.contiguous();
+  Tensor c = m.detach().contiguous();
   return {c, false, std::max<int64_t>(C, 1)};
 }
 
@@ -68,6 +70,26 @@ void gemm_gpu(const Tensor& like, bool ta, bool tb, int64_t M, int64_t N, int64_
                       cuda::stream_of(like));
 }
 #endif
+
+// out = a @ b for matrices a [M, K], b [K, N] (beta = 0), or out + a @ b written into out
+// (beta = 1); out's rows ldc apart, its columns unit-stride. One GEMM call, no views made: a
+// linear layer's backward makes two of these, a few hundred per training step.
+void gemm_2d(const Tensor& a, const Tensor& b, const Tensor& out, int64_t ldc, double beta) {
+  const int64_t M = a.sizes()[0], K = a.sizes()[1], N = b.sizes()[1];
+  GemmOperand ga = as_gemm_operand(a), gb = as_gemm_operand(b);
+#if EMBER_WITH_CUDA
+  if (out.device().is_cuda()) return gemm_gpu(out, ga.trans, gb.trans, M, N, K, ga.t, ga.ld, 0, gb.t, gb.ld, 0, beta, out, ldc, 0, 1);
+#endif
+  dispatch_floating(out.dtype(), "matmul", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (std::is_same_v<T, float>)
+      kernels::cpu::sgemm(ga.trans, gb.trans, M, N, K, 1.0f, ga.t.data<float>(), ga.ld, gb.t.data<float>(), gb.ld,
+                          static_cast<float>(beta), out.data<float>(), ldc);
+    else
+      kernels::cpu::dgemm(ga.trans, gb.trans, M, N, K, 1.0, ga.t.data<double>(), ga.ld, gb.t.data<double>(), gb.ld,
+                          beta, out.data<double>(), ldc);
+  });
+}
 
 // out[b] = a[b] @ w[b] for a: [B, M, K], w: [B, K, N] (batch stride 0 broadcasts).
 void gemm_batched(const Tensor& a3, const Tensor& b3, const Tensor& out) {
@@ -111,24 +133,7 @@ Tensor matmul_into(Tensor acc, const Tensor& a, const Tensor& b) {
   if (!fits) return add_into(std::move(acc), matmul(a, b));
   trace::OpTimer timer("matmul_accumulate", {acc, a, b});
   const int64_t M = acc.size(0), N = acc.size(1), K = a.size(1);
-  const int64_t ldc = M > 1 ? acc.stride(0) : N;
-  if (K > 0 && M > 0 && N > 0) {
-    GemmOperand ga = as_gemm_operand(a.detach()), gb = as_gemm_operand(b.detach());
-#if EMBER_WITH_CUDA
-    if (acc.device().is_cuda()) {
-      gemm_gpu(acc, ga.trans, gb.trans, M, N, K, ga.t, ga.ld, 0, gb.t, gb.ld, 0, 1.0, acc, ldc, 0, 1);
-    } else
-#endif
-    dispatch_floating(acc.dtype(), "matmul_accumulate", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      if constexpr (std::is_same_v<T, float>)
-        kernels::cpu::sgemm(ga.trans, gb.trans, M, N, K, 1.0f, ga.t.data<float>(), ga.ld, gb.t.data<float>(), gb.ld,
-                            1.0f, acc.data<float>(), ldc);
-      else
-        kernels::cpu::dgemm(ga.trans, gb.trans, M, N, K, 1.0, ga.t.data<double>(), ga.ld, gb.t.data<double>(),
-                            gb.ld, 1.0, acc.data<double>(), ldc);
-    });
-  }
+  if (K > 0 && M > 0 && N > 0) gemm_2d(a, b, acc, M > 1 ? acc.stride(0) : N, 1.0);
   acc.bump_version();
   timer.set_output(acc);
   return acc;
@@ -152,8 +157,6 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b) {
       out.detach().zero_();
     } else {
       auto to3 = [&](const Tensor& t, int64_t r, int64_t c) {
-        // A matrix is a batch of one: one view (the common case, every linear layer's backward).
-        if (t.dim() == 2 && batch.empty()) return t.detach().unsqueeze(0);
         Shape full = batch;
         full.push_back(r);
         full.push_back(c);
@@ -161,8 +164,8 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b) {
         // Flatten the batch into one dim: free when its strides allow (reshape copies otherwise).
         return e.reshape({B, r, c});
       };
-      Tensor out3 = batch.empty() ? out.detach().unsqueeze(0) : out.detach().reshape({B, M, N});
-      gemm_batched(to3(a, M, K), to3(b, K, N), out3);
+      if (a.dim() == 2 && b.dim() == 2) gemm_2d(a, b, out, N, 0.0);  // the common case: no batch, no views
+      else gemm_batched(to3(a, M, K), to3(b, K, N), batch.empty() ? out.unsqueeze(0) : out.reshape({B, M, N}));
     }
   }
   timer.set_output(out);
@@ -221,9 +224,13 @@ namespace {
 // reshape to {-1, n} cannot infer it when n = 0).
 int64_t leading_rows(const Tensor& x) {
   int64_t rows = 1;
-  for (int d = 0; d + 1 < x.dim(); ++d) rows *= x.size(d);
+  for (int d = 0; d + 1 < x.dim(); ++d) rows *= x.sizes()[d];
   return rows;
 }
+
+// t as a [rows, cols] matrix: itself when it is one already (no view made, the common case),
+// else reshaped (a view where its strides allow; recorded, so it differentiates on).
+Tensor as_matrix(const Tensor& t, int64_t rows, int64_t cols) { return t.dim() == 2 ? t : t.reshape({rows, cols}); }
 }  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
@@ -239,19 +246,19 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   trace::OpTimer timer("linear", {x, w, bias});
   const int64_t in = w.size(1), outf = w.size(0);
   const int64_t N = leading_rows(x);
-  Tensor x2 = x.detach().reshape({N, in});
+  Tensor x2 = x.dim() == 2 ? x : x.detach().reshape({N, in});  // only its data is read
   Shape out_shape = x.sizes();
   out_shape.back() = outf;
   Tensor out = Tensor::empty(out_shape, options_of(x));
   if (out.numel() > 0) {
-    GemmOperand gx = as_gemm_operand(x2), gw = as_gemm_operand(w.detach());
+    GemmOperand gx = as_gemm_operand(x2), gw = as_gemm_operand(w);
 #if EMBER_WITH_CUDA
     if (out.device().is_cuda()) {
-      Tensor y2 = out.detach().view({N, outf});
+      Tensor y2 = out.dim() == 2 ? out : out.view({N, outf});
       bool fused = false;  // x W^T + bias in one cuBLASLt call (the bias in the epilogue)
       if (bias.defined()) {
         dispatch_floating(x.dtype(), "linear", [](auto) {});
-        Tensor bc = bias.detach().contiguous();
+        Tensor bc = bias.is_contiguous() ? bias : bias.detach().contiguous();
         fused = kernels::cuda::gemm_bias(cuda::elem_type(x.dtype()), cuda::math_mode(), gx.trans, !gw.trans, N, outf, in,
                                          gx.t.device_data(), gx.ld, gw.t.device_data(), gw.ld, bc.device_data(),
                                          y2.device_data(), outf, out.device().index, cuda::stream_of(out));
@@ -272,7 +279,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
       T* y = out.data<T>();
       // y = x2 @ w^T (+ bias, added as the GEMM writes each block): w is stored [out, in], so
       // op(B) = w transposed (flip the operand's flag)
-      Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
+      Tensor bc = !bias.defined() || bias.is_contiguous() ? bias : bias.detach().contiguous();
       const T* bp = bias.defined() ? bc.data<T>() : nullptr;
       const T* xp = gx.t.data<T>();
       const T* wp = gw.t.data<T>();
@@ -290,10 +297,10 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
          [x, w, rx = input_grad(x, 0), rw = input_grad(w, 1), rb = input_grad(bias, 2)](
              const TensorList& g, const TensorList&) {
            const int64_t in = w.size(1), outf = w.size(0), rows = leading_rows(x);
-           Tensor g2 = g[0].reshape({rows, outf});
+           Tensor g2 = as_matrix(g[0], rows, outf);
            // dY W, for a matrix x added into a gradient already waiting for it, if any
            Tensor gx = !rx ? Tensor() : x.dim() == 2 ? matmul_into(autograd::take_pending_grad_view(0), g2, w) : matmul(g[0], w);
-           Tensor gw = rw ? matmul_into(autograd::take_pending_grad_view(1), g2.transpose(0, 1), x.reshape({rows, in}))
+           Tensor gw = rw ? matmul_into(autograd::take_pending_grad_view(1), g2.transpose(0, 1), as_matrix(x, rows, in))
                           : Tensor();  // dY^T X, added into a weight gradient already waiting, if any
            Tensor gb = rb ? sum_rows_into(autograd::take_pending_grad(2), g2) : Tensor();  // likewise
            return TensorList{gx, gw, gb};

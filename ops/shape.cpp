@@ -120,21 +120,26 @@ Tensor Tensor::to(Device d) const {
 
 // ---- views ----
 
+namespace {
+// t's data seen with other sizes and the strides that make it the same elements in order.
+Tensor recorded_view(const Tensor& t, Shape sizes, Shape strides) {
+  Tensor y = view_of(t, std::move(sizes), std::move(strides), t.offset());
+  record("view", {t}, y, [in = t.sizes()](const TensorList& g, const TensorList&) { return TensorList{g[0].reshape(in)}; });
+  return y;
+}
+}  // namespace
+
 Tensor Tensor::view(const Shape& s) const {
   Shape sizes = infer_size(s, numel(), "view", this->sizes());
   auto st = view_strides(*this, sizes);
   EMBER_CHECK(st.has_value(), "view: a tensor of shape ", shape_str(this->sizes()), " and strides ",
               shape_str(strides()), " cannot be viewed as ", shape_str(sizes), " without a copy; use reshape()");
-  Tensor y = view_of(*this, sizes, *st, offset());
-  record("view", {*this}, y, [in = this->sizes()](const TensorList& g, const TensorList&) {
-    return TensorList{g[0].reshape(in)};
-  });
-  return y;
+  return recorded_view(*this, std::move(sizes), std::move(*st));
 }
 
 Tensor Tensor::reshape(const Shape& s) const {
   Shape sizes = infer_size(s, numel(), "reshape", this->sizes());
-  if (view_strides(*this, sizes)) return view(sizes);
+  if (auto st = view_strides(*this, sizes)) return recorded_view(*this, std::move(sizes), std::move(*st));
   return contiguous().view(sizes);
 }
 
@@ -165,19 +170,25 @@ Tensor Tensor::permute(const Shape& dims) const {
     st[i] = strides()[d];
     inv[d] = i;
   }
-  Tensor y = view_of(*this, sz, st, offset());
+  Tensor y = view_of(*this, std::move(sz), std::move(st), offset());
   record("permute", {*this}, y, [inv](const TensorList& g, const TensorList&) { return TensorList{g[0].permute(inv)}; });
   return y;
 }
 
+// Two dims swapped: a view, as permute makes, without the permutation (every linear layer's
+// backward asks for a few of these).
 Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
   d0 = wrap_dim(d0, dim(), "transpose");
   d1 = wrap_dim(d1, dim(), "transpose");
   if (dim() == 0) return permute({});  // dims 0 / -1 of a 0-dim tensor: nothing to swap
-  Shape p(dim());
-  std::iota(p.begin(), p.end(), 0);
-  std::swap(p[d0], p[d1]);
-  return permute(p);
+  Shape sz = sizes(), st = strides();
+  std::swap(sz[d0], sz[d1]);
+  std::swap(st[d0], st[d1]);
+  Tensor y = view_of(*this, std::move(sz), std::move(st), offset());
+  record("transpose", {*this}, y, [d0, d1](const TensorList& g, const TensorList&) {
+    return TensorList{g[0].transpose(d0, d1)};
+  });
+  return y;
 }
 
 Tensor Tensor::expand(const Shape& s) const {
@@ -200,7 +211,7 @@ Tensor Tensor::expand(const Shape& s) const {
     st[i] = cur == want ? strides()[i - lead] : 0;
   }
   if (sz == sizes()) return *this;
-  Tensor y = view_of(*this, sz, st, offset());
+  Tensor y = view_of(*this, std::move(sz), std::move(st), offset());
   record("expand", {*this}, y, [in = sizes()](const TensorList& g, const TensorList&) {
     return TensorList{sum_to_size(g[0], in)};
   });
@@ -222,7 +233,7 @@ Tensor Tensor::squeeze(int64_t d) const {
   s.erase(s.begin() + d);
   Shape st = strides();
   st.erase(st.begin() + d);
-  Tensor y = view_of(*this, s, st, offset());
+  Tensor y = view_of(*this, std::move(s), std::move(st), offset());
   record("squeeze", {*this}, y, [in = sizes()](const TensorList& g, const TensorList&) { return TensorList{g[0].reshape(in)}; });
   return y;
 }
@@ -233,7 +244,7 @@ Tensor Tensor::unsqueeze(int64_t d) const {
   int64_t stride_here = d < dim() ? sizes()[d] * strides()[d] : 1;
   s.insert(s.begin() + d, 1);
   st.insert(st.begin() + d, stride_here);
-  Tensor y = view_of(*this, s, st, offset());
+  Tensor y = view_of(*this, std::move(s), std::move(st), offset());
   record("unsqueeze", {*this}, y, [d](const TensorList& g, const TensorList&) { return TensorList{g[0].squeeze(d)}; });
   return y;
 }
@@ -263,7 +274,7 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
   Shape s = sizes(), st = strides();
   s[d] = (end - start + step - 1) / step;
   st[d] *= step;
-  Tensor y = view_of(*this, s, st, offset() + start * strides()[d]);
+  Tensor y = view_of(*this, std::move(s), std::move(st), offset() + start * strides()[d]);
   record("slice", {*this}, y, [in = sizes(), d, start, end, step](const TensorList& g, const TensorList&) {
     // Without create_graph, a gradient already waiting for the input (another slice's, as when
     // the parts of a split each return one) takes this part in place: no zero-filled copy of
