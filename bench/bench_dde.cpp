@@ -19,61 +19,14 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 
-#include "ember/ember.h"
+#include "dde_workloads.h"
 #include "ember/engine/cuda/graph.h"
-#include "ember/models/dde/dde.h"
-#include "ember/models/mlp.h"
-#include "ember/nn/optim.h"
 
 using namespace ember;
-namespace dde = ember::models::dde;
+using namespace ember::bench;
 
 namespace {
-
-Device bench_device() {
-  const char* forced = std::getenv("EMBER_BENCH_DEVICE");
-  if (forced) return Device::parse(forced);
-  return cuda::available() ? Device::cuda(0) : Device::cpu();
-}
-
-struct Setup {
-  std::shared_ptr<nn::Module> gen, dreal, dgen;
-  std::vector<std::unique_ptr<nn::Adam>> opts;
-  int64_t batch, zdim, data_dim;
-  double sigma;
-  bool uniform_data;
-  Device device = bench_device();
-};
-
-// The iteration's work, queued: on the GPU it returns once the host has launched everything.
-void enqueue_iteration(Setup& s) {
-  const TensorOptions on{.device = s.device};
-  Tensor x = s.uniform_data ? rand({s.batch, s.data_dim}, on) : randn({s.batch, s.data_dim}, on);
-  s.opts[1]->zero_grad();
-  dde::dde_loss(*s.dreal, x, s.sigma).backward();
-  s.opts[1]->step();
-
-  s.opts[2]->zero_grad();
-  Tensor gx;
-  {
-    NoGrad ng;
-    gx = (*s.gen)(randn({s.batch, s.zdim}, on));
-  }
-  dde::dde_loss(*s.dgen, gx, s.sigma).backward();
-  s.opts[2]->step();
-
-  s.opts[0]->zero_grad();
-  Tensor gz = (*s.gen)(randn({s.batch, s.zdim}, on));
-  dde::generator_loss(*s.dgen, *s.dreal, gz, s.sigma).backward();
-  s.opts[0]->step();
-}
-
-void iteration(Setup& s) {
-  enqueue_iteration(s);
-  if (s.device.is_cuda()) cuda::synchronize(s.device.index);
-}
 
 // The iteration as a CUDA graph: static inputs for the data batch, the generator's latents and
 // the three noises, refilled before each replay; the optimizers' step scalars uploaded by
@@ -121,12 +74,6 @@ struct GraphIteration {
   }
 };
 
-// Ops one iteration runs (the op trace's events).
-size_t traced_ops(Setup& s) {
-  TraceScope trace;
-  iteration(s);
-  return trace.events().size();
-}
 
 void run(benchmark::State& state, Setup s, bool graphs = false) {
   if (graphs && !s.device.is_cuda()) {
@@ -135,9 +82,7 @@ void run(benchmark::State& state, Setup s, bool graphs = false) {
     return;
   }
   state.SetLabel(s.device.str());
-  for (auto* m : {s.gen.get(), s.dreal.get(), s.dgen.get()}) m->to(s.device);
-  for (auto* m : {s.gen.get(), s.dreal.get(), s.dgen.get()})
-    s.opts.push_back(std::make_unique<nn::Adam>(m->parameters(), nn::AdamOptions{.lr = 1e-3}));
+  prepare(s);
   iteration(s);  // warm-up (and, for graphs, the eager step that fills the allocator's cache)
   if (graphs) {
     GraphIteration g(s);
@@ -166,18 +111,11 @@ void run(benchmark::State& state, Setup s, bool graphs = false) {
   state.counters["host_us_per_op"] = host_us / n / std::max<double>(1.0, static_cast<double>(ops));
 }
 
-void BM_dde_toy_iteration(benchmark::State& state, bool graphs) {
-  manual_seed(0);
-  run(state, Setup{std::make_shared<models::MLP>(2, 32, 25, 2, true), std::make_shared<models::MLP>(2, 32, 25, 1),
-                   std::make_shared<models::MLP>(2, 32, 25, 1), {}, 2048, 2, 2, 0.2, false}, graphs);
-}
+void BM_dde_toy_iteration(benchmark::State& state, bool graphs) { run(state, toy_workload(2048), graphs); }
 
 void BM_dde_toy_host_overhead(benchmark::State& state) {
-  manual_seed(0);
-  Setup s{std::make_shared<models::MLP>(2, 32, 25, 2, true), std::make_shared<models::MLP>(2, 32, 25, 1),
-          std::make_shared<models::MLP>(2, 32, 25, 1), {}, 1, 2, 2, 0.2, false, Device::cpu()};
-  for (auto* m : {s.gen.get(), s.dreal.get(), s.dgen.get()})
-    s.opts.push_back(std::make_unique<nn::Adam>(m->parameters(), nn::AdamOptions{.lr = 1e-3}));
+  Setup s = toy_workload(1, Device::cpu());
+  prepare(s);
   iteration(s);
   const size_t ops = traced_ops(s);
   const auto start = std::chrono::steady_clock::now();
@@ -187,12 +125,7 @@ void BM_dde_toy_host_overhead(benchmark::State& state) {
   state.counters["us_per_op"] = us / std::max<double>(1.0, static_cast<double>(state.iterations() * ops));
 }
 
-void BM_dde_mnist_iteration(benchmark::State& state, bool graphs) {
-  manual_seed(0);
-  run(state, Setup{std::make_shared<models::DenseNetMLP>(16, 64, 16, 784, true),
-                   std::make_shared<models::DenseNetMLP>(784, 256, 16, 1),
-                   std::make_shared<models::DenseNetMLP>(784, 256, 16, 1), {}, 100, 16, 784, 0.5, true}, graphs);
-}
+void BM_dde_mnist_iteration(benchmark::State& state, bool graphs) { run(state, mnist_workload(), graphs); }
 
 }  // namespace
 
