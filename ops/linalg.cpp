@@ -78,7 +78,8 @@ void gemm_2d(const Tensor& a, const Tensor& b, const Tensor& out, int64_t ldc, d
   const int64_t M = a.sizes()[0], K = a.sizes()[1], N = b.sizes()[1];
   GemmOperand ga = as_gemm_operand(a), gb = as_gemm_operand(b);
 #if EMBER_WITH_CUDA
-  if (out.device().is_cuda()) return gemm_gpu(out, ga.trans, gb.trans, M, N, K, ga.t, ga.ld, 0, gb.t, gb.ld, 0, beta, out, ldc, 0, 1);
+  if (out.device().is_cuda())
+    return gemm_gpu(out, ga.trans, gb.trans, M, N, K, ga.t, ga.ld, 0, gb.t, gb.ld, 0, beta, out, ldc, 0, 1);
 #endif
   dispatch_floating(out.dtype(), "matmul", [&](auto tag) {
     using T = typename decltype(tag)::type;

@@ -138,7 +138,9 @@ static void sum_leading_rows(const Tensor& a, int64_t rows, int64_t cols, Tensor
     using T = typename decltype(tag)::type;
     const T* x = a.data<T>();
     T* y = out.data<T>();
-    auto put = [&](int64_t j, double total) { y[j] = accumulate ? y[j] + static_cast<T>(total) : static_cast<T>(total); };
+    auto put = [&](int64_t j, double total) {
+      y[j] = accumulate ? y[j] + static_cast<T>(total) : static_cast<T>(total);
+    };
     // Wide rows split by columns. Narrow ones (a bias gradient: 2048 x 32) split by rows into
     // blocks of a fixed height, each summed into its own f64 partial, the partials then added
     // in block order: the threads share the work and the result does not depend on their count.
@@ -174,7 +176,9 @@ static void sum_leading_rows(const Tensor& a, int64_t rows, int64_t cols, Tensor
 }
 
 // The column sums above apply: a contiguous matrix, and on the GPU 32 columns or more.
-static bool leading_rows_fit(const Tensor& a, int64_t cols) { return a.is_contiguous() && (a.device().is_cpu() || cols >= 32); }
+static bool leading_rows_fit(const Tensor& a, int64_t cols) {
+  return a.is_contiguous() && (a.device().is_cpu() || cols >= 32);
+}
 
 static Tensor sum_forward(const Tensor& a, const Shape& rd, const Shape& out_shape) {
   bool leading = !rd.empty() && static_cast<int64_t>(rd.size()) < a.dim();

@@ -124,7 +124,9 @@ namespace {
 // t's data seen with other sizes and the strides that make it the same elements in order.
 Tensor recorded_view(const Tensor& t, Shape sizes, Shape strides) {
   Tensor y = view_of(t, std::move(sizes), std::move(strides), t.offset());
-  record("view", {t}, y, [in = t.sizes()](const TensorList& g, const TensorList&) { return TensorList{g[0].reshape(in)}; });
+  record("view", {t}, y, [in = t.sizes()](const TensorList& g, const TensorList&) {
+    return TensorList{g[0].reshape(in)};
+  });
   return y;
 }
 }  // namespace

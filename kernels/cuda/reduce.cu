@@ -254,8 +254,8 @@ void sum_leading(ElemType t, const void* x, void* out, int64_t rows, int64_t col
   const unsigned grid = static_cast<unsigned>((cols + 31) / 32);
   auto st = static_cast<cudaStream_t>(stream);
   if (t == ElemType::f32)
-    sum_leading_kernel<float><<<grid, dim3(32, 8), 0, st>>>(static_cast<const float*>(x), static_cast<float*>(out), rows,
-                                                           cols, accumulate);
+    sum_leading_kernel<float><<<grid, dim3(32, 8), 0, st>>>(static_cast<const float*>(x), static_cast<float*>(out),
+                                                           rows, cols, accumulate);
   else if (t == ElemType::f64)
     sum_leading_kernel<double><<<grid, dim3(32, 8), 0, st>>>(static_cast<const double*>(x), static_cast<double*>(out),
                                                             rows, cols, accumulate);

@@ -436,7 +436,8 @@ TEST(Autograd, LeafGradIsLentToTheOpsThatBringItsNextGradient) {
     EXPECT_EQ(w.grad().raw_data(), w_buffer);
     EXPECT_EQ(b.grad().raw_data(), b_buffer);
     auto f64 = [](const Tensor& t) { return t.to(DType::f64); };
-    Tensor want_w = add(add(naive_mm(f64(u1).t(), f64(x1)), naive_mm(f64(u2).t(), f64(x2))), naive_mm(f64(u3).t(), f64(x3)));
+    Tensor want_w =
+        add(add(naive_mm(f64(u1).t(), f64(x1)), naive_mm(f64(u2).t(), f64(x2))), naive_mm(f64(u3).t(), f64(x3)));
     Tensor want_b = add(add(f64(u1).sum({0}), f64(u2).sum({0})), f64(u3).sum({0}));
     EXPECT_LT(max_abs_diff(w.grad(), want_w), tol * 10);
     EXPECT_LT(max_abs_diff(b.grad(), want_b), tol * 10);
