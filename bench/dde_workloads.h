@@ -59,13 +59,12 @@ inline void iteration(Setup& s) {
   if (s.device.is_cuda()) cuda::synchronize(s.device.index);
 }
 
-// The workloads, with their Adam optimizers (lr 1e-3), on s.device; toy_rows 2048 is the
-// benchmark's, 1 its host-overhead variant.
+// The workloads' networks, from seed 0 (prepare() below moves them to the device and makes their
+// optimizers). rows: the toy batch, 2048 for the benchmark, 1 for its host-overhead variant.
 inline Setup toy_workload(int64_t rows, Device device = bench_device()) {
   manual_seed(0);
-  Setup s{std::make_shared<models::MLP>(2, 32, 25, 2, true), std::make_shared<models::MLP>(2, 32, 25, 1),
-          std::make_shared<models::MLP>(2, 32, 25, 1), {}, rows, 2, 2, 0.2, false, device};
-  return s;
+  return Setup{std::make_shared<models::MLP>(2, 32, 25, 2, true), std::make_shared<models::MLP>(2, 32, 25, 1),
+               std::make_shared<models::MLP>(2, 32, 25, 1), {}, rows, 2, 2, 0.2, false, device};
 }
 inline Setup mnist_workload(Device device = bench_device()) {
   manual_seed(0);
@@ -80,7 +79,7 @@ inline size_t traced_ops(Setup& s) {
   return trace.events().size();
 }
 
-// Moves the networks to s.device and makes their optimizers.
+// Moves the networks to s.device and makes their Adam optimizers (lr 1e-3).
 inline void prepare(Setup& s) {
   for (auto* m : {s.gen.get(), s.dreal.get(), s.dgen.get()}) m->to(s.device);
   for (auto* m : {s.gen.get(), s.dreal.get(), s.dgen.get()})

@@ -76,8 +76,8 @@ void Tensor::throw_undefined() { throw Error("use of an undefined Tensor (defaul
 
 int64_t Tensor::dim_out_of_range(const char* what, int64_t d) const {
   EMBER_CHECK(dim() > 0, what, "(", d, "): a 0-dim tensor has no dims (", str(), ")");
-  wrap_dim(d, dim(), what);  // throws, naming the range
-  EMBER_FAIL(what, "(", d, "): dim out of range for ", str());
+  wrap_dim(d, dim(), what);  // throws here (d is out of range), naming the valid range
+  EMBER_FAIL(what, "(", d, "): dim out of range for ", str());  // not reached
 }
 
 bool Tensor::is_contiguous() const {

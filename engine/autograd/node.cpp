@@ -142,7 +142,7 @@ bool AccumulateGrad::is_leaf_grad(const Tensor& g) const {
 
 void AccumulateGrad::set_total(const Tensor& total) {
   Tensor leaf = this->leaf();
-  if (!leaf.defined() || !total.defined() || is_leaf_grad(total)) return;
+  if (!leaf.defined() || !total.defined() || leaf.get()->grad == total.impl()) return;  // .grad itself
   leaf.set_grad(private_dense(total) ? total : total.detach().clone());
 }
 
