@@ -1,10 +1,15 @@
 // The DDE workloads of ../shared/reference/torch_workloads.py as ember runs them: the three
 // networks, their Adam optimizers and one iteration (one real-data DDE step, one generator-DDE
 // step, one generator step). Shared by bench_dde.cpp (Google Benchmark) and dde_iterations.cpp
-// (a fixed number of iterations, for counting instructions: scripts/host_instructions.sh).
+// (a fixed number of iterations, for counting instructions: scripts/host_instructions.sh), and
+// by tools/cuda_emu's launch counter.
 #pragma once
+#include <algorithm>
 #include <cstdlib>
+#include <map>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "ember/ember.h"
@@ -72,11 +77,23 @@ inline Setup mnist_workload(Device device = bench_device()) {
                std::make_shared<models::DenseNetMLP>(784, 256, 16, 1),
                std::make_shared<models::DenseNetMLP>(784, 256, 16, 1), {}, 100, 16, 784, 0.5, true, device};
 }
-// Ops one iteration runs (the op trace's events: each a kernel launch or more on the GPU).
-inline size_t traced_ops(Setup& s) {
+// One iteration under the op trace: its events (each op a kernel launch or more on the GPU).
+inline std::vector<TraceEvent> traced_iteration(Setup& s) {
   TraceScope trace;
   iteration(s);
-  return trace.events().size();
+  return trace.events();
+}
+// Ops one iteration runs.
+inline size_t traced_ops(Setup& s) { return traced_iteration(s).size(); }
+
+// How many times each op ran, most frequent first: where the launches go.
+inline std::vector<std::pair<size_t, std::string>> op_counts(const std::vector<TraceEvent>& events) {
+  std::map<std::string, size_t> counts;
+  for (const TraceEvent& e : events) ++counts[e.op];
+  std::vector<std::pair<size_t, std::string>> sorted;
+  for (const auto& [op, n] : counts) sorted.emplace_back(n, op);
+  std::sort(sorted.rbegin(), sorted.rend());
+  return sorted;
 }
 
 // Moves the networks to s.device and makes their Adam optimizers (lr 1e-3).

@@ -17,7 +17,7 @@ endforeach()
 unset(_emu_side)
 unset(_emu_dir)
 
-# Not a test: prints what one DDE toy iteration costs in launches (examples/count_dde_launches.cpp).
+# Not a test: prints what one DDE iteration costs in launches (examples/count_dde_launches.cpp).
 add_executable(cuda_emu_count_dde_launches ${CMAKE_CURRENT_LIST_DIR}/examples/count_dde_launches.cpp)
 target_link_libraries(cuda_emu_count_dde_launches PRIVATE ember)
 target_include_directories(cuda_emu_count_dde_launches PRIVATE ${CMAKE_CURRENT_LIST_DIR}/include)
