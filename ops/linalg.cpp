@@ -8,8 +8,11 @@
 #include <cmath>
 #include <limits>
 #include <mutex>
+#include <optional>
+#include <utility>
 #include <vector>
 
+#include "ember/engine/autograd/grad_mode.h"
 #include "ember/engine/autograd/graph_export.h"
 #include "ember/engine/autograd/node.h"
 #include "ember/engine/dispatch.h"
@@ -123,22 +126,61 @@ void gemm_batched(const Tensor& a3, const Tensor& b3, const Tensor& out) {
 // slice of a DenseNet's concatenated features that one layer read); another layout takes the
 // add. Undefined acc: a @ b. Not recorded: handed-over gradients exist only in walks without
 // create_graph.
-Tensor matmul_into(Tensor acc, const Tensor& a, const Tensor& b) {
-  if (!acc.defined()) return matmul(a, b);
+// Whether the GEMM can add a @ b into acc in place: 2-D f32/f64 operands that match acc, on its
+// device, and acc's rows ldc apart with unit-stride columns.
+bool gemm_adds_into(const Tensor& acc, const Tensor& a, const Tensor& b) {
   const bool rows_strided = acc.dim() == 2 && (acc.size(1) <= 1 || acc.stride(1) == 1) &&
                             (acc.size(0) <= 1 || acc.stride(0) >= acc.size(1));
-  const bool fits = a.dim() == 2 && b.dim() == 2 && acc.dim() == 2 && acc.size(0) == a.size(0) &&
-                    acc.size(1) == b.size(1) && a.size(1) == b.size(0) && a.dtype() == acc.dtype() &&
-                    b.dtype() == acc.dtype() && a.device() == acc.device() && b.device() == acc.device() &&
-                    (acc.dtype() == DType::f32 || acc.dtype() == DType::f64) && rows_strided;
-  if (!fits) return add_into(std::move(acc), matmul(a, b));
+  return a.dim() == 2 && b.dim() == 2 && acc.dim() == 2 && acc.size(0) == a.size(0) && acc.size(1) == b.size(1) &&
+         a.size(1) == b.size(0) && a.dtype() == acc.dtype() && b.dtype() == acc.dtype() &&
+         a.device() == acc.device() && b.device() == acc.device() &&
+         (acc.dtype() == DType::f32 || acc.dtype() == DType::f64) && rows_strided;
+}
+
+// The row stride the GEMM writes acc with (any value for a single row).
+int64_t row_stride(const Tensor& acc) { return acc.size(0) > 1 ? acc.stride(0) : acc.size(1); }
+
+Tensor matmul_into(Tensor acc, const Tensor& a, const Tensor& b) {
+  if (!acc.defined()) return matmul(a, b);
+  if (!gemm_adds_into(acc, a, b)) return add_into(std::move(acc), matmul(a, b));
   trace::OpTimer timer("matmul_accumulate", {acc, a, b});
   const int64_t M = acc.size(0), N = acc.size(1), K = a.size(1);
-  if (K > 0 && M > 0 && N > 0) gemm_2d(a, b, acc, M > 1 ? acc.stride(0) : N, 1.0);
+  if (K > 0 && M > 0 && N > 0) gemm_2d(a, b, acc, row_stride(acc), 1.0);
   acc.bump_version();
   timer.set_output(acc);
   return acc;
 }
+
+#if EMBER_WITH_CUDA
+// A linear layer's weight and bias gradients on the GPU in one cuBLASLt call: dW = dY^T X (added
+// into acc_w, the weight's waiting gradient, where there is one) and db = dY's column sums, which
+// the GEMM's epilogue reduces from the dY it reads (kernels::cuda::gemm_bias_grad) instead of a
+// second kernel. The bias gradient must be new: the epilogue writes it and cannot add. Not
+// recorded: only for walks without create_graph. Returns {dW, db}, or nothing, having done
+// nothing, where the layouts do not fit or cuBLASLt has no algorithm for them.
+std::optional<std::pair<Tensor, Tensor>> weight_and_bias_grads_gpu(Tensor acc_w, const Tensor& g2, const Tensor& x2) {
+  if (!g2.device().is_cuda() || grad_enabled() || (g2.dtype() != DType::f32 && g2.dtype() != DType::f64)) return {};
+  const Tensor gt = g2.transpose(0, 1);  // [out, rows]
+  const bool add = acc_w.defined();
+  if (add && !gemm_adds_into(acc_w, gt, x2)) return {};
+  const int64_t M = gt.size(0), K = gt.size(1), N = x2.size(1);
+  if (M == 0 || N == 0 || K == 0) return {};
+  trace::OpTimer timer(add ? "matmul_bias_grad_accumulate" : "matmul_bias_grad", {gt, x2});
+  GemmOperand ga = as_gemm_operand(gt), gb = as_gemm_operand(x2);
+  Tensor gw = add ? std::move(acc_w) : Tensor::empty({M, N}, options_of(g2));
+  Tensor gb_out = Tensor::empty({M}, options_of(g2));
+  if (!kernels::cuda::gemm_bias_grad(cuda::elem_type(g2.dtype()), cuda::math_mode(), ga.trans, gb.trans, M, N, K,
+                                     ga.t.device_data(), ga.ld, gb.t.device_data(), gb.ld, add ? 1.0 : 0.0,
+                                     gw.device_data(), add ? row_stride(gw) : N, gb_out.device_data(),
+                                     g2.device().index, cuda::stream_of(g2))) {
+    timer.discard();
+    return {};
+  }
+  if (add) gw.bump_version();
+  timer.set_output(gw);
+  return std::pair{std::move(gw), std::move(gb_out)};
+}
+#endif
 
 // Both operands at least 2-D: broadcast the batch dims, multiply, record.
 Tensor matmul_nd(const Tensor& a, const Tensor& b) {
@@ -301,9 +343,16 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
            Tensor g2 = as_matrix(g[0], rows, outf);
            // dY W, for a matrix x added into a gradient already waiting for it, if any
            Tensor gx = !rx ? Tensor() : x.dim() == 2 ? matmul_into(autograd::take_pending_grad_view(0), g2, w) : matmul(g[0], w);
-           Tensor gw = rw ? matmul_into(autograd::take_pending_grad_view(1), g2.transpose(0, 1), as_matrix(x, rows, in))
-                          : Tensor();  // dY^T X, added into a weight gradient already waiting, if any
-           Tensor gb = rb ? sum_rows_into(autograd::take_pending_grad(2), g2) : Tensor();  // likewise
+           // dY^T X and dY's column sums, each added into a gradient already waiting, if any
+           Tensor acc_w = rw ? autograd::take_pending_grad_view(1) : Tensor();
+           Tensor acc_b = rb ? autograd::take_pending_grad(2) : Tensor();
+           const Tensor x2 = as_matrix(x, rows, in);
+#if EMBER_WITH_CUDA
+           if (rw && rb && !acc_b.defined())  // on the GPU, both from one cuBLASLt call where it can
+             if (auto both = weight_and_bias_grads_gpu(acc_w, g2, x2)) return TensorList{gx, both->first, both->second};
+#endif
+           Tensor gw = rw ? matmul_into(std::move(acc_w), g2.transpose(0, 1), x2) : Tensor();
+           Tensor gb = rb ? sum_rows_into(std::move(acc_b), g2) : Tensor();
            return TensorList{gx, gw, gb};
          },
          {x, w});

@@ -41,6 +41,8 @@ class OpTimer {
   OpTimer(const char* op, const TensorList& inputs);
   ~OpTimer();
   void set_output(const Tensor& out);
+  // The op did nothing after all (a fused path that declined, its caller taking another): no event.
+  void discard() { on_ = false; }
 
  private:
   const char* op_;

@@ -26,4 +26,14 @@ bool gemm_bias(ElemType t, MathMode mode, bool trans_a, bool trans_b, int64_t M,
                int64_t lda, const void* B, int64_t ldb, const void* bias, void* C, int64_t ldc, int device,
                void* stream);
 
+// C = A B (+ beta C), and bias_grad[i] = the sum over k of A's element (i, k), in one cuBLASLt
+// call whose epilogue reduces A as the GEMM reads it (CUBLASLT_EPILOGUE_BGRADB). A linear
+// layer's backward passes A = dY^T, B = X: its weight gradient and, from the same read of dY,
+// its bias gradient, instead of a GEMM and a column-sum kernel. bias_grad [M] is written, never
+// added to. Same operand convention as gemm; false, having done nothing, when cuBLASLt offers
+// no algorithm for the case.
+bool gemm_bias_grad(ElemType t, MathMode mode, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                    const void* A, int64_t lda, const void* B, int64_t ldb, double beta, void* C, int64_t ldc,
+                    void* bias_grad, int device, void* stream);
+
 }  // namespace ember::kernels::cuda

@@ -1,7 +1,12 @@
-// cuBLASLt behind kernels::cuda::gemm_bias: the linear layer's product with its bias added in
-// the GEMM's epilogue. Row-major C = A B is column-major C^T = B^T A^T (as in blas.cpp), so the
-// bias, one value per column of C, is one value per row of the column-major result: exactly
-// CUBLASLT_EPILOGUE_BIAS's broadcast.
+// cuBLASLt behind kernels::cuda::gemm_bias and gemm_bias_grad: the linear layer's product with
+// its bias added in the GEMM's epilogue, and its backward's weight gradient with the bias
+// gradient reduced in the same call. Row-major C = A B is column-major C^T = B^T A^T (as in
+// blas.cpp), so the bias, one value per column of C, is one value per row of the column-major
+// result: exactly CUBLASLT_EPILOGUE_BIAS's broadcast. And A, passed second, is cuBLASLt's B:
+// CUBLASLT_EPILOGUE_BGRADB sums it over k, one value per column of the column-major result,
+// that is per row of C. For dW = dY^T X that is the column sums of dY, the bias gradient; the
+// layout (X as stored, dY transposed) is the weight-gradient GEMM llm.c and Transformer Engine
+// pair with BGRADB.
 //
 // A cuBLASLt call needs descriptors and an algorithm from the heuristic, which together cost
 // tens of microseconds of host time: more than the small GEMMs of an MLP take on the GPU. So
@@ -41,8 +46,8 @@ uint32_t alignment_of(const void* p) {
   return r;
 }
 
-using Key = std::tuple<int, int, int, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, uint32_t,
-                       uint32_t, uint32_t, uint32_t>;
+using Key = std::tuple<int, int, int, int, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       uint32_t, uint32_t, uint32_t, uint32_t>;
 
 struct Plan {
   bool usable = false;
@@ -78,14 +83,14 @@ void set(cublasLtMatmulDesc_t op, cublasLtMatmulDescAttributes_t attr, const V& 
 }
 
 // Descriptors and the heuristic's first algorithm; usable = false when there is none.
-Plan make_plan(cublasLtHandle_t h, cudaDataType_t dt, cublasComputeType_t ct, cublasOperation_t op_a,
-               cublasOperation_t op_b, uint64_t m, uint64_t n, uint64_t k, int64_t la, int64_t lb, int64_t lc,
-               const uint32_t align[4], const void* bias) {
+Plan make_plan(cublasLtHandle_t h, cublasLtEpilogue_t epilogue, cudaDataType_t dt, cublasComputeType_t ct,
+               cublasOperation_t op_a, cublasOperation_t op_b, uint64_t m, uint64_t n, uint64_t k, int64_t la,
+               int64_t lb, int64_t lc, const uint32_t align[4], const void* bias) {
   Plan p;
   check_cublas(cublasLtMatmulDescCreate(&p.op, ct, dt), "cublasLtMatmulDescCreate", "linear");
   set(p.op, CUBLASLT_MATMUL_DESC_TRANSA, op_a);
   set(p.op, CUBLASLT_MATMUL_DESC_TRANSB, op_b);
-  set(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS);
+  set(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, epilogue);
   set(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);  // the heuristic reads its alignment
   // Stored shapes before the op: (m x k) or (k x m) for the first operand, (k x n) or (n x k).
   const bool ta = op_a == CUBLAS_OP_T, tb = op_b == CUBLAS_OP_T;
@@ -112,11 +117,11 @@ Plan make_plan(cublasLtHandle_t h, cudaDataType_t dt, cublasComputeType_t ct, cu
   return p;
 }
 
-}  // namespace
-
-bool gemm_bias(ElemType t, MathMode mode, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
-               int64_t lda, const void* B, int64_t ldb, const void* bias, void* C, int64_t ldc, int device,
-               void* stream) {
+// One row-major product C = A B (+ beta C) through a cached plan with the given epilogue, which
+// reads or writes `bias`. False, having done nothing, where cuBLASLt has no algorithm for it.
+bool lt_matmul(cublasLtEpilogue_t epilogue, const char* what, ElemType t, MathMode mode, bool trans_a, bool trans_b,
+               int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B, int64_t ldb, double beta,
+               const void* bias, void* C, int64_t ldc, int device, void* stream) {
   if (t != ElemType::f32 && t != ElemType::f64) return false;
   if (M == 0 || N == 0 || K == 0) return false;  // the fallback handles the degenerate products
   const cudaDataType_t dt = t == ElemType::f32 ? CUDA_R_32F : CUDA_R_64F;
@@ -130,28 +135,48 @@ bool gemm_bias(ElemType t, MathMode mode, bool trans_a, bool trans_b, int64_t M,
                 lc = std::max<int64_t>(ldc, 1);
   const uint32_t align[4] = {alignment_of(B), alignment_of(A), alignment_of(C), alignment_of(C)};
   const uint32_t bias_align = alignment_of(bias);
-  const Key key{static_cast<int>(t), static_cast<int>(mode), device, trans_a, trans_b, M, N, K, la, lb, lc,
-                align[0], align[1], align[2], bias_align};
+  const Key key{static_cast<int>(epilogue), static_cast<int>(t), static_cast<int>(mode), device, trans_a, trans_b, M,
+                N, K, la, lb, lc, align[0], align[1], align[2], bias_align};
 
   State& s = state();
   std::lock_guard<std::mutex> lock(s.m);
   Device& d = device_for(s, device);
   auto it = s.plans.find(key);
   if (it == s.plans.end())
-    it = s.plans.emplace(key, make_plan(d.handle, dt, ct, op_first, op_second, static_cast<uint64_t>(N),
+    it = s.plans.emplace(key, make_plan(d.handle, epilogue, dt, ct, op_first, op_second, static_cast<uint64_t>(N),
                                         static_cast<uint64_t>(M), static_cast<uint64_t>(K), lb, la, lc, align, bias))
              .first;
   Plan& p = it->second;
   if (!p.usable) return false;
   set(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
-  const float alpha32 = 1.0f, beta32 = 0.0f;
-  const double alpha64 = 1.0, beta64 = 0.0;
-  const void* alpha = t == ElemType::f32 ? static_cast<const void*>(&alpha32) : &alpha64;
-  const void* beta = t == ElemType::f32 ? static_cast<const void*>(&beta32) : &beta64;
-  check_cublas(cublasLtMatmul(d.handle, p.op, alpha, B, p.a, A, p.b, beta, C, p.c, C, p.c, &p.algo, d.workspace,
-                              kWorkspaceBytes, static_cast<cudaStream_t>(stream)),
-               "cublasLtMatmul", "linear (bias epilogue)");
+  const float alpha32 = 1.0f, beta32 = static_cast<float>(beta);
+  const double alpha64 = 1.0;
+  const void* alpha_p = t == ElemType::f32 ? static_cast<const void*>(&alpha32) : &alpha64;
+  const void* beta_p = t == ElemType::f32 ? static_cast<const void*>(&beta32) : &beta;
+  const cublasStatus_t st = cublasLtMatmul(d.handle, p.op, alpha_p, B, p.a, A, p.b, beta_p, C, p.c, C, p.c, &p.algo,
+                                           d.workspace, kWorkspaceBytes, static_cast<cudaStream_t>(stream));
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED) {  // the heuristic offered what the call refuses: never again
+    p.usable = false;
+    return false;
+  }
+  check_cublas(st, "cublasLtMatmul", what);
   return true;
+}
+
+}  // namespace
+
+bool gemm_bias(ElemType t, MathMode mode, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
+               int64_t lda, const void* B, int64_t ldb, const void* bias, void* C, int64_t ldc, int device,
+               void* stream) {
+  return lt_matmul(CUBLASLT_EPILOGUE_BIAS, "linear (bias epilogue)", t, mode, trans_a, trans_b, M, N, K, A, lda, B,
+                   ldb, 0.0, bias, C, ldc, device, stream);
+}
+
+bool gemm_bias_grad(ElemType t, MathMode mode, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                    const void* A, int64_t lda, const void* B, int64_t ldb, double beta, void* C, int64_t ldc,
+                    void* bias_grad, int device, void* stream) {
+  return lt_matmul(CUBLASLT_EPILOGUE_BGRADB, "linear backward (bias-gradient epilogue)", t, mode, trans_a, trans_b, M,
+                   N, K, A, lda, B, ldb, beta, bias_grad, C, ldc, device, stream);
 }
 
 }  // namespace ember::kernels::cuda

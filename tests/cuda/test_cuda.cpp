@@ -216,6 +216,53 @@ TEST(CudaGpu, LentLeafGradsTakeTheGemmAndTheSumLikeTheCpu) {
   }
 }
 
+// A linear layer's weight and bias gradients from one cuBLASLt call on the GPU (the GEMM's
+// bias-gradient epilogue): new, and with the weight's gradient added into one already waiting
+// for it (the same weight used again later in the graph); not under create_graph, where the
+// two recorded ops run. Under the emulator the fused call must run; on a GPU whose cuBLASLt
+// offers no algorithm for it, the GEMM and the column sum run instead, with the same values.
+TEST(CudaGpu, LinearWeightAndBiasGradientsFromOneGemmLikeTheCpu) {
+  EMBER_REQUIRE_GPU();
+  for (DType dt : {DType::f64, DType::f32}) {
+    for (bool weight_used_again : {false, true}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + (weight_used_again ? ", weight used again" : ", one use"));
+      int64_t fused = 0;
+      auto run = [&](const Device& d) {
+        Tensor w = rnd({45, 29}, 81, dt).to(d).requires_grad_(true), b = rnd({45}, 82, dt).to(d).requires_grad_(true);
+        Tensor x = rnd({37, 29}, 83, dt).to(d), u = rnd({37, 45}, 84, dt).to(d);
+        Tensor x3 = rnd({23, 45}, 85, dt).to(d), v = rnd({23, 29}, 86, dt).to(d);
+        Tensor loss = sum(mul(linear(x, w, b), u));
+        if (weight_used_again) loss = add(loss, sum(mul(matmul(x3, w), v)));  // its backward runs first
+        TraceScope trace;
+        loss.backward();
+        if (d.is_cuda()) {
+          const auto& ev = trace.events();
+          fused = traced(ev, weight_used_again ? "matmul_bias_grad_accumulate" : "matmul_bias_grad");
+          if (fused) EXPECT_EQ(traced(ev, "sum") + traced(ev, "sum_accumulate"), 0);
+          else EXPECT_EQ(traced(ev, "sum"), 1);  // the fallback: the column sum
+        }
+        return TensorList{w.grad(), b.grad()};
+      };
+      TensorList gpu = run(kGpu), cpu = run(Device::cpu());
+      for (size_t i = 0; i < gpu.size(); ++i) EXPECT_LT(rel_diff(gpu[i], cpu[i]), tol(dt) * 10) << "gradient " << i;
+#if EMBER_CUDA_EMULATION
+      EXPECT_EQ(fused, 1) << "the emulated cuBLASLt offers the bias-gradient epilogue";
+#else
+      if (!fused) std::printf("[ note ] cuBLASLt offered no bias-gradient epilogue for %s\n", dtype_name(dt));
+#endif
+    }
+  }
+  // Under create_graph the two recorded ops run, so the gradients differentiate again.
+  Tensor w = rnd({45, 29}, 81, DType::f64).to(kGpu).requires_grad_(true);
+  Tensor b = rnd({45}, 82, DType::f64).to(kGpu).requires_grad_(true);
+  Tensor x = rnd({37, 29}, 83, DType::f64).to(kGpu), u = rnd({37, 45}, 84, DType::f64).to(kGpu);
+  TraceScope trace;
+  TensorList g = grad({sum(mul(square(linear(x, w, b)), u))}, {w, b}, {}, {.create_graph = true});
+  EXPECT_EQ(traced(trace.events(), "matmul_bias_grad"), 0);
+  EXPECT_GE(traced(trace.events(), "sum"), 1);
+  EXPECT_TRUE(g[1].requires_grad());
+}
+
 // softplus's backward added in place into a gradient waiting for its input, on the GPU.
 TEST(CudaGpu, SoftplusBackwardAddsIntoAWaitingGradientLikeTheCpu) {
   EMBER_REQUIRE_GPU();

@@ -57,6 +57,8 @@ typedef enum {
   CUBLASLT_EPILOGUE_RELU_BIAS = 6,
   CUBLASLT_EPILOGUE_GELU = 32,
   CUBLASLT_EPILOGUE_GELU_BIAS = 36,
+  CUBLASLT_EPILOGUE_BGRADA = 256,  // bias gradient: op(A) summed over k, one value per row of D
+  CUBLASLT_EPILOGUE_BGRADB = 512,  // op(B) summed over k, one value per column of D
 } cublasLtEpilogue_t;
 
 typedef enum {

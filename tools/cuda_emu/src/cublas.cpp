@@ -88,6 +88,10 @@ struct Gemm {
   const void* bias = nullptr;
   int64_t bias_stride = 0;
   int act = 0;  // 0: none, 1: ReLU, 2: GELU (tanh form, as cuBLASLt's epilogue)
+  // The bias-gradient epilogues: 0 none; 'A': bias_grad[i] = sum over l of op(A)[i, l] (length
+  // m); 'B': bias_grad[j] = sum over l of op(B)[l, j] (length n). Written, not added to.
+  char bgrad = 0;
+  void* bias_grad = nullptr;
   std::string what;
 };
 
@@ -111,6 +115,7 @@ bool operands_ok(const Gemm& g) {
       {"C", g.c.p, span(g.m, g.n, g.c, g.batch, es), g.beta != 0},
       {"D", g.d.p, span(g.m, g.n, g.d, g.batch, es), true},
       {"bias", g.bias, (g.m + (g.batch - 1) * g.bias_stride) * es, g.bias != nullptr},
+      {"bias gradient", g.bias_grad, static_cast<size_t>(g.bgrad == 'A' ? g.m : g.n) * es, g.bgrad != 0},
   };
   for (auto& o : ops) {
     if (!o.used || o.bytes == 0 || emu::is_device_range(o.p, o.bytes)) continue;
@@ -160,6 +165,19 @@ void run(const Gemm& g) {
         D[i + j * g.d.ld] = r;
       }
     }
+    // The operand as stored (not rounded to the compute type), summed in k order.
+    if (g.bgrad == 'A')
+      for (int64_t i = 0; i < m; ++i) {
+        T s = 0;
+        for (int64_t l = 0; l < k; ++l) s += g.ta ? A[l + i * g.a.ld] : A[i + l * g.a.ld];
+        static_cast<T*>(g.bias_grad)[i] = s;
+      }
+    if (g.bgrad == 'B')
+      for (int64_t j = 0; j < n; ++j) {
+        T s = 0;
+        for (int64_t l = 0; l < k; ++l) s += g.tb ? B[j + l * g.b.ld] : B[l + j * g.b.ld];
+        static_cast<T*>(g.bias_grad)[j] = s;
+      }
   }
 }
 
@@ -403,8 +421,14 @@ cublasStatus_t plan(cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t A, cublasLtM
     case CUBLASLT_EPILOGUE_DEFAULT: case CUBLASLT_EPILOGUE_BIAS: g.act = 0; break;
     case CUBLASLT_EPILOGUE_RELU: case CUBLASLT_EPILOGUE_RELU_BIAS: g.act = 1; break;
     case CUBLASLT_EPILOGUE_GELU: case CUBLASLT_EPILOGUE_GELU_BIAS: g.act = 2; break;
+    case CUBLASLT_EPILOGUE_BGRADA: g.bgrad = 'A'; break;
+    case CUBLASLT_EPILOGUE_BGRADB: g.bgrad = 'B'; break;
     default: return CUBLAS_STATUS_NOT_SUPPORTED;
   }
+  // What the emulator does not claim to know of the real library's bias-gradient kernels: batched
+  // products and a bias type other than D's are refused (the caller's fallback then runs).
+  if (g.bgrad && (g.batch != 1 || (op->bias_type != -1 && op->bias_type != D->type)))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
   if ((op->epilogue & CUBLASLT_EPILOGUE_BIAS) && op->bias_type != -1 && op->bias_type != D->type)
     return CUBLAS_STATUS_NOT_SUPPORTED;
   g.bias_stride = op->bias_stride;
@@ -529,6 +553,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t op, 
   if (op->epilogue & CUBLASLT_EPILOGUE_BIAS) {
     if (!op->bias) return CUBLAS_STATUS_INVALID_VALUE;
     g.bias = op->bias;
+  }
+  if (g.bgrad) {
+    if (!op->bias) return CUBLAS_STATUS_INVALID_VALUE;
+    g.bias_grad = const_cast<void*>(op->bias);
   }
   g.a.p = A;
   g.b.p = B;

@@ -321,7 +321,8 @@ static void test_gemm() {
   cudaStreamDestroy(s);
 }
 
-// cuBLASLt exactly as kernels/cuda/blas_lt.cpp drives it: D (m x n) = op(A) op(B) + bias.
+// cuBLASLt exactly as kernels/cuda/blas_lt.cpp drives it: D (m x n) = op(A) op(B) + bias, and the
+// bias-gradient epilogues.
 static void test_lt() {
   const int m = 6, n = 4, k = 5;
   std::vector<float> A(k * m), B(k * n), bias(m);  // A stored k x m (OP_T), B stored k x n (OP_N)
@@ -369,6 +370,34 @@ static void test_lt() {
   for (int j = 0; j < n; ++j)
     for (int i = 0; i < m; ++i) want[i + j * m] += bias[i];
   CHECK(host_copy(dD, m * n) == want);
+
+  // The bias-gradient epilogues write op(B) summed over k (BGRADB, one value per column of D) or
+  // op(A) (BGRADA, per row) into the bias pointer, beside D = op(A) op(B) + beta C; beta = 1 here.
+  for (const cublasLtEpilogue_t grad_epi : {CUBLASLT_EPILOGUE_BGRADB, CUBLASLT_EPILOGUE_BGRADA}) {
+    const bool of_b = grad_epi == CUBLASLT_EPILOGUE_BGRADB;
+    float* dgrad = nullptr;
+    cudaMalloc(&dgrad, (of_b ? n : m) * sizeof(float));
+    const void* gp = dgrad;
+    CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &grad_epi, sizeof(grad_epi)) ==
+          CUBLAS_STATUS_SUCCESS);
+    CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &gp, sizeof(gp)) ==
+          CUBLAS_STATUS_SUCCESS);
+    CHECK(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 1, &res, &found) == CUBLAS_STATUS_SUCCESS);
+    std::vector<float> c0(m * n);
+    for (size_t i = 0; i < c0.size(); ++i) c0[i] = 0.25f * float(i % 7) - 0.5f;
+    float* dC = dev_copy(c0);
+    CHECK(cublasLtMatmul(lt, op, &one, dA, la, dB, lb, &one, dC, lc, dC, lc, &res.algo, nullptr, 0, nullptr) ==
+          CUBLAS_STATUS_SUCCESS);
+    std::vector<float> want_c = c0, want_grad(of_b ? n : m, 0.0f);
+    naive<float>(true, false, m, n, k, 1.0f, A.data(), k, B.data(), k, 1.0f, want_c.data(), m,
+                 [](float x) { return x; });
+    for (int r = 0; r < (of_b ? n : m); ++r)
+      for (int l = 0; l < k; ++l) want_grad[r] += of_b ? B[l + r * k] : A[l + r * k];  // both stored k-major
+    CHECK(host_copy(dC, m * n) == want_c);
+    CHECK(host_copy(dgrad, of_b ? n : m) == want_grad);
+    cudaFree(dC);
+    cudaFree(dgrad);
+  }
   cublasLtMatmulPreferenceDestroy(pref);
   cublasLtMatrixLayoutDestroy(la);
   cublasLtMatrixLayoutDestroy(lb);
