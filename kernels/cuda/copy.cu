@@ -1,6 +1,7 @@
 // Copies with conversion between any two element types (the engine's copy_into, .to(dtype),
-// contiguous()), and fills. Conversion goes through double like the CPU's convert<To>(), so
-// both backends give the same bits; a same-type copy moves raw bits (vectorised when dense).
+// contiguous()), fills, and cat's copy of several pieces in one launch. Conversion goes through
+// double like the CPU's convert<To>(), so both backends give the same bits; a same-type copy
+// moves raw bits (vectorised when dense).
 #include "ember/engine/error.h"
 #include "ember/kernels/cuda/map.cuh"
 
@@ -34,7 +35,80 @@ size_t elem_size(ElemType t) {
   return 0;
 }
 
+// A group of cat's pieces for one launch, in units of the launch's word: each piece's pointer,
+// its row width, and where its columns start in the group's part of an output row.
+constexpr int kCatGroup = 8;
+struct CatGroup {
+  int n = 0;
+  const char* ptrs[kCatGroup];
+  int64_t widths[kCatGroup];
+  int64_t starts[kCatGroup];
+  int64_t total = 0;  // the group's width
+};
+
+// One thread per word of the group's columns of the output; the piece a column belongs to is
+// found by a scan of at most 8 starts (the pieces of a DenseNet's cat are two).
+template <typename Word>
+__global__ void cat_rows_kernel(CatGroup g, int64_t rows, Word* out, int64_t out_row) {
+  const int64_t n = rows * g.total;
+  for (int64_t i = first_index(); i < n; i += grid_step()) {
+    const int64_t r = i / g.total, c = i - r * g.total;
+    int k = 0;
+    while (k + 1 < g.n && c >= g.starts[k + 1]) ++k;
+    out[r * out_row + c] = reinterpret_cast<const Word*>(g.ptrs[k])[r * g.widths[k] + (c - g.starts[k])];
+  }
+}
+
 }  // namespace
+
+void cat_rows(int n, const char* const* pieces, const int64_t* widths, int64_t rows, char* out, void* stream) {
+  int64_t out_row = 0;
+  for (int i = 0; i < n; ++i) out_row += widths[i];
+  if (rows == 0 || out_row == 0) return;
+  auto st = static_cast<cudaStream_t>(stream);
+  int64_t column = 0;  // bytes: where the next group starts in an output row
+  for (int first = 0; first < n;) {
+    CatGroup g;
+    const int64_t group_start = column;
+    for (; first < n && g.n < kCatGroup; ++first) {
+      if (widths[first] == 0) continue;
+      g.ptrs[g.n] = pieces[first];
+      g.widths[g.n] = widths[first];
+      g.starts[g.n] = column - group_start;
+      column += widths[first];
+      ++g.n;
+    }
+    if (g.n == 0) break;
+    // The widest word that divides every width, start and pointer of the group and the row.
+    int64_t word = 16;
+    auto fits = [&](int64_t w) {
+      if (out_row % w != 0 || reinterpret_cast<uintptr_t>(out + group_start) % w != 0) return false;
+      for (int k = 0; k < g.n; ++k)
+        if (g.widths[k] % w != 0 || g.starts[k] % w != 0 || reinterpret_cast<uintptr_t>(g.ptrs[k]) % w != 0)
+          return false;
+      return true;
+    };
+    while (word > 1 && !fits(word)) word /= 2;
+    for (int k = 0; k < g.n; ++k) {
+      g.widths[k] /= word;
+      g.starts[k] /= word;
+    }
+    g.total = (column - group_start) / word;
+    auto launch = [&](auto word_tag) {
+      using Word = typename decltype(word_tag)::type;
+      cat_rows_kernel<Word><<<blocks_for(rows * g.total), kThreads, 0, st>>>(
+          g, rows, reinterpret_cast<Word*>(out + group_start), out_row / word);
+    };
+    switch (word) {
+      case 16: launch(std::type_identity<Vec<uint64_t, 2>>{}); break;
+      case 8: launch(std::type_identity<uint64_t>{}); break;
+      case 4: launch(std::type_identity<uint32_t>{}); break;
+      case 2: launch(std::type_identity<uint16_t>{}); break;
+      default: launch(std::type_identity<uint8_t>{}); break;
+    }
+    EMBER_CUDA_LAUNCHED("cat");
+  }
+}
 
 void copy(ElemType out, ElemType in, const Strided<2>& s, void* stream) {
   if (out == in) {

@@ -67,5 +67,10 @@ void softplus_backward_accumulate(ElemType t, int64_t n, void* acc, const void* 
 void copy(ElemType out, ElemType in, const Strided<2>& s, void* stream);
 // out = value (converted to the element type).
 void fill(ElemType t, const Strided<1>& s, double value, void* stream);
+// cat of n dense pieces of one element type, as one copy: piece i is `rows` rows of widths[i]
+// bytes, and row r of out is row r of each piece in turn (its length the widths' sum). One
+// launch per 8 pieces, moving the widest unit (up to 16 bytes) that every width and pointer
+// allows, where a copy per piece took n launches.
+void cat_rows(int n, const char* const* pieces, const int64_t* widths, int64_t rows, char* out, void* stream);
 
 }  // namespace ember::kernels::cuda

@@ -19,6 +19,9 @@
 #include "ember/models/dde/trainer.h"
 #include "ember/models/mlp.h"
 #include "cuda_parity.h"
+#if EMBER_CUDA_EMULATION
+#include "emu/hooks.h"  // the emulator's launch counts
+#endif
 
 namespace ember {
 namespace {
@@ -69,6 +72,58 @@ TEST(CudaGpu, CopiesEveryDtypeAndLayout) {
     Tensor g = src.to(kGpu).t().slice(0, 3, 28, 2).contiguous().to(DType::f64);
     EXPECT_EQ(rel_diff(g, view.to(DType::f64)), 0.0);
   }
+}
+
+// cat of dense pieces on the GPU: one launch per 8 pieces, each moving the widest word the
+// widths and pointers allow (16 bytes down to 1), bit for bit the CPU's, along every dim, with
+// empty pieces and an offset view; a strided piece or mixed dtypes take a copy per piece.
+TEST(CudaGpu, CatCopiesItsPiecesInOneLaunchLikeTheCpu) {
+  EMBER_REQUIRE_GPU();
+  auto launches = [](const std::function<void()>& f) -> int64_t {
+#if EMBER_CUDA_EMULATION
+    const emu::WorkCounts before = emu::work_counts();
+    f();
+    return static_cast<int64_t>(emu::work_counts().kernels - before.kernels);
+#else
+    f();
+    return -1;  // only the emulator counts launches
+#endif
+  };
+  for (DType dt : {DType::f32, DType::f64, DType::u8, DType::bf16}) {
+    for (int64_t dim = 0; dim < 3; ++dim) {
+      for (int n : {2, 3, 9}) {
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " dim " + std::to_string(dim) + ", " + std::to_string(n) + " pieces");
+        TensorList cpu, gpu;
+        for (int i = 0; i < n; ++i) {
+          Shape shape{5, 3, 7};
+          shape[dim] = i == 1 ? 0 : 1 + (5 * i) % 4;  // an empty piece; odd widths
+          cpu.push_back(mul(add(abs(rnd(shape, 90 + i)), 0.5), 50.0).to(dt));  // positive, for u8
+          gpu.push_back(cpu.back().to(kGpu));
+        }
+        // an offset view: its pointer is not aligned like a fresh tensor's
+        Tensor big = mul(add(abs(rnd({5, 11, 7}, 89)), 0.5), 50.0).to(dt);
+        cpu.push_back(big.reshape({-1}).slice(0, 1, 5 * 3 * 7 + 1).reshape({5, 3, 7}));
+        gpu.push_back(big.to(kGpu).reshape({-1}).slice(0, 1, 5 * 3 * 7 + 1).reshape({5, 3, 7}));
+        Tensor on_gpu;
+        const int64_t k = launches([&] { on_gpu = cat(gpu, dim); });
+        if (k >= 0) EXPECT_EQ(k, (n + 7) / 8);  // n pieces that are not empty, 8 per launch
+        EXPECT_EQ(rel_diff(on_gpu.to(Device::cpu()).to(DType::f64), cat(cpu, dim).to(DType::f64)), 0.0);
+      }
+    }
+  }
+  // rows of 32 bytes that would take 16-byte words, but one piece starts 4 bytes off: 4-byte words
+  {
+    Tensor a = rnd({6, 8}, 95), big = rnd({6 * 8 + 1}, 96);
+    Tensor b = big.slice(0, 1, 6 * 8 + 1).reshape({6, 8});
+    Tensor on_gpu = cat({a.to(kGpu), big.to(kGpu).slice(0, 1, 6 * 8 + 1).reshape({6, 8})}, 1);
+    EXPECT_EQ(rel_diff(on_gpu.to(Device::cpu()), cat({a, b}, 1)), 0.0);
+  }
+  // a transposed piece: the copy per piece
+  Tensor a = rnd({6, 4}, 97), b = rnd({4, 6}, 98);
+  Tensor on_gpu;
+  const int64_t k = launches([&] { on_gpu = cat({a.to(kGpu), b.to(kGpu).t()}, 1); });
+  if (k >= 0) EXPECT_EQ(k, 2);
+  EXPECT_EQ(rel_diff(on_gpu.to(Device::cpu()), cat({a, b.t()}, 1)), 0.0);
 }
 
 TEST(CudaGpu, UnaryOpsMatchTheCpuToSecondOrder) {

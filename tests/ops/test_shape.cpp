@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ember/ember.h"
+#include "ember/kernels/cpu/parallel.h"
 #include "test_util.h"
 
 using namespace ember;
@@ -300,6 +301,39 @@ TEST(ShapeOps, ContiguousCloneTo) {
 
 // ---------------------------------------------------------------------------------------------
 // cat, stack, split, chunk
+
+// cat of dense pieces of one dtype copies each output row from the pieces' rows in one pass:
+// along every dim, with empty pieces, in every element size, and split over threads.
+TEST(ShapeOps, CatOfDensePiecesPutsEachPieceInItsSlice) {
+  for (DType dt : {DType::f64, DType::f32, DType::i64, DType::u8, DType::bf16}) {
+    for (int64_t dim = 0; dim < 3; ++dim) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " along dim " + std::to_string(dim));
+      TensorList pieces;
+      const int64_t widths[] = {4, 0, 1, 9};
+      for (int i = 0; i < 4; ++i) {
+        Shape shape{4, 2, 3};
+        shape[dim] = widths[i];
+        pieces.push_back(add(iota(shape), 40.0 * i).to(dt));  // distinct values, under 256
+      }
+      Tensor y = cat(pieces, dim);
+      int64_t pos = 0;
+      for (int i = 0; i < 4; ++i) {
+        EXPECT_EQ(vals(y.slice(dim, pos, pos + widths[i])), vals(pieces[i])) << "piece " << i;
+        pos += widths[i];
+      }
+      EXPECT_EQ(pos, y.size(dim));
+    }
+  }
+  struct RestoreThreads {
+    int n = kernels::cpu::num_threads();
+    ~RestoreThreads() { kernels::cpu::set_num_threads(n); }
+  } restore;
+  kernels::cpu::set_num_threads(3);  // 3,000 rows of 28 bytes: two tasks of at most 64 KiB
+  Tensor a = iota({3000, 2}, DType::f32), b = add(iota({3000, 5}), 1e6).to(DType::f32);
+  Tensor y = cat({a, b}, 1);
+  EXPECT_EQ(vals(y.slice(1, 0, 2)), vals(a));
+  EXPECT_EQ(vals(y.slice(1, 2, 7)), vals(b));
+}
 
 TEST(ShapeOps, CatAndStack) {
   Tensor a = iota({2, 3}), b = add(iota({2, 2}), 100.0), c = add(iota({2, 1}), 200.0);
