@@ -120,12 +120,6 @@ void gemm_batched(const Tensor& a3, const Tensor& b3, const Tensor& out) {
   run(a3, b3);
 }
 
-// acc + a @ b for 2-D a [M, K] and b [K, N], where acc is a gradient handed over by the walk
-// (autograd::take_pending_grad_view: [M, N], private, maybe a view): the GEMM adds into it in
-// place (beta = 1), one kernel instead of a GEMM and an add. acc may be a row-strided view (the
-// slice of a DenseNet's concatenated features that one layer read); another layout takes the
-// add. Undefined acc: a @ b. Not recorded: handed-over gradients exist only in walks without
-// create_graph.
 // Whether the GEMM can add a @ b into acc in place: 2-D f32/f64 operands that match acc, on its
 // device, and acc's rows ldc apart with unit-stride columns.
 bool gemm_adds_into(const Tensor& acc, const Tensor& a, const Tensor& b) {
@@ -140,6 +134,12 @@ bool gemm_adds_into(const Tensor& acc, const Tensor& a, const Tensor& b) {
 // The row stride the GEMM writes acc with (any value for a single row).
 int64_t row_stride(const Tensor& acc) { return acc.size(0) > 1 ? acc.stride(0) : acc.size(1); }
 
+// acc + a @ b for 2-D a [M, K] and b [K, N], where acc is a gradient handed over by the walk
+// (autograd::take_pending_grad_view: [M, N], private, maybe a view): the GEMM adds into it in
+// place (beta = 1), one kernel instead of a GEMM and an add. acc may be a row-strided view (the
+// slice of a DenseNet's concatenated features that one layer read); another layout takes the
+// add. Undefined acc: a @ b. Not recorded: handed-over gradients exist only in walks without
+// create_graph.
 Tensor matmul_into(Tensor acc, const Tensor& a, const Tensor& b) {
   if (!acc.defined()) return matmul(a, b);
   if (!gemm_adds_into(acc, a, b)) return add_into(std::move(acc), matmul(a, b));
@@ -166,19 +166,19 @@ std::optional<std::pair<Tensor, Tensor>> weight_and_bias_grads_gpu(Tensor acc_w,
   const int64_t M = gt.size(0), K = gt.size(1), N = x2.size(1);
   if (M == 0 || N == 0 || K == 0) return {};
   trace::OpTimer timer(add ? "matmul_bias_grad_accumulate" : "matmul_bias_grad", {gt, x2});
-  GemmOperand ga = as_gemm_operand(gt), gb = as_gemm_operand(x2);
+  GemmOperand op_g = as_gemm_operand(gt), op_x = as_gemm_operand(x2);
   Tensor gw = add ? std::move(acc_w) : Tensor::empty({M, N}, options_of(g2));
-  Tensor gb_out = Tensor::empty({M}, options_of(g2));
-  if (!kernels::cuda::gemm_bias_grad(cuda::elem_type(g2.dtype()), cuda::math_mode(), ga.trans, gb.trans, M, N, K,
-                                     ga.t.device_data(), ga.ld, gb.t.device_data(), gb.ld, add ? 1.0 : 0.0,
-                                     gw.device_data(), add ? row_stride(gw) : N, gb_out.device_data(),
-                                     g2.device().index, cuda::stream_of(g2))) {
+  Tensor gb = Tensor::empty({M}, options_of(g2));
+  if (!kernels::cuda::gemm_bias_grad(cuda::elem_type(g2.dtype()), cuda::math_mode(), op_g.trans, op_x.trans, M, N, K,
+                                     op_g.t.device_data(), op_g.ld, op_x.t.device_data(), op_x.ld, add ? 1.0 : 0.0,
+                                     gw.device_data(), add ? row_stride(gw) : N, gb.device_data(), g2.device().index,
+                                     cuda::stream_of(g2))) {
     timer.discard();
     return {};
   }
   if (add) gw.bump_version();
   timer.set_output(gw);
-  return std::pair{std::move(gw), std::move(gb_out)};
+  return std::pair{std::move(gw), std::move(gb)};
 }
 #endif
 

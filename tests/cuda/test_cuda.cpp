@@ -92,7 +92,8 @@ TEST(CudaGpu, CatCopiesItsPiecesInOneLaunchLikeTheCpu) {
   for (DType dt : {DType::f32, DType::f64, DType::u8, DType::bf16}) {
     for (int64_t dim = 0; dim < 3; ++dim) {
       for (int n : {2, 3, 9}) {
-        SCOPED_TRACE(std::string(dtype_name(dt)) + " dim " + std::to_string(dim) + ", " + std::to_string(n) + " pieces");
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " dim " + std::to_string(dim) + ", " + std::to_string(n) +
+                     " pieces");
         TensorList cpu, gpu;
         for (int i = 0; i < n; ++i) {
           Shape shape{5, 3, 7};
