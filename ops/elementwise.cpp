@@ -543,21 +543,41 @@ TensorList softplus_double_backward(const Tensor& gg, const Tensor& g, const Ten
 // acc + softplus_backward(g, a), where acc is a gradient handed over by the walk
 // (autograd::take_pending_grad; a DDE layer's pre-activation gets one from the double backward
 // before softplus's own backward runs): added in place in the same pass, one kernel instead of
-// softplus_backward and an add. Undefined acc: softplus_backward(g, a). Not recorded (handed-over
-// gradients exist only in walks without create_graph).
+// softplus_backward and an add. g may be a view: in a DenseNet it is the layer's slice of the
+// concatenated features' gradient. Undefined acc: softplus_backward(g, a). Not recorded
+// (handed-over gradients exist only in walks without create_graph).
 Tensor softplus_backward_into(Tensor acc, const Tensor& g, const Tensor& a, double beta, double threshold) {
   if (!acc.defined()) return softplus_backward(g, a, beta, threshold);
-  if (!dense_alike(a, {&acc, &g})) return add(acc, softplus_backward(g, a, beta, threshold));
+  // In place where acc is dense f32/f64 and g and a match it, in any layout.
+  bool fits = acc.is_contiguous() && (acc.dtype() == DType::f32 || acc.dtype() == DType::f64);
+  for (const Tensor* t : {&g, &a})
+    fits = fits && t->sizes() == acc.sizes() && t->dtype() == acc.dtype() && t->device() == acc.device();
+  if (!fits) return add(acc, softplus_backward(g, a, beta, threshold));
+  const bool dense = g.is_contiguous() && a.is_contiguous();
   trace::OpTimer timer("softplus_backward_accumulate", {acc, g, a});
   const int64_t n = a.numel();
 #if EMBER_WITH_CUDA
   if (a.device().is_cuda()) {
-    kc::softplus_backward_accumulate(cuda::elem_type(a.dtype()), n, acc.device_data(), g.device_data(),
-                                     a.device_data(), beta, threshold, cuda::stream_of(a));
+    if (dense)
+      kc::softplus_backward_accumulate(cuda::elem_type(a.dtype()), n, acc.device_data(), g.device_data(),
+                                       a.device_data(), beta, threshold, cuda::stream_of(a));
+    else
+      kc::softplus_backward_accumulate_strided(cuda::elem_type(a.dtype()),
+                                               cuda::make_strided<4>(acc.sizes(), {&acc, &acc, &g, &a}), beta,
+                                               threshold, cuda::stream_of(a));
   } else
 #endif
   dispatch_floating(a.dtype(), "softplus_backward_accumulate", [&](auto tag) {
     using T = typename decltype(tag)::type;
+    if (!dense) {
+      cpu::for_each(make_loop<3>(acc.sizes(), {&acc, &g, &a}), [&](char** p, const int64_t* s, int64_t m) {
+        for (int64_t i = 0; i < m; ++i)
+          *reinterpret_cast<T*>(p[0] + i * s[0]) +=
+              softplus_grad_value(*reinterpret_cast<const T*>(p[1] + i * s[1]),
+                                  *reinterpret_cast<const T*>(p[2] + i * s[2]), beta, threshold);
+      });
+      return;
+    }
     T* pacc = acc.data<T>();
     const T *pg = g.data<T>(), *pa = a.data<T>();
     auto term = [beta, threshold](T gv, T av) { return softplus_grad_value(gv, av, beta, threshold); };

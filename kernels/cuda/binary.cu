@@ -123,6 +123,14 @@ __global__ void softplus_backward_accumulate_kernel(int64_t n, T* __restrict__ a
     acc[i] += f(g[i], a[i]);
 }
 
+// acc + g softplus'(a), for the elementwise engine with acc both the output and the first input:
+// each element is read, then written, by one thread, so the aliasing is harmless.
+template <typename T>
+struct SoftplusBackwardAddFn {
+  BinaryFn<BinaryOp::softplus_backward, T> f;
+  __device__ __forceinline__ T operator()(T acc, T g, T a) const { return acc + f(g, a); }
+};
+
 // where moves bits: one kernel per element size serves every type of that size.
 template <typename Bits>
 struct SelectFn {
@@ -188,6 +196,15 @@ void softplus_backward_accumulate(ElemType t, int64_t n, void* acc, const void* 
         n, static_cast<T*>(acc), static_cast<const T*>(g), static_cast<const T*>(a),
         BinaryFn<BinaryOp::softplus_backward, T>{static_cast<T>(beta), static_cast<T>(threshold)});
     EMBER_CUDA_LAUNCHED("softplus_backward_accumulate");
+  });
+}
+
+void softplus_backward_accumulate_strided(ElemType t, const Strided<4>& s, double beta, double threshold,
+                                          void* stream) {
+  dispatch_f32_f64(t, "softplus_backward_accumulate", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const SoftplusBackwardAddFn<T> f{{static_cast<T>(beta), static_cast<T>(threshold)}};
+    launch_map<T, T, T, T>(s, f, stream, "softplus_backward_accumulate");
   });
 }
 

@@ -63,6 +63,10 @@ void softplus_double_backward(ElemType t, int64_t n, void* dg, void* da, const v
 // place: softplus's backward added into a gradient already waiting for its input.
 void softplus_backward_accumulate(ElemType t, int64_t n, void* acc, const void* g, const void* a, double beta,
                                   double threshold, void* stream);
+// The same where g or a is a view (a DenseNet layer's output gradient is a slice of the
+// concatenated features' gradient): operands {acc, acc, g, a}, acc read and written in place.
+void softplus_backward_accumulate_strided(ElemType t, const Strided<4>& s, double beta, double threshold,
+                                          void* stream);
 // out = convert(in) between any two element types (same-type strided copies included).
 void copy(ElemType out, ElemType in, const Strided<2>& s, void* stream);
 // out = value (converted to the element type).

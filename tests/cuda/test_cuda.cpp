@@ -335,6 +335,18 @@ TEST(CudaGpu, SoftplusBackwardAddsIntoAWaitingGradientLikeTheCpu) {
       return h.grad();
     };
     EXPECT_LT(rel_diff(run(kGpu), run(Device::cpu())), tol(dt) * 10);
+    // the incoming gradient a strided slice of cat's (a DenseNet layer): the strided kernel
+    auto through_cat = [&](const Device& d) {
+      Tensor h = rnd({37, 53}, 54, dt).to(d).requires_grad_(true);
+      Tensor u = rnd({37, 60}, 55, dt).to(d), v = rnd({37, 53}, 56, dt).to(d), rest = rnd({37, 7}, 57, dt).to(d);
+      TraceScope trace;
+      Tensor through_softplus = sum(mul(cat({softplus(h, 1.5, 2.0), rest}, 1), u));
+      Tensor direct = sum(mul(h, v));
+      add(through_softplus, direct).backward();
+      EXPECT_EQ(traced(trace.events(), "softplus_backward_accumulate"), 1);
+      return h.grad();
+    };
+    EXPECT_LT(rel_diff(through_cat(kGpu), through_cat(Device::cpu())), tol(dt) * 10);
   }
 }
 

@@ -719,7 +719,8 @@ TEST(ElementwiseOps, SoftplusDoubleBackwardFusesBothGradients) {
 }
 
 // softplus's backward added into a gradient already waiting for its input (take_pending_grad):
-// one in-place pass (softplus_backward_accumulate) where softplus_backward and an add ran.
+// one in-place pass (softplus_backward_accumulate) where softplus_backward and an add ran, also
+// where its incoming gradient is a view.
 TEST(ElementwiseOps, SoftplusBackwardAddsIntoAWaitingGradient) {
   for (DType dt : {DType::f32, DType::f64}) {
     SCOPED_TRACE(dtype_name(dt));
@@ -731,14 +732,34 @@ TEST(ElementwiseOps, SoftplusBackwardAddsIntoAWaitingGradient) {
     Tensor through_softplus = sum(mul(softplus(h, 1.5, 2.0), u));
     Tensor direct = sum(mul(h, v));
     Tensor loss = add(through_softplus, direct);
-    TraceScope trace;
-    loss.backward();
-    EXPECT_EQ(test::traced(trace.events(), "softplus_backward_accumulate"), 1);
+    {
+      TraceScope trace;
+      loss.backward();
+      EXPECT_EQ(test::traced(trace.events(), "softplus_backward_accumulate"), 1);
+    }
     const auto hv = h.detach().to_vector<double>(), uv = u.to_vector<double>(), vv = v.to_vector<double>();
     std::vector<double> want(hv.size());
     for (size_t i = 0; i < hv.size(); ++i)
       want[i] = vv[i] + (1.5 * hv[i] > 2.0 ? uv[i] : uv[i] * ref_sigmoid(1.5 * hv[i]));
     expect_values(h.grad(), want, tol, "h.grad");
+
+    // softplus's output as cat's first piece (a DenseNet layer): its gradient arrives as a
+    // strided slice of cat's, and is still added in place
+    Tensor h2 = leaf(sample({6, 5}, Domain::any, 134).to(dt));
+    Tensor u2 = sample({6, 8}, Domain::any, 135).to(dt), rest = sample({6, 3}, Domain::any, 136).to(dt);
+    Tensor through_cat = sum(mul(cat({softplus(h2, 1.5, 2.0), rest}, 1), u2));
+    Tensor direct2 = sum(mul(h2, v));
+    Tensor loss2 = add(through_cat, direct2);
+    TraceScope trace2;
+    loss2.backward();
+    EXPECT_EQ(test::traced(trace2.events(), "softplus_backward_accumulate"), 1);
+    EXPECT_EQ(test::traced(trace2.events(), "add"), 0) << trace2.table();
+    const auto h2v = h2.detach().to_vector<double>(), u2v = u2.to_vector<double>();
+    for (size_t i = 0; i < h2v.size(); ++i) {
+      const double ui = u2v[(i / 5) * 8 + i % 5];
+      want[i] = vv[i] + (1.5 * h2v[i] > 2.0 ? ui : ui * ref_sigmoid(1.5 * h2v[i]));
+    }
+    expect_values(h2.grad(), want, tol, "h2.grad");
   }
 }
 
