@@ -151,6 +151,50 @@ Tensor matmul_into(Tensor acc, const Tensor& a, const Tensor& b) {
   return acc;
 }
 
+Tensor addmm(const Tensor& c, const Tensor& a, const Tensor& b);
+
+// a @ b for input i's gradient, with the gradient already waiting for that input, if any, added
+// in: in place by the GEMM in a walk without create_graph (matmul_into), or as one recorded
+// addmm under create_graph, where a matmul and then the walk's add were recorded. The DenseNet
+// layer's input gradient meets its slice of the concatenated features' gradient so.
+Tensor matmul_plus_waiting(size_t i, const Tensor& a, const Tensor& b) {
+  if (Tensor c = autograd::take_pending_grad_recorded(i); c.defined()) return addmm(c, a, b);
+  return matmul_into(autograd::take_pending_grad_view(i), a, b);
+}
+
+// c + a @ b for matrices, recorded as one op: c [M, N] in any row-strided layout (a gradient
+// waiting in the walk, maybe a slice), a [M, K], b [K, N]. On the GPU one cuBLASLt call reads c
+// and writes the sum to a new matrix; on the CPU c is copied and the GEMM adds onto it. Other
+// shapes and dtypes: add(c, matmul(a, b)). Its backward is a matmul for each operand again.
+Tensor addmm(const Tensor& c, const Tensor& a, const Tensor& b) {
+  if (!gemm_adds_into(c, a, b)) return add(c, matmul(a, b));
+  trace::OpTimer timer("addmm", {c, a, b});
+  const int64_t M = c.size(0), N = c.size(1), K = a.size(1);
+  Tensor out = Tensor::empty({M, N}, options_of(c));
+  if (out.numel() > 0) {
+    bool done = false;
+#if EMBER_WITH_CUDA
+    if (out.device().is_cuda() && K > 0) {
+      GemmOperand ga = as_gemm_operand(a), gb = as_gemm_operand(b);
+      done = kernels::cuda::gemm_add(cuda::elem_type(out.dtype()), cuda::math_mode(), ga.trans, gb.trans, M, N, K,
+                                     ga.t.device_data(), ga.ld, gb.t.device_data(), gb.ld, c.device_data(),
+                                     row_stride(c), out.device_data(), N, out.device().index, cuda::stream_of(out));
+    }
+#endif
+    if (!done) {
+      copy_into(out, c.detach());
+      if (K > 0) gemm_2d(a, b, out, N, 1.0);
+    }
+  }
+  timer.set_output(out);
+  record("addmm", {c, a, b}, out, [a, b, rc = input_grad(c, 0), ra = input_grad(a, 1), rb = input_grad(b, 2)](
+                                      const TensorList& g, const TensorList&) {
+    return TensorList{rc ? g[0] : Tensor(), ra ? matmul_plus_waiting(1, g[0], b.transpose(0, 1)) : Tensor(),
+                      rb ? matmul_plus_waiting(2, a.transpose(0, 1), g[0]) : Tensor()};
+  }, {a, b});
+  return out;
+}
+
 #if EMBER_WITH_CUDA
 // A linear layer's weight and bias gradients on the GPU in one cuBLASLt call: dW = dY^T X (added
 // into acc_w, the weight's waiting gradient, where there is one) and db = dY's column sums, which
@@ -215,10 +259,10 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b) {
   record("matmul", {a, b}, out, [a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](
                                     const TensorList& g, const TensorList&) {
     // dA = dY B^T, dB = A^T dY, each summed over the batch dims it was broadcast along. Two
-    // matrices: added straight into a gradient already waiting for the operand, if any.
+    // matrices: with a gradient already waiting for the operand, if any, added in.
     if (a.dim() == 2 && b.dim() == 2)
-      return TensorList{ra ? matmul_into(autograd::take_pending_grad_view(0), g[0], b.transpose(0, 1)) : Tensor(),
-                        rb ? matmul_into(autograd::take_pending_grad_view(1), a.transpose(0, 1), g[0]) : Tensor()};
+      return TensorList{ra ? matmul_plus_waiting(0, g[0], b.transpose(0, 1)) : Tensor(),
+                        rb ? matmul_plus_waiting(1, a.transpose(0, 1), g[0]) : Tensor()};
     Tensor ga = ra ? sum_to_size(matmul(g[0], b.transpose(-1, -2)), a.sizes()) : Tensor();
     Tensor gb = rb ? sum_to_size(matmul(a.transpose(-1, -2), g[0]), b.sizes()) : Tensor();
     return TensorList{ga, gb};
@@ -342,7 +386,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
            const int64_t in = w.size(1), outf = w.size(0), rows = leading_rows(x);
            Tensor g2 = as_matrix(g[0], rows, outf);
            // dY W, for a matrix x added into a gradient already waiting for it, if any
-           Tensor gx = !rx ? Tensor() : x.dim() == 2 ? matmul_into(autograd::take_pending_grad_view(0), g2, w) : matmul(g[0], w);
+           Tensor gx = !rx ? Tensor() : x.dim() == 2 ? matmul_plus_waiting(0, g2, w) : matmul(g[0], w);
            // dY^T X and dY's column sums, each added into a gradient already waiting, if any
            Tensor acc_w = rw ? autograd::take_pending_grad_view(1) : Tensor();
            Tensor acc_b = rb ? autograd::take_pending_grad(2) : Tensor();
@@ -351,7 +395,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
            if (rw && rb && !acc_b.defined())  // on the GPU, both from one cuBLASLt call where it can
              if (auto both = weight_and_bias_grads_gpu(acc_w, g2, x2)) return TensorList{gx, both->first, both->second};
 #endif
-           Tensor gw = rw ? matmul_into(std::move(acc_w), g2.transpose(0, 1), x2) : Tensor();
+           Tensor gw = !rw               ? Tensor()
+                       : acc_w.defined() ? matmul_into(std::move(acc_w), g2.transpose(0, 1), x2)
+                                         : matmul_plus_waiting(1, g2.transpose(0, 1), x2);
            Tensor gb = rb ? sum_rows_into(std::move(acc_b), g2) : Tensor();
            return TensorList{gx, gw, gb};
          },

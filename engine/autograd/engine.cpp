@@ -259,25 +259,26 @@ TensorList run_backward(const TensorList& roots, const TensorList& root_grads, b
       // Without create_graph, a closure may add its gradient into one already waiting
       // (autograd::take_pending_grad), saving the add that would follow; where none waits yet
       // for a leaf whose .grad would take the gradient in place, into .grad itself (lent).
+      // Under create_graph it may fold the waiting one into a recorded op instead
+      // (take_pending_grad_recorded); nothing is lent there.
       pending.assign(edge_targets.size(), {});
-      if (!create_graph)
-        for (size_t k = 0; k < pending.size(); ++k) {
-          const uint32_t t = edge_targets[k];
-          if (!wanted[k]) continue;
-          WalkNode& target = nodes[t];
-          const uint32_t slot_nr = n->next_edges()[k].input_nr;
-          if (target.sink && !capture_mode && target.lent == Lent::no &&
-              (target.buffer.empty() || !target.buffer[slot_nr].defined())) {
-            if (Tensor g = target.sink->lendable_grad(); g.defined()) {
-              if (target.buffer.empty()) target.buffer.resize(target.node->num_outputs());
-              target.buffer[slot_nr] = std::move(g);
-              target.lent = Lent::lent;
-            }
+      for (size_t k = 0; k < pending.size(); ++k) {
+        const uint32_t t = edge_targets[k];
+        if (!wanted[k]) continue;
+        WalkNode& target = nodes[t];
+        const uint32_t slot_nr = n->next_edges()[k].input_nr;
+        if (!create_graph && target.sink && !capture_mode && target.lent == Lent::no &&
+            (target.buffer.empty() || !target.buffer[slot_nr].defined())) {
+          if (Tensor g = target.sink->lendable_grad(); g.defined()) {
+            if (target.buffer.empty()) target.buffer.resize(target.node->num_outputs());
+            target.buffer[slot_nr] = std::move(g);
+            target.lent = Lent::lent;
           }
-          if (target.buffer.empty()) continue;
-          Tensor& slot = target.buffer[slot_nr];
-          if (slot.defined()) pending[k] = {&slot, holds_leaf_grad(target, slot)};
         }
+        if (target.buffer.empty()) continue;
+        Tensor& slot = target.buffer[slot_nr];
+        if (slot.defined()) pending[k] = {&slot, holds_leaf_grad(target, slot), create_graph};
+      }
       // A lent .grad the closure did not take goes back to waiting in the leaf alone, to be
       // added there as before; one it took comes back inside the closure's gradient.
       auto settle_lent = [&] {

@@ -76,7 +76,7 @@ namespace {
 Tensor take_pending(size_t i, bool (*usable)(const Tensor&, long holders)) {
   if (grad_enabled() || !pending_grads || i >= pending_grads->size()) return {};
   const PendingGrad& p = (*pending_grads)[i];
-  if (!p.slot || !p.slot->defined() || !usable(*p.slot, p.leaf_grad ? 2 : 1)) return {};
+  if (!p.slot || p.recorded_walk || !p.slot->defined() || !usable(*p.slot, p.leaf_grad ? 2 : 1)) return {};
   Tensor g = std::move(*p.slot);
   *p.slot = Tensor();
   return g;
@@ -85,6 +85,15 @@ Tensor take_pending(size_t i, bool (*usable)(const Tensor&, long holders)) {
 
 Tensor take_pending_grad(size_t i) { return take_pending(i, private_dense); }
 Tensor take_pending_grad_view(size_t i) { return take_pending(i, private_view); }
+
+Tensor take_pending_grad_recorded(size_t i) {
+  if (!grad_enabled() || !pending_grads || i >= pending_grads->size()) return {};
+  const PendingGrad& p = (*pending_grads)[i];
+  if (!p.slot || !p.recorded_walk || !p.slot->defined()) return {};
+  Tensor g = std::move(*p.slot);
+  *p.slot = Tensor();
+  return g;
+}
 
 PendingGrads::PendingGrads(const std::vector<PendingGrad>* slots) : previous_(pending_grads) { pending_grads = slots; }
 PendingGrads::~PendingGrads() { pending_grads = previous_; }

@@ -176,6 +176,12 @@ Tensor take_pending_grad(size_t i);
 // were consumed (a DenseNet layer's input meets its own layer's gradient there): the closure
 // checks the layout (the view's strides) and writes only inside it. Its elements never overlap.
 Tensor take_pending_grad_view(size_t i);
+// Under create_graph: the gradient waiting for input i's edge, whatever it is, for the closure to
+// fold into one recorded op that adds it (a product plus the waiting gradient as one addmm,
+// where a matmul and an add would be recorded). It is read, never written. Undefined where none
+// waits, and always without create_graph (take_pending_grad is the in-place hand-over there).
+// The same rule: the closure's gradient for input i must include it.
+Tensor take_pending_grad_recorded(size_t i);
 
 // A gradient no one else can see: its tensor held only by the caller (the walk's list or a
 // waiting slot), its buffer by that tensor alone, not requiring grad, and no two of its elements
@@ -183,11 +189,13 @@ Tensor take_pending_grad_view(size_t i);
 bool private_gradient(const Tensor& g);
 
 // Where one input's gradient waits while a node's backward runs: the slot (nullptr: none, or not
-// to be handed over), and whether what waits there is a leaf's .grad lent by the walk
-// (AccumulateGrad::lendable_grad), which the leaf holds too: it is private all the same.
+// to be handed over), whether what waits there is a leaf's .grad lent by the walk
+// (AccumulateGrad::lendable_grad), which the leaf holds too: it is private all the same, and
+// whether the walk records (create_graph), where the waiting gradient is part of the new graph.
 struct PendingGrad {
   Tensor* slot = nullptr;
   bool leaf_grad = false;
+  bool recorded_walk = false;  // create_graph: only take_pending_grad_recorded hands it over
 };
 
 // Set by the engine around one node's backward, one per input edge; restores the previous on exit.

@@ -36,4 +36,12 @@ bool gemm_bias_grad(ElemType t, MathMode mode, bool trans_a, bool trans_b, int64
                     const void* A, int64_t lda, const void* B, int64_t ldb, double beta, void* C, int64_t ldc,
                     void* bias_grad, int device, void* stream);
 
+// D = A B + C in one cuBLASLt call, C [M, N] read with row stride ldc and D written with ldd
+// (two matrices: C stays as it was). A recorded gradient that is a product plus a gradient
+// already waiting (addmm under create_graph) is one launch instead of a GEMM and an add. Same
+// operand convention as gemm; false, having done nothing, when cuBLASLt offers no algorithm.
+bool gemm_add(ElemType t, MathMode mode, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
+              int64_t lda, const void* B, int64_t ldb, const void* C, int64_t ldc, void* D, int64_t ldd, int device,
+              void* stream);
+
 }  // namespace ember::kernels::cuda

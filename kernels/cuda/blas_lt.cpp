@@ -1,6 +1,7 @@
-// cuBLASLt behind kernels::cuda::gemm_bias and gemm_bias_grad: the linear layer's product with
-// its bias added in the GEMM's epilogue, and its backward's weight gradient with the bias
-// gradient reduced in the same call. Row-major C = A B is column-major C^T = B^T A^T (as in
+// cuBLASLt behind kernels::cuda::gemm_bias, gemm_bias_grad and gemm_add: the linear layer's
+// product with its bias added in the GEMM's epilogue, its backward's weight gradient with the
+// bias gradient reduced in the same call, and a product plus a third matrix written to a fourth
+// (cuBLASLt, unlike cuBLAS, reads C from one matrix and writes D to another). Row-major C = A B is column-major C^T = B^T A^T (as in
 // blas.cpp), so the bias, one value per column of C, is one value per row of the column-major
 // result: exactly CUBLASLT_EPILOGUE_BIAS's broadcast. And A, passed second, is cuBLASLt's B:
 // CUBLASLT_EPILOGUE_BGRADB sums it over k, one value per column of the column-major result,
@@ -46,13 +47,13 @@ uint32_t alignment_of(const void* p) {
   return r;
 }
 
-using Key = std::tuple<int, int, int, int, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       uint32_t, uint32_t, uint32_t, uint32_t>;
+using Key = std::tuple<int, int, int, int, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       uint32_t, uint32_t, uint32_t, uint32_t, uint32_t>;
 
 struct Plan {
   bool usable = false;
   cublasLtMatmulDesc_t op = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};
 };
 
@@ -85,7 +86,7 @@ void set(cublasLtMatmulDesc_t op, cublasLtMatmulDescAttributes_t attr, const V& 
 // Descriptors and the heuristic's first algorithm; usable = false when there is none.
 Plan make_plan(cublasLtHandle_t h, cublasLtEpilogue_t epilogue, cudaDataType_t dt, cublasComputeType_t ct,
                cublasOperation_t op_a, cublasOperation_t op_b, uint64_t m, uint64_t n, uint64_t k, int64_t la,
-               int64_t lb, int64_t lc, const uint32_t align[4], const void* bias) {
+               int64_t lb, int64_t lc, int64_t ld, const uint32_t align[4], const void* bias) {
   Plan p;
   check_cublas(cublasLtMatmulDescCreate(&p.op, ct, dt), "cublasLtMatmulDescCreate", "linear");
   set(p.op, CUBLASLT_MATMUL_DESC_TRANSA, op_a);
@@ -97,6 +98,7 @@ Plan make_plan(cublasLtHandle_t h, cublasLtEpilogue_t epilogue, cudaDataType_t d
   check_cublas(cublasLtMatrixLayoutCreate(&p.a, dt, ta ? k : m, ta ? m : k, la), "cublasLtMatrixLayoutCreate", "linear");
   check_cublas(cublasLtMatrixLayoutCreate(&p.b, dt, tb ? n : k, tb ? k : n, lb), "cublasLtMatrixLayoutCreate", "linear");
   check_cublas(cublasLtMatrixLayoutCreate(&p.c, dt, m, n, lc), "cublasLtMatrixLayoutCreate", "linear");
+  check_cublas(cublasLtMatrixLayoutCreate(&p.d, dt, m, n, ld), "cublasLtMatrixLayoutCreate", "linear");
   cublasLtMatmulPreference_t pref = nullptr;
   check_cublas(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate", "linear");
   const uint64_t ws = kWorkspaceBytes;
@@ -108,7 +110,7 @@ Plan make_plan(cublasLtHandle_t h, cublasLtEpilogue_t epilogue, cudaDataType_t d
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   const cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(h, p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+      cublasLtMatmulAlgoGetHeuristic(h, p.op, p.a, p.b, p.c, p.d, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS) {
     p.usable = true;
@@ -117,11 +119,12 @@ Plan make_plan(cublasLtHandle_t h, cublasLtEpilogue_t epilogue, cudaDataType_t d
   return p;
 }
 
-// One row-major product C = A B (+ beta C) through a cached plan with the given epilogue, which
-// reads or writes `bias`. False, having done nothing, where cuBLASLt has no algorithm for it.
+// One row-major product D = A B (+ beta C) through a cached plan with the given epilogue, which
+// reads or writes `bias`; C and D may be one matrix. False, having done nothing, where cuBLASLt
+// has no algorithm for it.
 bool lt_matmul(cublasLtEpilogue_t epilogue, const char* what, ElemType t, MathMode mode, bool trans_a, bool trans_b,
                int64_t M, int64_t N, int64_t K, const void* A, int64_t lda, const void* B, int64_t ldb, double beta,
-               const void* bias, void* C, int64_t ldc, int device, void* stream) {
+               const void* bias, const void* C, int64_t ldc, void* D, int64_t ldd, int device, void* stream) {
   if (t != ElemType::f32 && t != ElemType::f64) return false;
   if (M == 0 || N == 0 || K == 0) return false;  // the fallback handles the degenerate products
   const cudaDataType_t dt = t == ElemType::f32 ? CUDA_R_32F : CUDA_R_64F;
@@ -132,11 +135,11 @@ bool lt_matmul(cublasLtEpilogue_t epilogue, const char* what, ElemType t, MathMo
   // Swapped operands, as in blas.cpp: column-major (N x M) = op(B) op(A).
   const cublasOperation_t op_first = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, op_second = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const int64_t lb = std::max({ldb, trans_b ? K : N, int64_t{1}}), la = std::max({lda, trans_a ? M : K, int64_t{1}}),
-                lc = std::max<int64_t>(ldc, 1);
-  const uint32_t align[4] = {alignment_of(B), alignment_of(A), alignment_of(C), alignment_of(C)};
+                lc = std::max<int64_t>(ldc, 1), ld = std::max<int64_t>(ldd, 1);
+  const uint32_t align[4] = {alignment_of(B), alignment_of(A), alignment_of(C), alignment_of(D)};
   const uint32_t bias_align = alignment_of(bias);
   const Key key{static_cast<int>(epilogue), static_cast<int>(t), static_cast<int>(mode), device, trans_a, trans_b, M,
-                N, K, la, lb, lc, align[0], align[1], align[2], bias_align};
+                N, K, la, lb, lc, ld, align[0], align[1], align[2], align[3], bias_align};
 
   State& s = state();
   std::lock_guard<std::mutex> lock(s.m);
@@ -144,7 +147,7 @@ bool lt_matmul(cublasLtEpilogue_t epilogue, const char* what, ElemType t, MathMo
   auto it = s.plans.find(key);
   if (it == s.plans.end())
     it = s.plans.emplace(key, make_plan(d.handle, epilogue, dt, ct, op_first, op_second, static_cast<uint64_t>(N),
-                                        static_cast<uint64_t>(M), static_cast<uint64_t>(K), lb, la, lc, align, bias))
+                                        static_cast<uint64_t>(M), static_cast<uint64_t>(K), lb, la, lc, ld, align, bias))
              .first;
   Plan& p = it->second;
   if (!p.usable) return false;
@@ -153,7 +156,7 @@ bool lt_matmul(cublasLtEpilogue_t epilogue, const char* what, ElemType t, MathMo
   const double alpha64 = 1.0;
   const void* alpha_p = t == ElemType::f32 ? static_cast<const void*>(&alpha32) : &alpha64;
   const void* beta_p = t == ElemType::f32 ? static_cast<const void*>(&beta32) : &beta;
-  const cublasStatus_t st = cublasLtMatmul(d.handle, p.op, alpha_p, B, p.a, A, p.b, beta_p, C, p.c, C, p.c, &p.algo,
+  const cublasStatus_t st = cublasLtMatmul(d.handle, p.op, alpha_p, B, p.a, A, p.b, beta_p, C, p.c, D, p.d, &p.algo,
                                            d.workspace, kWorkspaceBytes, static_cast<cudaStream_t>(stream));
   if (st == CUBLAS_STATUS_NOT_SUPPORTED) {  // the heuristic offered what the call refuses: never again
     p.usable = false;
@@ -169,14 +172,21 @@ bool gemm_bias(ElemType t, MathMode mode, bool trans_a, bool trans_b, int64_t M,
                int64_t lda, const void* B, int64_t ldb, const void* bias, void* C, int64_t ldc, int device,
                void* stream) {
   return lt_matmul(CUBLASLT_EPILOGUE_BIAS, "linear (bias epilogue)", t, mode, trans_a, trans_b, M, N, K, A, lda, B,
-                   ldb, 0.0, bias, C, ldc, device, stream);
+                   ldb, 0.0, bias, C, ldc, C, ldc, device, stream);
 }
 
 bool gemm_bias_grad(ElemType t, MathMode mode, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                     const void* A, int64_t lda, const void* B, int64_t ldb, double beta, void* C, int64_t ldc,
                     void* bias_grad, int device, void* stream) {
   return lt_matmul(CUBLASLT_EPILOGUE_BGRADB, "linear backward (bias-gradient epilogue)", t, mode, trans_a, trans_b, M,
-                   N, K, A, lda, B, ldb, beta, bias_grad, C, ldc, device, stream);
+                   N, K, A, lda, B, ldb, beta, bias_grad, C, ldc, C, ldc, device, stream);
+}
+
+bool gemm_add(ElemType t, MathMode mode, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
+              int64_t lda, const void* B, int64_t ldb, const void* C, int64_t ldc, void* D, int64_t ldd, int device,
+              void* stream) {
+  return lt_matmul(CUBLASLT_EPILOGUE_DEFAULT, "addmm", t, mode, trans_a, trans_b, M, N, K, A, lda, B, ldb, 1.0,
+                   nullptr, C, ldc, D, ldd, device, stream);
 }
 
 }  // namespace ember::kernels::cuda

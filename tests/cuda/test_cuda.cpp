@@ -319,6 +319,32 @@ TEST(CudaGpu, LinearWeightAndBiasGradientsFromOneGemmLikeTheCpu) {
   EXPECT_TRUE(g[1].requires_grad());
 }
 
+// Under create_graph, a DenseNet layer's input gradient (dZ W plus the slice cat's backward left
+// for it) is one recorded addmm, on the GPU one cuBLASLt call reading the slice and writing a new
+// matrix; the score and its gradient equal the CPU's.
+TEST(CudaGpu, AddmmUnderCreateGraphLikeTheCpu) {
+  EMBER_REQUIRE_GPU();
+  for (DType dt : {DType::f64, DType::f32}) {
+    SCOPED_TRACE(dtype_name(dt));
+    auto run = [&](const Device& d) {
+      Tensor x = rnd({37, 29}, 71, dt).to(d).requires_grad_(true);
+      Tensor w = rnd({13, 29}, 72, dt).to(d).requires_grad_(true), b = rnd({13}, 73, dt).to(d).requires_grad_(true);
+      Tensor u = rnd({37, 42}, 74, dt).to(d), v = rnd({37, 29}, 75, dt).to(d);
+      Tensor e = sum(mul(softplus(cat({linear(x, w, b), x}, 1)), u));
+      Tensor score;
+      {
+        TraceScope trace;
+        score = grad({e}, {x}, {}, {.create_graph = true})[0];
+        EXPECT_EQ(traced(trace.events(), "addmm"), 1);
+      }
+      TensorList g = grad({sum(mul(score, v))}, {x, w, b});
+      return TensorList{score.detach(), g[0], g[1], g[2]};
+    };
+    TensorList gpu = run(kGpu), cpu = run(Device::cpu());
+    for (size_t i = 0; i < gpu.size(); ++i) EXPECT_LT(rel_diff(gpu[i], cpu[i]), tol(dt) * 100) << "output " << i;
+  }
+}
+
 // softplus's backward added in place into a gradient waiting for its input, on the GPU.
 TEST(CudaGpu, SoftplusBackwardAddsIntoAWaitingGradientLikeTheCpu) {
   EMBER_REQUIRE_GPU();
