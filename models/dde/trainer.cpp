@@ -374,12 +374,25 @@ void write_image_grid(const std::string& path, const Tensor& x, int64_t count) {
 
 // n samples of the generator, on its device (the latents are drawn there: the same Philox
 // numbers as on the CPU).
-Tensor generate(nn::Module& g, int64_t n, int64_t zdim, Generator& gen) {
-  NoGrad ng;
+// The generator's latents for n samples, drawn in chunks of 4,096 rows (generate's order).
+Tensor draw_latents(int64_t n, int64_t zdim, const Device& device, Generator& gen) {
   TensorList parts;
   for (int64_t b = 0; b < n; b += 4096)
-    parts.push_back(g(randn({std::min<int64_t>(4096, n - b), zdim}, {.device = g.device()}, &gen)));
-  return cat(parts, 0);
+    parts.push_back(randn({std::min<int64_t>(4096, n - b), zdim}, {.device = device}, &gen));
+  return parts.size() == 1 ? parts[0] : cat(parts, 0);
+}
+
+// g applied to latents z, 4,096 rows at a time, without a graph.
+Tensor generate_from(nn::Module& g, const Tensor& z) {
+  NoGrad ng;
+  TensorList parts;
+  for (int64_t b = 0; b < z.size(0); b += 4096)
+    parts.push_back(g(z.slice(0, b, std::min<int64_t>(z.size(0), b + 4096))));
+  return parts.size() == 1 ? parts[0] : cat(parts, 0);
+}
+
+Tensor generate(nn::Module& g, int64_t n, int64_t zdim, Generator& gen) {
+  return generate_from(g, draw_latents(n, zdim, g.device(), gen));
 }
 
 // Annealed Langevin dynamics with grad s as the score at every level (DDE+ALD): the step at
@@ -637,6 +650,76 @@ Tensor graph_dde_step(Run& r, GraphStep& gs) {
   return gs.loss;
 }
 
+// --cuda-graphs in phase 2, the same way: s_q's DDE step on the generator's samples (K per
+// generator iteration, and the sq_init_steps before them) and the generator's step are each
+// captured once and replayed. Their draws (the latents, then the noise, in the eager step's
+// order) are made outside the graph into static buffers, and the optimizer's prepare_step() runs
+// before every replay, so s_q's K replays count K steps of Adam. The generator step is captured
+// with s_q frozen, as it runs eagerly.
+struct GraphSampleStep {
+  std::unique_ptr<cuda::CudaGraph> graph;
+  Tensor z, noise;  // the static inputs: the latents and the noise of the step's loss
+  Tensor loss;      // the captured output
+};
+
+// Copies src into the static buffer dst, made like src on first use.
+void into_static(Tensor& dst, const Tensor& src) {
+  if (!dst.defined()) dst = Tensor::empty(src.sizes(), {.dtype = src.dtype(), .device = src.device()});
+  EMBER_CHECK(dst.sizes() == src.sizes(), "dde --cuda-graphs: an input of shape ", shape_str(src.sizes()),
+              " for a graph captured with ", shape_str(dst.sizes()), " (shapes must be static)");
+  dst.copy_(src);
+}
+
+// The noise of a DDE loss on the generator's samples: their shape and dtype, drawn from r.gen.
+Tensor sample_noise(Run& r, const Tensor& z, Tensor& noise) {
+  if (noise.defined()) return randn(noise.sizes(), options_of(noise), &r.gen);
+  return randn_like(generate_from(*r.nets.g, z), &r.gen);  // first call: the samples' shape, once
+}
+
+// One L_DDE step of s_q on a batch of the generator's samples (eq. 5 on q).
+Tensor graph_sq_step(Run& r, GraphSampleStep& gs) {
+  {
+    NoGrad ng;
+    into_static(gs.z, draw_latents(r.cfg.batch, r.nets.zdim, r.device, r.gen));
+    into_static(gs.noise, sample_noise(r, gs.z, gs.noise));
+  }
+  r.opt_sq->prepare_step();
+  if (!gs.graph) {
+    gs.graph = std::make_unique<cuda::CudaGraph>(r.device.index);
+    gs.graph->capture([&] {
+      Tensor gx = generate_from(*r.nets.g, gs.z);
+      r.opt_sq->zero_grad();
+      gs.loss = dde_loss_given_noise(*r.nets.sq, gx, gs.noise, r.cfg.sigma);
+      gs.loss.backward();
+      r.opt_sq->launch_step();
+    });
+  }
+  gs.graph->replay();
+  return gs.loss;
+}
+
+// The generator's step (Algorithm 1): s_q and s_p fixed, the gradient through both into g.
+Tensor graph_generator_step(Run& r, GraphSampleStep& gs) {
+  {
+    NoGrad ng;
+    into_static(gs.z, randn({r.cfg.batch, r.nets.zdim}, {.device = r.device}, &r.gen));
+    into_static(gs.noise, sample_noise(r, gs.z, gs.noise));
+  }
+  r.opt_g->prepare_step();
+  if (!gs.graph) {
+    gs.graph = std::make_unique<cuda::CudaGraph>(r.device.index);
+    gs.graph->capture([&] {
+      r.opt_g->zero_grad();
+      Tensor gz = (*r.nets.g)(gs.z);
+      gs.loss = generator_loss_given_noise(*r.nets.sq, *r.nets.sp, gz, gs.noise, r.cfg.sigma);
+      gs.loss.backward();
+      r.opt_g->launch_step();
+    });
+  }
+  gs.graph->replay();
+  return gs.loss;
+}
+
 }  // namespace
 
 std::string train(TrainConfig cfg) {
@@ -760,17 +843,36 @@ std::string train(TrainConfig cfg) {
   // ---- phase 2: the generator (Algorithm 1) ----
   if (r.cfg.gen_steps > 0) {
     set_trainable(*r.nets.sp, false);  // s_p is fixed: no parameter gradients needed through it
+    // --cuda-graphs: each kind of step is captured after one eager step of it in this process
+    GraphSampleStep sq_graph, g_graph;
+    bool sq_warmed = false, g_warmed = false;
+    auto sq_step = [&]() -> Tensor {  // L_DDE on s_q; the samples carry no gradient to g
+      if (r.cfg.cuda_graphs && sq_warmed) return graph_sq_step(r, sq_graph);
+      Tensor gx = generate(*r.nets.g, r.cfg.batch, r.nets.zdim, r.gen);
+      r.opt_sq->zero_grad();
+      Tensor loss = dde_loss(*r.nets.sq, gx, r.cfg.sigma, &r.gen);
+      loss.backward();
+      r.opt_sq->step();
+      sq_warmed = true;
+      return loss;
+    };
+    auto generator_step = [&]() -> Tensor {
+      if (r.cfg.cuda_graphs && g_warmed) return graph_generator_step(r, g_graph);
+      r.opt_g->zero_grad();
+      Tensor gz = (*r.nets.g)(randn({r.cfg.batch, r.nets.zdim}, {.device = r.device}, &r.gen));
+      Tensor lg = generator_loss(*r.nets.sq, *r.nets.sp, gz, r.cfg.sigma, &r.gen);
+      lg.backward();
+      r.opt_g->step();
+      g_warmed = true;
+      return lg;
+    };
     if (!r.sq_ready) {
       // Algorithm 1, line 2: s_q = argmin L_DDE on the initial generator's samples, so the
       // first generator steps already follow the right density difference.
       nn::Progress init_bar("fit s_q", r.cfg.sq_init_steps);
       for (int64_t i = 0; i < r.cfg.sq_init_steps; ++i) {
         if (interrupted()) return r.dir;
-        Tensor gx = generate(*r.nets.g, r.cfg.batch, r.nets.zdim, r.gen);
-        r.opt_sq->zero_grad();
-        Tensor loss = dde_loss(*r.nets.sq, gx, r.cfg.sigma, &r.gen);
-        loss.backward();
-        r.opt_sq->step();
+        const Tensor loss = sq_step();
         init_bar.update(i + 1, loss.item() / static_cast<double>(r.cfg.batch));
       }
       init_bar.finish();
@@ -781,22 +883,12 @@ std::string train(TrainConfig cfg) {
     double last_mmd = NAN;
     while (r.gen_step < r.cfg.gen_steps) {
       if (interrupted()) return r.dir;
-      double lq = 0;
-      for (int64_t k = 0; k < r.cfg.k_dde; ++k) {  // K steps of L_DDE on s_q, samples carry no gradient to g
-        Tensor gx = generate(*r.nets.g, r.cfg.batch, r.nets.zdim, r.gen);
-        r.opt_sq->zero_grad();
-        Tensor loss = dde_loss(*r.nets.sq, gx, r.cfg.sigma, &r.gen);
-        loss.backward();
-        r.opt_sq->step();
-        lq = loss.item() / static_cast<double>(r.cfg.batch);
-      }
+      Tensor last_sq;
+      for (int64_t k = 0; k < r.cfg.k_dde; ++k) last_sq = sq_step();  // K steps of L_DDE on s_q
+      const double lq = last_sq.item() / static_cast<double>(r.cfg.batch);
       check_finite(lq, "generator-DDE", r.gen_step, r);
       set_trainable(*r.nets.sq, false);
-      r.opt_g->zero_grad();
-      Tensor gz = (*r.nets.g)(randn({r.cfg.batch, r.nets.zdim}, {.device = r.device}, &r.gen));
-      Tensor lg = generator_loss(*r.nets.sq, *r.nets.sp, gz, r.cfg.sigma, &r.gen);
-      lg.backward();
-      r.opt_g->step();
+      const Tensor lg = generator_step();
       set_trainable(*r.nets.sq, true);
       ++r.gen_step;
       double lgv = lg.item() / static_cast<double>(r.cfg.batch);
@@ -836,8 +928,9 @@ std::string train_usage() {
          "       ember dde eval --run DIR\n"
          "NAME: a 2-D toy set (checkerboard, 8gaussians, 25gaussians, 2spirals, rings, swissroll, moons,\n"
          "      mixture, vonmises), fashion-mnist, mnist, gaussian6d, or a path to a .csv / .npy table.\n"
-         "--cuda-graphs (with --device cuda): the DDE step on the data is captured once as a CUDA graph and\n"
-         "      replayed (the same numbers as without it; --no-cuda-graphs turns it off on --resume).\n";
+         "--cuda-graphs (with --device cuda): each kind of training step (the DDE step on the data, s_q's\n"
+         "      step and the generator's) is captured once as a CUDA graph and replayed (the same numbers as\n"
+         "      without it; --no-cuda-graphs turns it off on --resume).\n";
 }
 
 TrainConfig parse_train_args(const std::vector<std::string>& args) {

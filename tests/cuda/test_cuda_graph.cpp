@@ -201,6 +201,40 @@ TEST(CudaGpuGraph, DdeTrainerWithCudaGraphsGivesTheEagerCurve) {
     EXPECT_NEAR(replayed[i], eager[i], 1e-6 * std::abs(eager[i]) + 1e-9) << "step " << i + 1;
 }
 
+// The generator phase with graphs (s_q's step and the generator's, each captured after one eager
+// step and replayed, K = 2 replays of s_q per generator step) follows the eager curve: s_q's
+// loss and the generator's, every generator step.
+TEST(CudaGpuGraph, DdeGeneratorPhaseWithCudaGraphsGivesTheEagerCurve) {
+  EMBER_REQUIRE_GPU();
+  const fs::path root = fs::temp_directory_path() / ("ember_graph_gen_" + std::to_string(::getpid()));
+  auto run = [&](bool graphs) {
+    const std::string out = (root / (graphs ? "graphs" : "eager")).string();
+    fs::remove_all(out);
+    std::vector<std::string> args{"--data", "8gaussians", "--steps", "3", "--gen-steps", "5", "--k", "2",
+                                  "--sq-init-steps", "3", "--width", "16", "--depth", "4", "--batch", "256",
+                                  "--grid", "8", "--device", "cuda", "--seed", "7", "--threads", "1", "--out", out};
+    if (graphs) args.push_back("--cuda-graphs");
+    models::dde::train(models::dde::parse_train_args(args));
+    std::vector<double> losses;  // loss_sq, loss_g of each generator step
+    std::ifstream f(out + "/metrics.jsonl");
+    for (std::string line; std::getline(f, line);) {
+      if (!contains(line, "\"phase\": \"generator\"")) continue;
+      for (const char* key : {"\"loss_sq\": ", "\"loss_g\": "}) {
+        const size_t k = line.find(key);
+        if (k != std::string::npos) losses.push_back(std::stod(line.substr(k + std::string(key).size())));
+      }
+    }
+    return losses;
+  };
+  const auto eager = run(false), replayed = run(true);
+  fs::remove_all(root);
+  ASSERT_EQ(eager.size(), 10u);
+  ASSERT_EQ(replayed.size(), 10u);
+  for (size_t i = 0; i < eager.size(); ++i)
+    EXPECT_NEAR(replayed[i], eager[i], 1e-5 * std::abs(eager[i]) + 1e-8) << (i % 2 ? "loss_g" : "loss_sq") << ", step "
+                                                                         << i / 2 + 1;
+}
+
 TEST(CudaGpuGraph, AHostReadInsideTheCaptureIsAClearError) {
   EMBER_REQUIRE_GPU();
   Tensor x = ones({16}, {.device = kGpu});
