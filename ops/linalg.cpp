@@ -153,14 +153,23 @@ Tensor matmul_into(Tensor acc, const Tensor& a, const Tensor& b) {
 
 Tensor addmm(const Tensor& c, const Tensor& a, const Tensor& b);
 
-// a @ b for input i's gradient, with the gradient already waiting for that input, if any, added
-// in: in place by the GEMM in a walk without create_graph (matmul_into), or as one recorded
-// addmm under create_graph, where a matmul and then the walk's add were recorded. The DenseNet
-// layer's input gradient meets its slice of the concatenated features' gradient so.
-Tensor matmul_plus_waiting(size_t i, const Tensor& a, const Tensor& b) {
-  if (Tensor c = autograd::take_pending_grad_recorded(i); c.defined()) return addmm(c, a, b);
-  return matmul_into(autograd::take_pending_grad_view(i), a, b);
+// The gradient already waiting for input i, if any: under create_graph to fold into a recorded
+// op, otherwise to add into in place (autograd::take_pending_grad_recorded / _view).
+Tensor take_waiting(size_t i) {
+  Tensor c = autograd::take_pending_grad_recorded(i);
+  return c.defined() ? c : autograd::take_pending_grad_view(i);
 }
+
+// waiting + a @ b, waiting as take_waiting gave it (undefined: a @ b): in place by the GEMM in a
+// walk without create_graph (matmul_into), or as one recorded addmm under create_graph, where a
+// matmul and then the walk's add were recorded. A DenseNet layer's input gradient meets its
+// slice of the concatenated features' gradient so.
+Tensor matmul_plus(Tensor waiting, const Tensor& a, const Tensor& b) {
+  if (waiting.defined() && grad_enabled()) return addmm(waiting, a, b);
+  return matmul_into(std::move(waiting), a, b);
+}
+
+Tensor matmul_plus_waiting(size_t i, const Tensor& a, const Tensor& b) { return matmul_plus(take_waiting(i), a, b); }
 
 // c + a @ b for matrices, recorded as one op: c [M, N] in any row-strided layout (a gradient
 // waiting in the walk, maybe a slice), a [M, K], b [K, N]. On the GPU one cuBLASLt call reads c
@@ -388,16 +397,14 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
            // dY W, for a matrix x added into a gradient already waiting for it, if any
            Tensor gx = !rx ? Tensor() : x.dim() == 2 ? matmul_plus_waiting(0, g2, w) : matmul(g[0], w);
            // dY^T X and dY's column sums, each added into a gradient already waiting, if any
-           Tensor acc_w = rw ? autograd::take_pending_grad_view(1) : Tensor();
+           Tensor acc_w = rw ? take_waiting(1) : Tensor();
            Tensor acc_b = rb ? autograd::take_pending_grad(2) : Tensor();
            const Tensor x2 = as_matrix(x, rows, in);
 #if EMBER_WITH_CUDA
            if (rw && rb && !acc_b.defined())  // on the GPU, both from one cuBLASLt call where it can
              if (auto both = weight_and_bias_grads_gpu(acc_w, g2, x2)) return TensorList{gx, both->first, both->second};
 #endif
-           Tensor gw = !rw               ? Tensor()
-                       : acc_w.defined() ? matmul_into(std::move(acc_w), g2.transpose(0, 1), x2)
-                                         : matmul_plus_waiting(1, g2.transpose(0, 1), x2);
+           Tensor gw = rw ? matmul_plus(std::move(acc_w), g2.transpose(0, 1), x2) : Tensor();
            Tensor gb = rb ? sum_rows_into(std::move(acc_b), g2) : Tensor();
            return TensorList{gx, gw, gb};
          },

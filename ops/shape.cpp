@@ -337,17 +337,18 @@ bool cat_dense_pieces(const Tensor& out, const TensorList& ts, int64_t dim) {
 #endif
   char* dst = static_cast<char*>(out.raw_data());
   const int64_t row_bytes = out.numel() / rows * static_cast<int64_t>(out.element_size());
+  auto copy_rows = [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      char* row = dst + r * row_bytes;
+      for (size_t i = 0; i < pieces.size(); ++i) {
+        if (widths[i] > 0) std::memcpy(row, pieces[i] + r * widths[i], widths[i]);
+        row += widths[i];
+      }
+    }
+  };
   // Tasks of about 64 KiB: a small cat runs on the calling thread alone.
   kernels::cpu::parallel_for(0, rows, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(row_bytes, 1)),
-                             [&](int64_t r0, int64_t r1) {
-                               for (int64_t r = r0; r < r1; ++r) {
-                                 char* row = dst + r * row_bytes;
-                                 for (size_t i = 0; i < pieces.size(); ++i) {
-                                   if (widths[i] > 0) std::memcpy(row, pieces[i] + r * widths[i], widths[i]);
-                                   row += widths[i];
-                                 }
-                               }
-                             });
+                             copy_rows);
   return true;
 }
 }  // namespace

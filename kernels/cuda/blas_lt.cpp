@@ -1,13 +1,13 @@
 // cuBLASLt behind kernels::cuda::gemm_bias, gemm_bias_grad and gemm_add: the linear layer's
 // product with its bias added in the GEMM's epilogue, its backward's weight gradient with the
 // bias gradient reduced in the same call, and a product plus a third matrix written to a fourth
-// (cuBLASLt, unlike cuBLAS, reads C from one matrix and writes D to another). Row-major C = A B is column-major C^T = B^T A^T (as in
-// blas.cpp), so the bias, one value per column of C, is one value per row of the column-major
-// result: exactly CUBLASLT_EPILOGUE_BIAS's broadcast. And A, passed second, is cuBLASLt's B:
-// CUBLASLT_EPILOGUE_BGRADB sums it over k, one value per column of the column-major result,
-// that is per row of C. For dW = dY^T X that is the column sums of dY, the bias gradient; the
-// layout (X as stored, dY transposed) is the weight-gradient GEMM llm.c and Transformer Engine
-// pair with BGRADB.
+// (cuBLASLt, unlike cuBLAS, reads C from one matrix and writes D to another). Row-major C = A B
+// is column-major C^T = B^T A^T (as in blas.cpp), so the bias, one value per column of C, is one
+// value per row of the column-major result: exactly CUBLASLT_EPILOGUE_BIAS's broadcast. And A,
+// passed second, is cuBLASLt's B: CUBLASLT_EPILOGUE_BGRADB sums it over k, one value per column
+// of the column-major result, that is per row of C. For dW = dY^T X that is the column sums of
+// dY, the bias gradient; the layout (X as stored, dY transposed) is the weight-gradient GEMM
+// llm.c and Transformer Engine pair with BGRADB.
 //
 // A cuBLASLt call needs descriptors and an algorithm from the heuristic, which together cost
 // tens of microseconds of host time: more than the small GEMMs of an MLP take on the GPU. So
@@ -146,8 +146,9 @@ bool lt_matmul(cublasLtEpilogue_t epilogue, const char* what, ElemType t, MathMo
   Device& d = device_for(s, device);
   auto it = s.plans.find(key);
   if (it == s.plans.end())
-    it = s.plans.emplace(key, make_plan(d.handle, epilogue, dt, ct, op_first, op_second, static_cast<uint64_t>(N),
-                                        static_cast<uint64_t>(M), static_cast<uint64_t>(K), lb, la, lc, ld, align, bias))
+    it = s.plans
+             .emplace(key, make_plan(d.handle, epilogue, dt, ct, op_first, op_second, static_cast<uint64_t>(N),
+                                     static_cast<uint64_t>(M), static_cast<uint64_t>(K), lb, la, lc, ld, align, bias))
              .first;
   Plan& p = it->second;
   if (!p.usable) return false;

@@ -676,48 +676,45 @@ Tensor sample_noise(Run& r, const Tensor& z, Tensor& noise) {
   return randn_like(generate_from(*r.nets.g, z), &r.gen);  // first call: the samples' shape, once
 }
 
-// One L_DDE step of s_q on a batch of the generator's samples (eq. 5 on q).
-Tensor graph_sq_step(Run& r, GraphSampleStep& gs) {
+// Fills gs's static inputs (the latents z, then the noise drawn after them), counts opt's step,
+// captures `step` (which returns the loss) on the first call, and replays it.
+template <typename Step>
+Tensor replay_sample_step(Run& r, GraphSampleStep& gs, const Tensor& z, nn::Adam& opt, const Step& step) {
   {
     NoGrad ng;
-    into_static(gs.z, draw_latents(r.cfg.batch, r.nets.zdim, r.device, r.gen));
+    into_static(gs.z, z);
     into_static(gs.noise, sample_noise(r, gs.z, gs.noise));
   }
-  r.opt_sq->prepare_step();
+  opt.prepare_step();
   if (!gs.graph) {
     gs.graph = std::make_unique<cuda::CudaGraph>(r.device.index);
-    gs.graph->capture([&] {
-      Tensor gx = generate_from(*r.nets.g, gs.z);
-      r.opt_sq->zero_grad();
-      gs.loss = dde_loss_given_noise(*r.nets.sq, gx, gs.noise, r.cfg.sigma);
-      gs.loss.backward();
-      r.opt_sq->launch_step();
-    });
+    gs.graph->capture([&] { gs.loss = step(); });
   }
   gs.graph->replay();
   return gs.loss;
 }
 
+// One L_DDE step of s_q on a batch of the generator's samples (eq. 5 on q).
+Tensor graph_sq_step(Run& r, GraphSampleStep& gs) {
+  return replay_sample_step(r, gs, draw_latents(r.cfg.batch, r.nets.zdim, r.device, r.gen), *r.opt_sq, [&] {
+    Tensor gx = generate_from(*r.nets.g, gs.z);
+    r.opt_sq->zero_grad();
+    Tensor loss = dde_loss_given_noise(*r.nets.sq, gx, gs.noise, r.cfg.sigma);
+    loss.backward();
+    r.opt_sq->launch_step();
+    return loss;
+  });
+}
+
 // The generator's step (Algorithm 1): s_q and s_p fixed, the gradient through both into g.
 Tensor graph_generator_step(Run& r, GraphSampleStep& gs) {
-  {
-    NoGrad ng;
-    into_static(gs.z, randn({r.cfg.batch, r.nets.zdim}, {.device = r.device}, &r.gen));
-    into_static(gs.noise, sample_noise(r, gs.z, gs.noise));
-  }
-  r.opt_g->prepare_step();
-  if (!gs.graph) {
-    gs.graph = std::make_unique<cuda::CudaGraph>(r.device.index);
-    gs.graph->capture([&] {
-      r.opt_g->zero_grad();
-      Tensor gz = (*r.nets.g)(gs.z);
-      gs.loss = generator_loss_given_noise(*r.nets.sq, *r.nets.sp, gz, gs.noise, r.cfg.sigma);
-      gs.loss.backward();
-      r.opt_g->launch_step();
-    });
-  }
-  gs.graph->replay();
-  return gs.loss;
+  return replay_sample_step(r, gs, randn({r.cfg.batch, r.nets.zdim}, {.device = r.device}, &r.gen), *r.opt_g, [&] {
+    r.opt_g->zero_grad();
+    Tensor loss = generator_loss_given_noise(*r.nets.sq, *r.nets.sp, (*r.nets.g)(gs.z), gs.noise, r.cfg.sigma);
+    loss.backward();
+    r.opt_g->launch_step();
+    return loss;
+  });
 }
 
 }  // namespace
