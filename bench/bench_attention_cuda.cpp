@@ -8,6 +8,10 @@
 // Reports TFLOP/s as "TFLOPS": 4 B T^2 D per forward (two products), 2.5x that for forward +
 // backward (five products). Every iteration ends with a device synchronisation. Without a
 // usable GPU each entry is skipped with the reason.
+// In tf32 and bf16 there are two sets of kernels (ops/attention.h, AttentionKernel): the plain
+// names run the default (accumulators in registers), the variant ".../<prec>/shared_accumulators"
+// the first set (accumulators in shared memory), so that one run compares them. At D = 256 the
+// backward is the shared-memory one in both.
 //
 //   ./build/bench/ember_bench --benchmark_filter=kernels_sdpa
 #include <benchmark/benchmark.h>
@@ -30,8 +34,15 @@ struct AttnShape {
   int64_t B, T, D;
 };
 
-void bench_sdpa(benchmark::State& state, AttnShape s, MatmulPrecision p, bool backward) {
+// Sets the kernels for one benchmark and restores the default after it.
+struct KernelChoice {
+  explicit KernelChoice(AttentionKernel k) { set_attention_kernel(k); }
+  ~KernelChoice() { set_attention_kernel(AttentionKernel::register_accumulators); }
+};
+
+void bench_sdpa(benchmark::State& state, AttnShape s, MatmulPrecision p, bool backward, AttentionKernel fk) {
   if (!bench::gpu_or_skip(state)) return;
+  KernelChoice choice(fk);
   const Device gpu = Device::cuda(0);
   Generator gen(0);
   Tensor q = randn({s.B, 1, s.T, s.D}, {}, &gen).to(gpu);
@@ -65,13 +76,19 @@ void register_all() {
       {MatmulPrecision::highest, "fp32"}, {MatmulPrecision::high, "tf32"}, {MatmulPrecision::medium, "bf16"}};
   for (const auto& [p, pname] : precs)
     for (const AttnShape& s : shapes)
-      for (bool bwd : {false, true}) {
-        const std::string name = std::string("kernels_sdpa_") + (bwd ? "fwd+bwd" : "fwd") + "(B" + std::to_string(s.B) +
-                                 ",T" + std::to_string(s.T) + ",D" + std::to_string(s.D) + ")/" + pname;
-        benchmark::RegisterBenchmark(name.c_str(), [s, p = p, bwd](benchmark::State& st) { bench_sdpa(st, s, p, bwd); })
-            ->Unit(benchmark::kMillisecond)
-            ->UseRealTime();
-      }
+      for (bool bwd : {false, true})
+        for (AttentionKernel fk :
+             {AttentionKernel::register_accumulators, AttentionKernel::shared_accumulators}) {
+          const bool shared = fk == AttentionKernel::shared_accumulators;
+          if (shared && p == MatmulPrecision::highest) continue;  // exact f32 has one set of kernels
+          const std::string name = std::string("kernels_sdpa_") + (bwd ? "fwd+bwd" : "fwd") + "(B" +
+                                   std::to_string(s.B) + ",T" + std::to_string(s.T) + ",D" + std::to_string(s.D) +
+                                   ")/" + pname + (shared ? "/shared_accumulators" : "");
+          benchmark::RegisterBenchmark(name.c_str(),
+                                       [s, p = p, bwd, fk](benchmark::State& st) { bench_sdpa(st, s, p, bwd, fk); })
+              ->Unit(benchmark::kMillisecond)
+              ->UseRealTime();
+        }
 }
 
 const bool registered = (register_all(), true);

@@ -13,6 +13,7 @@
 #include "ember/ops/attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -301,6 +302,7 @@ FlashCall flash_call(const Tensor& q, const Tensor& k, const Tensor& v, const Te
   if (extra.defined()) c.extra = fv.t.back();
   a.causal = is_causal;
   a.scale = static_cast<float>(s);
+  a.shared_accumulators = attention_kernel() == AttentionKernel::shared_accumulators;
   return c;
 }
 
@@ -402,5 +404,12 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
 #endif
   return matmul(attention_probs(q, k, attn_mask, is_causal, s), v);
 }
+
+namespace {
+std::atomic<AttentionKernel> g_attention_kernel{AttentionKernel::register_accumulators};
+}  // namespace
+
+void set_attention_kernel(AttentionKernel k) { g_attention_kernel.store(k); }
+AttentionKernel attention_kernel() { return g_attention_kernel.load(); }
 
 }  // namespace ember

@@ -25,4 +25,14 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                                     const Tensor& attn_mask = Tensor(), bool is_causal = false,
                                     std::optional<double> scale = std::nullopt);
 
+// The GPU's fused attention in TF32 and BF16 (precisions `high` and `medium`) has two sets of
+// kernels that give the same results to rounding: one keeps its accumulators (the scores, O;
+// dK and dV in the backward) in registers (mma.sync; the default), the first one keeps them in
+// shared memory (WMMA). Both stay until a GPU has measured them against each other
+// (bench/bench_attention_cuda.cpp runs both); this chooses, for the whole process. The exact f32
+// path has one set, and head dims above 128 take the shared-memory backward either way.
+enum class AttentionKernel { register_accumulators, shared_accumulators };
+void set_attention_kernel(AttentionKernel k);
+AttentionKernel attention_kernel();
+
 }  // namespace ember

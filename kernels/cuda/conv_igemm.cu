@@ -55,6 +55,7 @@
 #include <atomic>
 
 #include "ember/engine/error.h"
+#include "ember/kernels/cuda/async_copy.cuh"
 #include "ember/kernels/cuda/check.h"
 #include "ember/kernels/cuda/conv_common.cuh"
 #include "ember/kernels/cuda/conv_igemm.h"
@@ -98,29 +99,6 @@ struct Smem<MathMode::bf16> {
   Bf16Tiles h;
 };
 static_assert(sizeof(Smem<MathMode::bf16>) <= 48 * 1024, "within the default shared memory of a block");
-
-// ---- cp.async (sm_80+) ----
-
-// 4 bytes from global to shared memory, or 4 zero bytes when !valid (src-size 0: nothing read).
-// The "memory" clobbers keep the compiler from moving shared-memory accesses across them even
-// where no __syncthreads() stands next to them.
-#if defined(EMBER_CUDA_EMULATION)
-// tools/cuda_emu has no PTX: it queues each copy and lands it at the wait_group that must see it.
-__device__ __forceinline__ void cp_async4(void* smem, const float* gmem, bool valid) { ::emu::cp_async(smem, gmem, 4, valid); }
-__device__ __forceinline__ void cp_async_commit() { ::emu::cp_async_commit(); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { ::emu::cp_async_wait(N); }
-#else
-__device__ __forceinline__ void cp_async4(void* smem, const float* gmem, bool valid) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 4 : 0) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-#endif
 
 // ---- the multiply of one K-step tile, by mode ----
 

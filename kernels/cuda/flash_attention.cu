@@ -33,17 +33,27 @@
 // flops; global traffic is O((Tq + Tk) D) per (batch, head) times the number of tiles on the
 // other side. The shared-memory accumulators keep the code simple (and the exact path the
 // most trustworthy) at some cost in speed against register-resident ones.
+//
+// Second set, TF32 and BF16 only (further down: flash_forward_mma_kernel and, for D <= 128,
+// flash_backward_mma_kernel): the same algorithm with every accumulator in registers, through
+// PTX mma.sync (mma_fragments.cuh) instead of WMMA, and Q/K/V/dO staged by cp.async with the next
+// tile in flight. They are the default; FlashAttentionArgs::shared_accumulators selects the first
+// set, so that a GPU run can measure one against the other (bench_attention_cuda.cpp) before the
+// slower one is deleted.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <type_traits>
 
 #include "ember/engine/error.h"
+#include "ember/kernels/cuda/async_copy.cuh"
 #include "ember/kernels/cuda/check.h"
 #include "ember/kernels/cuda/flash_attention.h"
+#include "ember/kernels/cuda/mma_fragments.cuh"
 
 namespace ember::kernels::cuda {
 
@@ -328,6 +338,219 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// ---- the tensor-core forward with its accumulators in registers (mma.sync) ----
+//
+// The same algorithm as flash_forward_kernel, shaped like FlashAttention-2's forward: each warp
+// owns 16 query rows and keeps its S tile (16 x BC) and its O accumulator (16 x DP) in
+// registers, in mma.sync's accumulator layout, so the online softmax reads and rescales them in
+// place (a row's max and sum over the four lanes of a quad) and P goes from S's registers
+// straight into the A operand of P V. Nothing but Q, K and V passes through shared
+// memory, and the warps never wait for one another inside a K/V tile.
+//
+// Q, K and V are staged as f32 by cp.async, K/V double-buffered: tile t + 1 is in flight while
+// tile t is multiplied. 16-byte copies where every row is contiguous and 16-byte aligned (VEC),
+// 4-byte ones otherwise (transposed views, odd head dims); zero fill past the edges. Operands are
+// rounded to TF32 or BF16 as they are loaded into registers. Row paddings (in floats) are chosen
+// so that a warp's fragment loads hit 32 different banks: a TF32 load of Q or K reads (g, t)
+// at g * ld + t, conflict-free when ld = 4 (mod 32); a BF16 one reads the pair (g, 2t), 2t + 1,
+// free when ld = 8 (mod 32); V is read down its columns, (t, g) or (2t, g), the other way round.
+
+// Keys per K/V tile by head-dim bucket: S takes BC / 2 registers per lane and O DP / 2.
+template <int DP>
+constexpr int kRegFwdKeys = DP <= 64 ? 64 : 32;
+
+template <MathMode MODE, int DP, int BC>
+struct RegFwdLayout {
+  static constexpr int BR = kWarps * 16;  // query rows per block: 16 per warp
+  static constexpr int ld_qk = DP + (MODE == MathMode::tf32 ? 4 : 8);
+  static constexpr int ld_v = DP + (MODE == MathMode::tf32 ? 8 : 4);
+  static constexpr size_t q = 0;
+  static constexpr size_t k_stage = align128(sizeof(float) * BC * ld_qk);
+  static constexpr size_t v_stage = align128(sizeof(float) * BC * ld_v);
+  static constexpr size_t k = q + align128(sizeof(float) * BR * ld_qk);
+  static constexpr size_t v = k + 2 * k_stage;
+  static constexpr size_t bytes = v + 2 * v_stage;
+  static_assert(bytes <= kMaxSmem, "register forward tile does not fit in shared memory");
+  static_assert(BC % 16 == 0 && DP % 16 == 0, "register forward tile shape");
+};
+
+// Issues the copies of rows [r0, r0 + R) of a [T, X] slice (element strides st, sx) into
+// shared memory rows of DP floats (stride ld): zeros outside T x X. VEC: sx = 1 and every row
+// 16-byte aligned, X a multiple of 4 (so a 4-float chunk is all in or all out).
+template <int R, int DP, bool VEC>
+__device__ __forceinline__ void stage_rows(float* dst, int ld, const float* __restrict__ src, int64_t st, int64_t sx,
+                                           int64_t r0, int64_t T, int64_t X) {
+  if constexpr (VEC) {
+    constexpr int CV = DP / 4;
+    for (int idx = threadIdx.x; idx < R * CV; idx += kThreads) {
+      const int r = idx / CV, c = (idx % CV) * 4;
+      const int64_t row = r0 + r;
+      const bool valid = row < T && c < X;
+      cp_async16(dst + r * ld + c, valid ? src + row * st + c : src, valid);
+    }
+  } else {
+    for (int idx = threadIdx.x; idx < R * DP; idx += kThreads) {
+      const int r = idx / DP, c = idx % DP;
+      const int64_t row = r0 + r;
+      const bool valid = row < T && c < X;
+      cp_async4(dst + r * ld + c, valid ? src + row * st + c * sx : src, valid);
+    }
+  }
+}
+
+template <MathMode MODE, int DP, int BC, bool VEC>
+__global__ void __launch_bounds__(kThreads)
+    flash_forward_mma_kernel(const FlashAttentionArgs a, float* __restrict__ o, float* __restrict__ stats) {
+  using Lay = RegFwdLayout<MODE, DP, BC>;
+  constexpr int BR = Lay::BR, KS = mma::kStep<MODE>, NT = BC / 8, OT = DP / 8;
+  extern __shared__ __align__(128) unsigned char smem[];
+  float* Qs = reinterpret_cast<float*>(smem + Lay::q);
+
+  const int64_t nqt = (a.Tq + BR - 1) / BR;
+  const int64_t bh = blockIdx.x / nqt, q0 = (blockIdx.x % nqt) * BR;
+  const int64_t b1 = bh / a.B2, b2 = bh % a.B2;
+  const float* qp = a.q.data + b1 * a.q.stride[0] + b2 * a.q.stride[1];
+  const float* kp = a.k.data + b1 * a.k.stride[0] + b2 * a.k.stride[1];
+  const float* vp = a.v.data + b1 * a.v.stride[0] + b2 * a.v.stride[1];
+  const float* mp = a.mask.data ? a.mask.data + b1 * a.mask.stride[0] + b2 * a.mask.stride[1] : nullptr;
+  auto k_tile = [&](int stage) { return reinterpret_cast<float*>(smem + Lay::k + stage * Lay::k_stage); };
+  auto v_tile = [&](int stage) { return reinterpret_cast<float*>(smem + Lay::v + stage * Lay::v_stage); };
+  auto stage_kv = [&](int64_t tile, int stage) {
+    stage_rows<BC, DP, VEC>(k_tile(stage), Lay::ld_qk, kp, a.k.stride[2], a.k.stride[3], tile * BC, a.Tk, a.D);
+    stage_rows<BC, DP, VEC>(v_tile(stage), Lay::ld_v, vp, a.v.stride[2], a.v.stride[3], tile * BC, a.Tk, a.Dv);
+  };
+
+  // Causal: key j is blocked for every query of the tile once j > q0 + BR - 1.
+  const int64_t kend = a.causal ? (a.Tk < q0 + BR ? a.Tk : q0 + BR) : a.Tk;
+  const int64_t ntiles = (kend + BC - 1) / BC;  // >= 1: Tk > 0
+  stage_rows<BR, DP, VEC>(Qs, Lay::ld_qk, qp, a.q.stride[2], a.q.stride[3], q0, a.Tq, a.D);
+  stage_kv(0, 0);
+  cp_async_commit();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int r0 = warp * 16;  // the warp's first row in the block's tile
+  // This lane's rows g and g + 8 (h = 0, 1): their mask rows, and for each key tile the first
+  // key (in the tile) that the row may not see: past the end, or past the row itself (causal).
+  const int64_t row[2] = {q0 + r0 + g, q0 + r0 + g + 8};
+  const float* mask_row[2] = {nullptr, nullptr};
+  for (int h = 0; h < 2; ++h)
+    if (mp != nullptr && row[h] < a.Tq) mask_row[h] = mp + row[h] * a.mask.stride[2];
+  const int64_t ms = a.mask.stride[3];
+
+  float acc[OT][4];
+  float row_m[2] = {-INFINITY, -INFINITY};  // running max of rows g, g + 8
+  float row_l[2] = {0.f, 0.f};              // this lane's part of their sums of exponentials
+#pragma unroll
+  for (int ot = 0; ot < OT; ++ot)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[ot][e] = 0.f;
+
+  for (int64_t tile = 0; tile < ntiles; ++tile) {
+    const int stage = static_cast<int>(tile & 1);
+    if (tile + 1 < ntiles) stage_kv(tile + 1, stage ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();  // this thread's copies of Q and of this tile have landed...
+    __syncthreads();     // ...and everyone's
+    const float* Ks = k_tile(stage);
+    const float* Vs = v_tile(stage);
+    const int64_t k0 = tile * BC;
+
+    float s[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[nt][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < DP; kk += KS) {  // S = Q K^T
+      uint32_t af[4];
+      mma::load_a<MODE>(af, Qs + r0 * Lay::ld_qk + kk, Lay::ld_qk, g, t);
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        uint32_t bf[2];
+        mma::load_b_n_major<MODE>(bf, Ks + nt * 8 * Lay::ld_qk + kk, Lay::ld_qk, g, t);
+        mma::mma<MODE>(s[nt], af, bf);
+      }
+    }
+    // Online softmax of rows g (elements 0, 1) and g + 8 (elements 2, 3).
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      int64_t stop = a.Tk - k0;  // keys at or past `stop` (in the tile) are blocked
+      if (a.causal && row[h] + 1 - k0 < stop) stop = row[h] + 1 - k0;
+      const int seen = stop < 0 ? 0 : stop > BC ? BC : static_cast<int>(stop);
+      const float* mrow = mask_row[h] ? mask_row[h] + k0 * ms : nullptr;
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int jl = nt * 8 + 2 * t + e;
+          float v = -INFINITY;
+          if (jl < seen) {
+            v = s[nt][2 * h + e] * a.scale;
+            if (mrow != nullptr) v += mrow[jl * ms];
+          }
+          s[nt][2 * h + e] = v;
+          mx = fmaxf(mx, v);
+        }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_old = row_m[h], m_new = fmaxf(m_old, mx), shift = usable_shift(m_new);
+      // As in flash_forward_kernel: rescale by 0 while nothing has been seen (O and l are 0).
+      const float alpha = m_old == -INFINITY ? 0.f : expf(m_old - shift);
+      float sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float p = expf(s[nt][2 * h + e] - shift);
+          s[nt][2 * h + e] = p;
+          sum += p;
+        }
+      row_l[h] = row_l[h] * alpha + sum;
+      row_m[h] = m_new;
+#pragma unroll
+      for (int ot = 0; ot < OT; ++ot) {
+        acc[ot][2 * h] *= alpha;
+        acc[ot][2 * h + 1] *= alpha;
+      }
+    }
+#pragma unroll
+    for (int ks = 0; ks < BC / KS; ++ks) {  // O += P V
+      uint32_t af[4];
+      mma::accumulators_as_a<MODE, NT>(af, s, ks, t);
+#pragma unroll
+      for (int ot = 0; ot < OT; ++ot) {
+        uint32_t bf[2];
+        mma::load_b_k_major<MODE>(bf, Vs + ks * KS * Lay::ld_v + ot * 8, Lay::ld_v, g, t);
+        mma::mma<MODE>(acc[ot], af, bf);
+      }
+    }
+    __syncthreads();  // every warp is done with this stage before the next pass refills it
+  }
+
+  // O / l (0 / 0 = NaN for a fully blocked row), and the row's shift and sum for the backward.
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    float l = row_l[h];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int64_t i = row[h];
+    if (i >= a.Tq) continue;
+    float* orow = o + (bh * a.Tq + i) * a.Dv;
+#pragma unroll
+    for (int ot = 0; ot < OT; ++ot)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int c = ot * 8 + 2 * t + e;
+        if (c < a.Dv) orow[c] = acc[ot][2 * h + e] / l;
+      }
+    if (t == 0) {
+      stats[bh * a.Tq + i] = usable_shift(row_m[h]);
+      stats[a.B1 * a.B2 * a.Tq + bh * a.Tq + i] = l;
+    }
+  }
+}
+
 // rowsum[b, i] = sum_d dO[b, i, d] O[b, i, d]: one warp per row.
 __global__ void __launch_bounds__(kThreads)
     flash_rowsum_kernel(const float* __restrict__ o, const FlashTensor dout, float* __restrict__ rowsum, int64_t B2,
@@ -467,6 +690,204 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// ---- the tensor-core backward with its accumulators in registers (mma.sync), D <= 128 ----
+//
+// FlashAttention-2's backward, warp by warp: a block owns BC = 64 keys, each warp 16 of them,
+// and keeps their dK and dV (16 x DP each) in registers for the whole walk over the query tiles
+// (BR = 32 queries a step, Q and dO double-buffered by cp.async). Per step a warp computes the
+// transposed scores of its keys, S^T = K Q^T and dP^T = V dO^T (16 x BR, registers), then
+//   P^T = exp(scale S^T + mask^T - m) / l,  dS^T = P^T (dP^T - D)   (m, l, D: per query)
+//   dV += P^T dO,  dK += dS^T Q                                       (A operands from registers)
+// and leaves dS^T in shared memory, from which every warp then takes a 16-query x DP / 2 block
+// of dQ = dS K (over all 64 keys) and adds it to dQ with atomics. At D = 256 dK and dV alone
+// would take 256 registers a lane: that bucket keeps the shared-memory kernel.
+// Paddings: the S^T and dP^T products read K, V as A and Q, dO as n-major B, conflict-free by the
+// forward's rule; their k-major reads (dV, dK, dQ) may meet 2-way conflicts. dS^T's rows are
+// padded so that dQ's column-major A loads are conflict-free.
+template <MathMode MODE, int DP>
+struct RegBwdLayout {
+  static constexpr int BC = kWarps * 16, BR = 32;
+  static constexpr int ld_d = DP + (MODE == MathMode::tf32 ? 4 : 8);    // K, V, Q, dO rows
+  static constexpr int ld_ds = BR + (MODE == MathMode::tf32 ? 8 : 4);   // dS^T rows
+  static constexpr size_t k = 0;
+  static constexpr size_t v = k + align128(sizeof(float) * BC * ld_d);
+  static constexpr size_t q_stage = align128(sizeof(float) * BR * ld_d);
+  static constexpr size_t q = v + align128(sizeof(float) * BC * ld_d);
+  static constexpr size_t dout = q + 2 * q_stage;
+  static constexpr size_t ds = dout + 2 * q_stage;
+  static constexpr size_t bytes = ds + align128(sizeof(float) * BC * ld_ds);
+  static_assert(bytes <= kMaxSmem, "register backward tile does not fit in shared memory");
+  static_assert(DP <= 128 && DP % 16 == 0, "register backward head dims");
+};
+
+template <MathMode MODE, int DP, bool VEC>
+__global__ void __launch_bounds__(kThreads)
+    flash_backward_mma_kernel(const FlashAttentionArgs a, const float* __restrict__ stats, const FlashTensor dout,
+                              const float* __restrict__ rowsum, float* __restrict__ dq, float* __restrict__ dk,
+                              float* __restrict__ dv) {
+  using Lay = RegBwdLayout<MODE, DP>;
+  constexpr int BC = Lay::BC, BR = Lay::BR, KS = mma::kStep<MODE>, NQ = BR / 8, OT = DP / 8;
+  extern __shared__ __align__(128) unsigned char smem[];
+  float* Ks = reinterpret_cast<float*>(smem + Lay::k);
+  float* Vs = reinterpret_cast<float*>(smem + Lay::v);
+  float* dSs = reinterpret_cast<float*>(smem + Lay::ds);
+  auto q_tile = [&](int stage) { return reinterpret_cast<float*>(smem + Lay::q + stage * Lay::q_stage); };
+  auto do_tile = [&](int stage) { return reinterpret_cast<float*>(smem + Lay::dout + stage * Lay::q_stage); };
+
+  const int64_t nkt = (a.Tk + BC - 1) / BC;
+  const int64_t bh = blockIdx.x / nkt, k0 = (blockIdx.x % nkt) * BC;
+  const int64_t b1 = bh / a.B2, b2 = bh % a.B2;
+  const float* qp = a.q.data + b1 * a.q.stride[0] + b2 * a.q.stride[1];
+  const float* kp = a.k.data + b1 * a.k.stride[0] + b2 * a.k.stride[1];
+  const float* vp = a.v.data + b1 * a.v.stride[0] + b2 * a.v.stride[1];
+  const float* gp = dout.data + b1 * dout.stride[0] + b2 * dout.stride[1];
+  const float* mp = a.mask.data ? a.mask.data + b1 * a.mask.stride[0] + b2 * a.mask.stride[1] : nullptr;
+  const float* Mp = stats + bh * a.Tq;
+  const float* Lp = stats + a.B1 * a.B2 * a.Tq + bh * a.Tq;
+  const float* Dp = rowsum + bh * a.Tq;
+  float* dqp = dq + bh * a.Tq * a.D;
+  auto stage_q = [&](int64_t q0, int stage) {
+    stage_rows<BR, DP, VEC>(q_tile(stage), Lay::ld_d, qp, a.q.stride[2], a.q.stride[3], q0, a.Tq, a.D);
+    stage_rows<BR, DP, VEC>(do_tile(stage), Lay::ld_d, gp, dout.stride[2], dout.stride[3], q0, a.Tq, a.Dv);
+  };
+
+  // Causal: queries i < k0 see none of this tile's keys.
+  const int64_t qstart = a.causal ? (k0 / BR) * BR : 0;
+  const int64_t nsteps = qstart < a.Tq ? (a.Tq - qstart + BR - 1) / BR : 0;
+  stage_rows<BC, DP, VEC>(Ks, Lay::ld_d, kp, a.k.stride[2], a.k.stride[3], k0, a.Tk, a.D);
+  stage_rows<BC, DP, VEC>(Vs, Lay::ld_d, vp, a.v.stride[2], a.v.stride[3], k0, a.Tk, a.Dv);
+  if (nsteps > 0) stage_q(qstart, 0);
+  cp_async_commit();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int r0 = warp * 16;                                 // the warp's first key in the block's tile
+  const int64_t key[2] = {k0 + r0 + g, k0 + r0 + g + 8};   // this lane's keys (h = 0, 1)
+  float dk_acc[OT][4], dv_acc[OT][4];
+#pragma unroll
+  for (int ot = 0; ot < OT; ++ot)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk_acc[ot][e] = dv_acc[ot][e] = 0.f;
+
+  for (int64_t step = 0; step < nsteps; ++step) {
+    const int stage = static_cast<int>(step & 1);
+    const int64_t q0 = qstart + step * BR;
+    if (step + 1 < nsteps) stage_q(q0 + BR, stage ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    const float* Qs = q_tile(stage);
+    const float* dOs = do_tile(stage);
+
+    float st[NQ][4], dpt[NQ][4];  // S^T and dP^T of the warp's 16 keys x BR queries
+#pragma unroll
+    for (int n = 0; n < NQ; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) st[n][e] = dpt[n][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < DP; kk += KS) {
+      uint32_t ak[4], av[4];
+      mma::load_a<MODE>(ak, Ks + r0 * Lay::ld_d + kk, Lay::ld_d, g, t);
+      mma::load_a<MODE>(av, Vs + r0 * Lay::ld_d + kk, Lay::ld_d, g, t);
+#pragma unroll
+      for (int n = 0; n < NQ; ++n) {
+        uint32_t bq[2], bo[2];
+        mma::load_b_n_major<MODE>(bq, Qs + n * 8 * Lay::ld_d + kk, Lay::ld_d, g, t);
+        mma::load_b_n_major<MODE>(bo, dOs + n * 8 * Lay::ld_d + kk, Lay::ld_d, g, t);
+        mma::mma<MODE>(st[n], ak, bq);
+        mma::mma<MODE>(dpt[n], av, bo);
+      }
+    }
+    // P^T and dS^T in place of S^T and dP^T; dS^T also to shared memory for dQ.
+#pragma unroll
+    for (int n = 0; n < NQ; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int ql = n * 8 + 2 * t + e;
+        const int64_t i = q0 + ql;
+        const bool row_ok = i < a.Tq;
+        const float m = row_ok ? Mp[i] : 0.f, l = row_ok ? Lp[i] : 1.f, dd = row_ok ? Dp[i] : 0.f;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t j = key[h];
+          float p = 0.f, ds = 0.f;
+          if (row_ok && j < a.Tk && !(a.causal && j > i)) {
+            float sv = st[n][2 * h + e] * a.scale;
+            if (mp != nullptr) sv += mp[i * a.mask.stride[2] + j * a.mask.stride[3]];
+            p = expf(sv - m) / l;
+            ds = p * (dpt[n][2 * h + e] - dd);
+          }
+          st[n][2 * h + e] = p;
+          dpt[n][2 * h + e] = ds;
+          dSs[(r0 + g + 8 * h) * Lay::ld_ds + ql] = ds;
+        }
+      }
+#pragma unroll
+    for (int ks = 0; ks < BR / KS; ++ks) {  // dV += P^T dO, dK += dS^T Q
+      uint32_t ap[4], ads[4];
+      mma::accumulators_as_a<MODE, NQ>(ap, st, ks, t);
+      mma::accumulators_as_a<MODE, NQ>(ads, dpt, ks, t);
+#pragma unroll
+      for (int ot = 0; ot < OT; ++ot) {
+        uint32_t bo[2], bq[2];
+        mma::load_b_k_major<MODE>(bo, dOs + ks * KS * Lay::ld_d + ot * 8, Lay::ld_d, g, t);
+        mma::load_b_k_major<MODE>(bq, Qs + ks * KS * Lay::ld_d + ot * 8, Lay::ld_d, g, t);
+        mma::mma<MODE>(dv_acc[ot], ap, bo);
+        mma::mma<MODE>(dk_acc[ot], ads, bq);
+      }
+    }
+    __syncthreads();  // dS^T is complete
+
+    // dQ: warp w takes queries 16 (w % 2) .. + 16 and columns (w / 2) DP / 2 .. + DP / 2.
+    {
+      constexpr int HT = OT / 2;  // n-tiles in half the columns
+      const int qr = 16 * (warp % 2), c0 = (warp / 2) * (DP / 2);
+      float dq_acc[HT][4];
+#pragma unroll
+      for (int n = 0; n < HT; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dq_acc[n][e] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < BC; kk += KS) {
+        uint32_t ads[4];
+        mma::load_a_k_major<MODE>(ads, dSs + kk * Lay::ld_ds + qr, Lay::ld_ds, g, t);
+#pragma unroll
+        for (int n = 0; n < HT; ++n) {
+          uint32_t bk[2];
+          mma::load_b_k_major<MODE>(bk, Ks + kk * Lay::ld_d + c0 + n * 8, Lay::ld_d, g, t);
+          mma::mma<MODE>(dq_acc[n], ads, bk);
+        }
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t i = q0 + qr + g + 8 * h;
+        if (i >= a.Tq) continue;
+#pragma unroll
+        for (int n = 0; n < HT; ++n)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int c = c0 + n * 8 + 2 * t + e;
+            if (c < a.D) atomicAdd(dqp + i * a.D + c, dq_acc[n][2 * h + e] * a.scale);
+          }
+      }
+    }
+    __syncthreads();  // before the next step overwrites dS^T and this stage
+  }
+
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t j = key[h];
+    if (j >= a.Tk) continue;
+#pragma unroll
+    for (int ot = 0; ot < OT; ++ot)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int c = ot * 8 + 2 * t + e;
+        if (c < a.D) dk[(bh * a.Tk + j) * a.D + c] = dk_acc[ot][2 * h + e] * a.scale;
+        if (c < a.Dv) dv[(bh * a.Tk + j) * a.Dv + c] = dv_acc[ot][2 * h + e];
+      }
+  }
+}
+
 int bucket(int64_t d) { return d <= 32 ? 32 : d <= 64 ? 64 : d <= 128 ? 128 : 256; }
 
 unsigned grid_size(int64_t blocks, const char* what) {
@@ -505,24 +926,80 @@ void backward_for(const FlashAttentionArgs& a, const float* stats, const FlashTe
   EMBER_CUDA_LAUNCHED("flash_attention_backward");
 }
 
+// Whether a [B1, B2, T, X] operand's rows can be staged by 16-byte copies: contiguous rows, each
+// starting 16-byte aligned, X a multiple of 4.
+bool rows_take_16_byte_copies(const FlashTensor& t, int64_t X) {
+  return t.stride[3] == 1 && X % 4 == 0 && t.stride[0] % 4 == 0 && t.stride[1] % 4 == 0 && t.stride[2] % 4 == 0 &&
+         reinterpret_cast<uintptr_t>(t.data) % 16 == 0;
+}
+
+template <MathMode MODE, int DP, bool VEC>
+void forward_mma_launch(const FlashAttentionArgs& a, float* o, float* stats, cudaStream_t st) {
+  constexpr int BC = kRegFwdKeys<DP>;
+  using Lay = RegFwdLayout<MODE, DP, BC>;
+  auto kernel = flash_forward_mma_kernel<MODE, DP, BC, VEC>;
+  allow_smem(kernel, Lay::bytes, "flash_attention_forward");
+  const unsigned blocks = grid_size((a.Tq + Lay::BR - 1) / Lay::BR * a.B1 * a.B2, "flash_attention_forward");
+  kernel<<<blocks, kThreads, Lay::bytes, st>>>(a, o, stats);
+  EMBER_CUDA_LAUNCHED("flash_attention_forward (register accumulators)");
+}
+
+template <MathMode MODE, int DP>
+void forward_for_mode_and_dim(const FlashAttentionArgs& a, float* o, float* stats, cudaStream_t st) {
+  if constexpr (MODE != MathMode::exact) {
+    if (!a.shared_accumulators) {
+      const bool vec = rows_take_16_byte_copies(a.q, a.D) && rows_take_16_byte_copies(a.k, a.D) &&
+                       rows_take_16_byte_copies(a.v, a.Dv);
+      return vec ? forward_mma_launch<MODE, DP, true>(a, o, stats, st)
+                 : forward_mma_launch<MODE, DP, false>(a, o, stats, st);
+    }
+  }
+  forward_for<MODE, DP>(a, o, stats, st);
+}
+
 template <MathMode MODE>
 void forward_mode(const FlashAttentionArgs& a, float* o, float* stats, cudaStream_t st) {
   switch (bucket(a.D > a.Dv ? a.D : a.Dv)) {
-    case 32: return forward_for<MODE, 32>(a, o, stats, st);
-    case 64: return forward_for<MODE, 64>(a, o, stats, st);
-    case 128: return forward_for<MODE, 128>(a, o, stats, st);
-    default: return forward_for<MODE, 256>(a, o, stats, st);
+    case 32: return forward_for_mode_and_dim<MODE, 32>(a, o, stats, st);
+    case 64: return forward_for_mode_and_dim<MODE, 64>(a, o, stats, st);
+    case 128: return forward_for_mode_and_dim<MODE, 128>(a, o, stats, st);
+    default: return forward_for_mode_and_dim<MODE, 256>(a, o, stats, st);
   }
+}
+
+template <MathMode MODE, int DP, bool VEC>
+void backward_mma_launch(const FlashAttentionArgs& a, const float* stats, const FlashTensor& dout,
+                         const float* rowsum, float* dq, float* dk, float* dv, cudaStream_t st) {
+  using Lay = RegBwdLayout<MODE, DP>;
+  auto kernel = flash_backward_mma_kernel<MODE, DP, VEC>;
+  allow_smem(kernel, Lay::bytes, "flash_attention_backward");
+  const unsigned blocks = grid_size((a.Tk + Lay::BC - 1) / Lay::BC * a.B1 * a.B2, "flash_attention_backward");
+  kernel<<<blocks, kThreads, Lay::bytes, st>>>(a, stats, dout, rowsum, dq, dk, dv);
+  EMBER_CUDA_LAUNCHED("flash_attention_backward (register accumulators)");
+}
+
+template <MathMode MODE, int DP>
+void backward_for_mode_and_dim(const FlashAttentionArgs& a, const float* stats, const FlashTensor& dout,
+                               const float* rowsum, float* dq, float* dk, float* dv, cudaStream_t st) {
+  if constexpr (MODE != MathMode::exact && DP <= 128) {
+    if (!a.shared_accumulators) {
+      const bool vec = rows_take_16_byte_copies(a.q, a.D) && rows_take_16_byte_copies(a.k, a.D) &&
+                       rows_take_16_byte_copies(a.v, a.Dv) && rows_take_16_byte_copies(dout, a.Dv);
+      return vec ? backward_mma_launch<MODE, DP, true>(a, stats, dout, rowsum, dq, dk, dv, st)
+                 : backward_mma_launch<MODE, DP, false>(a, stats, dout, rowsum, dq, dk, dv, st);
+    }
+  }
+  backward_for<MODE, DP>(a, stats, dout, rowsum, dq, dk, dv, st);
 }
 
 template <MathMode MODE>
 void backward_mode(const FlashAttentionArgs& a, const float* stats, const FlashTensor& dout, const float* rowsum,
                    float* dq, float* dk, float* dv, cudaStream_t st) {
   switch (bucket(a.D > a.Dv ? a.D : a.Dv)) {
-    case 32: return backward_for<MODE, 32>(a, stats, dout, rowsum, dq, dk, dv, st);
-    case 64: return backward_for<MODE, 64>(a, stats, dout, rowsum, dq, dk, dv, st);
-    case 128: return backward_for<MODE, 128>(a, stats, dout, rowsum, dq, dk, dv, st);
-    default: return backward_for<MODE, 256>(a, stats, dout, rowsum, dq, dk, dv, st);
+    case 32: return backward_for_mode_and_dim<MODE, 32>(a, stats, dout, rowsum, dq, dk, dv, st);
+    case 64: return backward_for_mode_and_dim<MODE, 64>(a, stats, dout, rowsum, dq, dk, dv, st);
+    case 128: return backward_for_mode_and_dim<MODE, 128>(a, stats, dout, rowsum, dq, dk, dv, st);
+    default: return backward_for_mode_and_dim<MODE, 256>(a, stats, dout, rowsum, dq, dk, dv, st);
   }
 }
 

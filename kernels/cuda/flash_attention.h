@@ -23,6 +23,10 @@ struct FlashAttentionArgs {
   FlashTensor mask;     // additive f32 [B1, B2, Tq, Tk] (strides 0 where broadcast), or data null
   bool causal = false;  // key j blocked for query i when j > i (top-left alignment)
   float scale = 1.0f;   // applied to q . k before the mask is added
+  // TF32 and BF16: the first kernels, which keep their accumulators in shared memory (WMMA),
+  // instead of the ones that keep them in registers (mma.sync; the backward's for D <= 128). Both
+  // stay until a GPU has measured them against each other; the exact path has one set.
+  bool shared_accumulators = false;
 };
 
 // Head dims the kernels take (D and Dv both in 1..256).

@@ -14,9 +14,11 @@
 // causal, and mask with causal.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "cuda_parity.h"
 #include "ember/engine/autograd/grad_mode.h"
@@ -31,6 +33,23 @@ struct PrecisionScope {
   explicit PrecisionScope(MatmulPrecision p) : prev(matmul_precision()) { set_matmul_precision(p); }
   ~PrecisionScope() { set_matmul_precision(prev); }
 };
+
+struct KernelScope {
+  AttentionKernel prev;
+  explicit KernelScope(AttentionKernel k) : prev(attention_kernel()) {
+    set_attention_kernel(k);
+  }
+  ~KernelScope() { set_attention_kernel(prev); }
+};
+
+// The tensor-core precisions have two sets of kernels (registers, shared memory); exact has one.
+std::vector<AttentionKernel> kernels_of(MatmulPrecision p) {
+  if (p == MatmulPrecision::highest) return {AttentionKernel::register_accumulators};
+  return {AttentionKernel::register_accumulators, AttentionKernel::shared_accumulators};
+}
+const char* kernel_name(AttentionKernel k) {
+  return k == AttentionKernel::register_accumulators ? "register accumulators" : "shared-memory accumulators";
+}
 
 struct PrecisionCase {
   MatmulPrecision p;
@@ -66,57 +85,67 @@ Tensor on_like(const Tensor& m, const Tensor& like) {
 
 TEST(CudaGpu, FlashAttentionMatchesTheCpuInEachPrecision) {
   EMBER_REQUIRE_GPU();
-  for (const PrecisionCase& pc : kPrecisions) {
-    PrecisionScope scope(pc.p);
-    SCOPED_TRACE(precision_name(pc.p));
-    for (int64_t D : {32, 48, 64, 128, 256}) {
-      SCOPED_TRACE("D = " + std::to_string(D));
-      const int64_t Tq = 77, Tk = 131;
-      // q [2, 3, Tq, D]; k shared by the heads [2, 1, Tk, D]; v shared by the batch [3, Tk, D].
-      Tensor q = stored_transposed({2, 3, Tq, D}, 100 + D), k = stored_transposed({2, 1, Tk, D}, 200 + D),
-             v = stored_transposed({3, Tk, D}, 300 + D);
-      Tensor mask = additive_mask(Tq, Tk, 400 + D);
-      flash_parity([](const TensorList& t) { return scaled_dot_product_attention(tr(t[0]), tr(t[1]), tr(t[2])); },
-                   {q, k, v}, pc.tolerance, "plain");
-      flash_parity(
-          [mask](const TensorList& t) {
-            return scaled_dot_product_attention(tr(t[0]), tr(t[1]), tr(t[2]), on_like(mask, t[0]));
-          },
-          {q, k, v}, pc.tolerance, "additive mask with -inf");
-      flash_parity(
-          [](const TensorList& t) {
-            return scaled_dot_product_attention(tr(t[0]), tr(t[1]), tr(t[2]), Tensor(), /*is_causal=*/true);
-          },
-          {q, k, v}, pc.tolerance, "causal");
-      flash_parity(
-          [mask](const TensorList& t) {
-            return scaled_dot_product_attention(tr(t[0]), tr(t[1]), tr(t[2]), on_like(mask, t[0]), true, 0.3);
-          },
-          {q, k, v}, pc.tolerance, "mask, causal and an explicit scale");
+  for (const PrecisionCase& pc : kPrecisions)
+    for (AttentionKernel fk : kernels_of(pc.p)) {
+      PrecisionScope scope(pc.p);
+      KernelScope kernel(fk);
+      SCOPED_TRACE(std::string(precision_name(pc.p)) + ", " + kernel_name(fk));
+      for (int64_t D : {32, 48, 64, 128, 256}) {
+        SCOPED_TRACE("D = " + std::to_string(D));
+        const int64_t Tq = 77, Tk = 131;
+        // q [2, 3, Tq, D]; k shared by the heads [2, 1, Tk, D]; v shared by the batch [3, Tk, D].
+        Tensor q = stored_transposed({2, 3, Tq, D}, 100 + D), k = stored_transposed({2, 1, Tk, D}, 200 + D),
+               v = stored_transposed({3, Tk, D}, 300 + D);
+        Tensor mask = additive_mask(Tq, Tk, 400 + D);
+        flash_parity([](const TensorList& t) { return scaled_dot_product_attention(tr(t[0]), tr(t[1]), tr(t[2])); },
+                     {q, k, v}, pc.tolerance, "plain");
+        flash_parity(
+            [mask](const TensorList& t) {
+              return scaled_dot_product_attention(tr(t[0]), tr(t[1]), tr(t[2]), on_like(mask, t[0]));
+            },
+            {q, k, v}, pc.tolerance, "additive mask with -inf");
+        flash_parity(
+            [](const TensorList& t) {
+              return scaled_dot_product_attention(tr(t[0]), tr(t[1]), tr(t[2]), Tensor(), /*is_causal=*/true);
+            },
+            {q, k, v}, pc.tolerance, "causal");
+        flash_parity(
+            [mask](const TensorList& t) {
+              return scaled_dot_product_attention(tr(t[0]), tr(t[1]), tr(t[2]), on_like(mask, t[0]), true, 0.3);
+            },
+            {q, k, v}, pc.tolerance, "mask, causal and an explicit scale");
+        // Contiguous rows: the register kernel stages them by 16-byte copies. 200 queries: two or
+        // more query tiles, causal so that the tiles stop at different keys.
+        Tensor qc = rnd({2, 200, D}, 500 + D, DType::f64), kc = rnd({2, 131, D}, 600 + D, DType::f64),
+               vc = rnd({2, 131, D}, 700 + D, DType::f64);
+        flash_parity([](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2], Tensor(), true); },
+                     {qc, kc, vc}, pc.tolerance, "contiguous, causal");
+      }
     }
-  }
 }
 
 TEST(CudaGpu, FlashAttentionOddLayouts) {
   EMBER_REQUIRE_GPU();
-  for (const PrecisionCase& pc : kPrecisions) {
-    PrecisionScope scope(pc.p);
-    SCOPED_TRACE(precision_name(pc.p));
-    // More queries than keys, causal (top-left: query i sees keys 0..min(i, Tk - 1)).
-    Tensor q = rnd({2, 131, 64}, 1, DType::f64), k = rnd({2, 77, 64}, 2, DType::f64), v = rnd({2, 77, 64}, 3, DType::f64);
-    flash_parity([](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2], Tensor(), true); },
-                 {q, k, v}, pc.tolerance, "Tq > Tk, causal, contiguous, one batch dim");
-    // Dv != D, a bool mask broadcast over the batch [1, Tk] and 3 batch dims.
-    Tensor q3 = rnd({2, 2, 3, 19, 48}, 4, DType::f64), k3 = rnd({2, 2, 3, 45, 48}, 5, DType::f64),
-           v3 = rnd({2, 1, 3, 45, 40}, 6, DType::f64);
-    Tensor keep = gt(rnd({1, 45}, 7, DType::f64), -1.0);  // ~84% kept
-    flash_parity([keep](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2], on_like(keep, t[0])); },
-                 {q3, k3, v3}, pc.tolerance, "Dv != D, bool mask, three batch dims");
-    // One query, one key; a 2-D problem with no batch dims.
-    Tensor q1 = rnd({1, 32}, 8, DType::f64), k1 = rnd({1, 32}, 9, DType::f64), v1 = rnd({1, 32}, 10, DType::f64);
-    flash_parity([](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); }, {q1, k1, v1},
-                 pc.tolerance, "Tq = Tk = 1");
-  }
+  for (const PrecisionCase& pc : kPrecisions)
+    for (AttentionKernel fk : kernels_of(pc.p)) {
+      PrecisionScope scope(pc.p);
+      KernelScope kernel(fk);
+      SCOPED_TRACE(std::string(precision_name(pc.p)) + ", " + kernel_name(fk));
+      // More queries than keys, causal (top-left: query i sees keys 0..min(i, Tk - 1)).
+      Tensor q = rnd({2, 131, 64}, 1, DType::f64), k = rnd({2, 77, 64}, 2, DType::f64), v = rnd({2, 77, 64}, 3, DType::f64);
+      flash_parity([](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2], Tensor(), true); },
+                   {q, k, v}, pc.tolerance, "Tq > Tk, causal, contiguous, one batch dim");
+      // Dv != D, a bool mask broadcast over the batch [1, Tk] and 3 batch dims.
+      Tensor q3 = rnd({2, 2, 3, 19, 48}, 4, DType::f64), k3 = rnd({2, 2, 3, 45, 48}, 5, DType::f64),
+             v3 = rnd({2, 1, 3, 45, 40}, 6, DType::f64);
+      Tensor keep = gt(rnd({1, 45}, 7, DType::f64), -1.0);  // ~84% kept
+      flash_parity([keep](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2], on_like(keep, t[0])); },
+                   {q3, k3, v3}, pc.tolerance, "Dv != D, bool mask, three batch dims");
+      // One query, one key; a 2-D problem with no batch dims.
+      Tensor q1 = rnd({1, 32}, 8, DType::f64), k1 = rnd({1, 32}, 9, DType::f64), v1 = rnd({1, 32}, 10, DType::f64);
+      flash_parity([](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); }, {q1, k1, v1},
+                   pc.tolerance, "Tq = Tk = 1");
+    }
 }
 
 TEST(CudaGpu, FlashAttentionSecondOrderTakesTheComposite) {
@@ -178,16 +207,22 @@ TEST(CudaGpu, FlashAttentionRowsUnderLargeNegativeMasks) {
   const int64_t Tq = 5, Tk = 77, D = 32;
   Tensor q = rnd({1, 1, Tq, D}, 60, DType::f64), k = rnd({1, 1, Tk, D}, 61, DType::f64),
          v = rnd({1, 1, Tk, D}, 62, DType::f64);
-  for (double level : {-100.0, -1e4}) {
-    SCOPED_TRACE("row 2 masked at " + std::to_string(level));
-    Tensor mask = zeros({Tq, Tk}, {.dtype = DType::f64});
-    mask.select(0, 2).fill_(level);
-    // f32 rounds the masked row's scores to the mask's spacing (1e-3 at -1e4): a looser tolerance
-    // the mask is a constant (a mask that requires grad takes the composite)
-    flash_parity([&mask](const TensorList& t) {
-      return scaled_dot_product_attention(t[0], t[1], t[2], on_like(mask, t[0]));
-    }, {q, k, v}, level < -1000 ? 2e-3 : 1e-5, "masked row");
-  }
+  for (const PrecisionCase& pc : kPrecisions)
+    for (AttentionKernel fk : kernels_of(pc.p)) {
+      PrecisionScope scope(pc.p);
+      KernelScope kernel(fk);
+      SCOPED_TRACE(std::string(precision_name(pc.p)) + ", " + kernel_name(fk));
+      for (double level : {-100.0, -1e4}) {
+        SCOPED_TRACE("row 2 masked at " + std::to_string(level));
+        Tensor mask = zeros({Tq, Tk}, {.dtype = DType::f64});
+        mask.select(0, 2).fill_(level);
+        // f32 rounds the masked row's scores to the mask's spacing (1e-3 at -1e4): a looser
+        // tolerance. The mask is a constant (a mask that requires grad takes the composite).
+        flash_parity([&mask](const TensorList& t) {
+          return scaled_dot_product_attention(t[0], t[1], t[2], on_like(mask, t[0]));
+        }, {q, k, v}, std::max(pc.tolerance, level < -1000 ? 2e-3 : 1e-5), "masked row");
+      }
+    }
 }
 
 TEST(CudaGpu, AttentionBeyondTheFusedKernelTakesTheComposite) {

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <array>
+#include <bit>
 #include <memory>
 #include <string>
 #include <vector>
@@ -356,7 +357,75 @@ unsigned char* dynamic_shared() { return sched.block->dynamic_shared.data(); }
 // cp.async: a copy lands only when a wait_group lets it, so code that reads a stage before
 // waiting for it reads the stage's old contents, as it might on the GPU.
 void cp_async(void* smem, const void* gmem, size_t bytes, bool valid) {
+  if (bytes != 4 && bytes != 8 && bytes != 16)
+    fail("cp.async of " + std::to_string(bytes) + " bytes (4, 8 or 16) by thread " + coords(threadIdx));
+  if (reinterpret_cast<uintptr_t>(smem) % bytes != 0 || reinterpret_cast<uintptr_t>(gmem) % bytes != 0)
+    fail("cp.async of " + std::to_string(bytes) + " bytes from a misaligned address (thread " + coords(threadIdx) +
+         " of block " + coords(blockIdx) + ")");
   me().open_group.push_back({smem, gmem, bytes, valid});
+}
+
+// mma.sync m16n8k{8,16}: each lane leaves its registers in the warp's scratch; the first lane
+// places them in the tiles by the fragment layout (emu/device.h), multiplies and leaves each
+// lane's D; every lane takes its own.
+namespace {
+struct MmaLaneRegs {
+  uint32_t a[4], b[2];
+  float c[4];
+};
+
+float tf32_operand(uint32_t bits) { return std::bit_cast<float>(bits & 0xffffe000u); }
+float bf16_half(uint32_t bits, int high) { return std::bit_cast<float>(high ? bits & 0xffff0000u : bits << 16); }
+
+void mma_m16n8(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4], bool bf16) {
+  unsigned char* scratch = warp_scratch(sizeof(MmaLaneRegs) * 32 + sizeof(float) * 128);
+  auto* regs = reinterpret_cast<MmaLaneRegs*>(scratch);
+  float* out = reinterpret_cast<float*>(scratch + sizeof(MmaLaneRegs) * 32);
+  const unsigned me_lane = lane();
+  std::memcpy(regs[me_lane].a, a, sizeof(regs->a));
+  std::memcpy(regs[me_lane].b, b, sizeof(regs->b));
+  std::memcpy(regs[me_lane].c, c, sizeof(regs->c));
+  syncwarp(0xffffffffu, "mma.sync", 0);
+  if (first_live_lane()) {
+    if (sched.block->warps[static_cast<size_t>(sched.current / 32)].live != 0xffffffffu)
+      fail("mma.sync with a partial warp in block " + coords(blockIdx) + ": all 32 lanes must take part");
+    const int K = bf16 ? 16 : 8;
+    float A[16][16] = {}, B[16][8] = {}, C[16][8] = {};
+    for (int l = 0; l < 32; ++l) {
+      const int g = l / 4, t = l % 4;
+      const MmaLaneRegs& r = regs[l];
+      if (bf16) {
+        for (int i = 0; i < 4; ++i)
+          for (int h = 0; h < 2; ++h) A[g + 8 * (i % 2)][2 * t + 8 * (i / 2) + h] = bf16_half(r.a[i], h);
+        for (int i = 0; i < 2; ++i)
+          for (int h = 0; h < 2; ++h) B[2 * t + 8 * i + h][g] = bf16_half(r.b[i], h);
+      } else {
+        for (int i = 0; i < 4; ++i) A[g + 8 * (i % 2)][t + 4 * (i / 2)] = tf32_operand(r.a[i]);
+        for (int i = 0; i < 2; ++i) B[t + 4 * i][g] = tf32_operand(r.b[i]);
+      }
+      for (int i = 0; i < 4; ++i) C[g + 8 * (i / 2)][2 * t + i % 2] = r.c[i];
+    }
+    for (int l = 0; l < 32; ++l) {
+      const int g = l / 4, t = l % 4;
+      for (int i = 0; i < 4; ++i) {
+        const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
+        float s = C[row][col];
+        for (int k = 0; k < K; ++k) s += A[row][k] * B[k][col];
+        out[l * 4 + i] = s;
+      }
+    }
+  }
+  syncwarp(0xffffffffu, "mma.sync", 1);
+  std::memcpy(d, out + me_lane * 4, 4 * sizeof(float));
+  syncwarp(0xffffffffu, "mma.sync", 2);
+}
+}  // namespace
+
+void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+  mma_m16n8(d, a, b, c, false);
+}
+void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+  mma_m16n8(d, a, b, c, true);
 }
 
 void cp_async_commit() {

@@ -1,7 +1,8 @@
 // Self-test of the emulated device side (emu/device.h, src/device.cpp, mma.h, cuda_bf16.h,
 // cuda_fp16.h): thread coordinates, barriers and what happens when a kernel misuses them,
 // warp shuffles, launch configuration checks, dynamic shared memory poisoning, cp.async
-// groups, WMMA, the bf16/half conversions, a kernel under graph capture, and atomics.
+// groups and alignment, WMMA, mma.sync's fragment layouts, the bf16/half conversions, a kernel
+// under graph capture, and atomics.
 //
 // Written the way cmake/cuda_emu_convert.cmake leaves a .cu file: launches are spelled
 // `kernel ^ ::emu::cfg(...) ^ ::emu::args(...)` and dynamic shared memory comes from
@@ -448,6 +449,32 @@ static void test_cp_async() {
   cudaFree(d);
 }
 
+// A 16-byte copy lands whole; one from an address off 16 bytes fails the launch, as the real
+// instruction faults.
+__global__ void cp_async16_kernel(const float* g, float* out, int offset) {
+  float* s = reinterpret_cast<float*>(::emu::dynamic_shared());
+  ::emu::cp_async(s, g + offset, 16, true);
+  ::emu::cp_async(s + 4, g, 16, false);
+  ::emu::cp_async_commit();
+  ::emu::cp_async_wait(0);
+  for (int i = 0; i < 8; ++i) out[i] = s[i];
+}
+
+static void test_cp_async16() {
+  float* g = dev_copy(std::vector<float>{1.0f, 2.0f, 3.0f, 4.0f, 5.0f});
+  float* d = dev_alloc<float>(8);
+  cp_async16_kernel ^ ::emu::cfg(__FILE__, __LINE__, 1, 1, 8 * sizeof(float), 0) ^ ::emu::args(g, d, 0);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  const std::vector<float> h = host_copy(d, 8);
+  const float want[8] = {1.0f, 2.0f, 3.0f, 4.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  for (int i = 0; i < 8; ++i) CHECK_EQ_AT("cp.async 16 bytes", i, h[i], want[i]);
+  std::fprintf(stderr, "[selftest] a failed launch (a misaligned 16-byte cp.async) is expected next\n");
+  cp_async16_kernel ^ ::emu::cfg(__FILE__, __LINE__, 1, 1, 8 * sizeof(float), 0) ^ ::emu::args(g, d, 1);
+  expect_failed_launch_then_recovery("misaligned cp.async");
+  cudaFree(g);
+  cudaFree(d);
+}
+
 // ---- WMMA ----------------------------------------------------------------------------------
 
 namespace wmma = nvcuda::wmma;
@@ -598,6 +625,94 @@ static void test_wmma() {
     cudaFree(p);
 }
 
+// ---- mma.sync (PTX) ------------------------------------------------------------------------
+
+// Each lane gathers its registers from row-major A (16 x K) and B (K x 8) in global memory by
+// the PTX ISA's fragment layout, written out here independently of src/device.cpp, multiplies
+// onto C = c0 + (row, col) / 64 and stores D by the accumulator layout: a lane that holds the
+// wrong element, or a D element stored to the wrong place, shows up as a wrong product.
+__global__ void mma_tf32_kernel(const float* a, const float* b, float c0, float* d) {
+  const int lane = static_cast<int>(threadIdx.x), g = lane / 4, t = lane % 4;
+  const uint32_t ra[4] = {__float_as_uint(a[g * 8 + t]), __float_as_uint(a[(g + 8) * 8 + t]),
+                          __float_as_uint(a[g * 8 + t + 4]), __float_as_uint(a[(g + 8) * 8 + t + 4])};
+  const uint32_t rb[2] = {__float_as_uint(b[t * 8 + g]), __float_as_uint(b[(t + 4) * 8 + g])};
+  float c[4], out[4];
+  for (int i = 0; i < 4; ++i) c[i] = c0 + static_cast<float>((g + 8 * (i / 2)) * 8 + 2 * t + i % 2) / 64.0f;
+  ::emu::mma_m16n8k8_tf32(out, ra, rb, c);
+  for (int i = 0; i < 4; ++i) d[(g + 8 * (i / 2)) * 8 + 2 * t + i % 2] = out[i];
+}
+
+static uint32_t bf16_pair(__nv_bfloat16 lo, __nv_bfloat16 hi) {
+  return static_cast<uint32_t>(__bfloat16_as_ushort(lo)) | static_cast<uint32_t>(__bfloat16_as_ushort(hi)) << 16;
+}
+
+__global__ void mma_bf16_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, float c0, float* d) {
+  const int lane = static_cast<int>(threadIdx.x), g = lane / 4, t = lane % 4;
+  uint32_t ra[4], rb[2];
+  for (int r = 0; r < 4; ++r) {
+    const int row = g + 8 * (r % 2), col = 2 * t + 8 * (r / 2);
+    ra[r] = bf16_pair(a[row * 16 + col], a[row * 16 + col + 1]);
+  }
+  for (int r = 0; r < 2; ++r) {
+    const int k = 2 * t + 8 * r;
+    rb[r] = bf16_pair(b[k * 8 + g], b[(k + 1) * 8 + g]);
+  }
+  float c[4], out[4];
+  for (int i = 0; i < 4; ++i) c[i] = c0 + static_cast<float>((g + 8 * (i / 2)) * 8 + 2 * t + i % 2) / 64.0f;
+  ::emu::mma_m16n8k16_bf16(out, ra, rb, c);
+  for (int i = 0; i < 4; ++i) d[(g + 8 * (i / 2)) * 8 + 2 * t + i % 2] = out[i];
+}
+
+// Host D = C + A B for a 16 x 8 tile (row-major), on the rounded operands.
+template <typename A, typename B>
+static void check_mma(const char* what, const std::vector<float>& got, int kdim, float c0, A a, B b) {
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 8; ++j) {
+      double want = c0 + (i * 8 + j) / 64.0, mag = std::fabs(want);
+      for (int k = 0; k < kdim; ++k) {
+        want += static_cast<double>(a(i, k)) * b(k, j);
+        mag += std::fabs(static_cast<double>(a(i, k)) * b(k, j));
+      }
+      const float g = got[i * 8 + j];
+      if (!(std::fabs(g - want) <= 1e-6 * mag + 1e-30) && ++failures <= 40)
+        std::fprintf(stderr, "FAIL %s: D[%d][%d] = %.9g, want %.9g\n", what, i, j, static_cast<double>(g), want);
+    }
+}
+
+static void test_mma_sync() {
+  // TF32: operands with bits below TF32's, which the tensor cores ignore (truncation, not rounding).
+  std::vector<float> a(16 * 8), b(8 * 8);
+  for (int i = 0; i < 16 * 8; ++i) a[i] = std::sin(0.37f * static_cast<float>(i) + 0.1f) * 1.7f;
+  for (int i = 0; i < 8 * 8; ++i) b[i] = std::cos(0.23f * static_cast<float>(i) - 0.4f) * 0.9f;
+  float* da = dev_copy(a);
+  float* db = dev_copy(b);
+  float* dd = dev_alloc<float>(128);
+  const float c0 = 0.25f;
+  mma_tf32_kernel ^ ::emu::cfg(__FILE__, __LINE__, 1, 32, 0, 0) ^ ::emu::args(da, db, c0, dd);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  auto trunc = [](float f) { return from_bits(to_bits(f) & 0xffffe000u); };
+  check_mma("mma.sync m16n8k8 tf32", host_copy(dd, 128), 8, c0, [&](int i, int k) { return trunc(a[i * 8 + k]); },
+            [&](int k, int j) { return trunc(b[k * 8 + j]); });
+
+  std::vector<__nv_bfloat16> ha(16 * 16), hb(16 * 8);
+  for (int i = 0; i < 16 * 16; ++i) ha[i] = __float2bfloat16_rn(std::sin(0.11f * static_cast<float>(i)) * 3.0f);
+  for (int i = 0; i < 16 * 8; ++i) hb[i] = __float2bfloat16_rn(std::cos(0.07f * static_cast<float>(i) + 1.0f));
+  __nv_bfloat16* dha = dev_copy(ha);
+  __nv_bfloat16* dhb = dev_copy(hb);
+  mma_bf16_kernel ^ ::emu::cfg(__FILE__, __LINE__, 1, 32, 0, 0) ^ ::emu::args(dha, dhb, c0, dd);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  check_mma("mma.sync m16n8k16 bf16", host_copy(dd, 128), 16, c0,
+            [&](int i, int k) { return __bfloat162float(ha[i * 16 + k]); },
+            [&](int k, int j) { return __bfloat162float(hb[k * 8 + j]); });
+
+  std::fprintf(stderr, "[selftest] a failed launch (mma.sync by a partial warp) is expected next\n");
+  mma_tf32_kernel ^ ::emu::cfg(__FILE__, __LINE__, 1, 16, 0, 0) ^ ::emu::args(da, db, c0, dd);
+  expect_failed_launch_then_recovery("mma.sync by a partial warp");
+  for (void* p : {static_cast<void*>(da), static_cast<void*>(db), static_cast<void*>(dd), static_cast<void*>(dha),
+                  static_cast<void*>(dhb)})
+    cudaFree(p);
+}
+
 // ---- bf16 / half conversions ---------------------------------------------------------------
 
 static void test_conversions() {
@@ -725,7 +840,9 @@ int main() {
   test_launch_configuration();
   test_poison();
   test_cp_async();
+  test_cp_async16();
   test_wmma();
+  test_mma_sync();
   test_conversions();
   test_graph_capture();
   test_atomics();

@@ -88,9 +88,24 @@ unsigned char* warp_scratch(size_t bytes);  // bytes shared by the calling threa
 bool first_live_lane();              // the calling thread is its warp's lowest unfinished lane
 [[noreturn]] void report_divergent_fragments(const char* op);  // fails the launch
 unsigned char* dynamic_shared();     // the block's dynamic shared memory
+// cp.async.ca/cg.shared.global of 4, 8 or 16 bytes; both addresses must be aligned to the size
+// (checked: the real instruction faults otherwise, even for a zero-filling copy).
 void cp_async(void* smem, const void* gmem, size_t bytes, bool valid);
 void cp_async_commit();
 void cp_async_wait(int pending_groups_allowed);
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 and mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32:
+// D = A B + C for a 16x8 tile, warp-collective, every lane passing its registers in the PTX
+// ISA's fragment layout (g = lane / 4, t = lane % 4):
+//   tf32  A (16x8):  a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4)
+//         B (8x8):   b0 (t, g), b1 (t + 4, g)
+//   bf16  A (16x16): register r holds (row g + 8 (r % 2), cols 2t + 8 (r / 2) + {0, 1}), low half first
+//         B (16x8):  register r holds (rows 2t + 8 r + {0, 1}, col g), low half first
+//   C, D (16x8):     c0 (g, 2t), c1 (g, 2t + 1), c2 (g + 8, 2t), c3 (g + 8, 2t + 1)
+// TF32 operands lose their low 13 mantissa bits, as on the tensor cores; accumulation is f32, k in
+// order. The whole warp must take part.
+void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]);
+void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]);
 
 template <typename... P>
 struct BoundKernel {

@@ -1,0 +1,153 @@
+// Tensor-core products with the accumulators in registers: PTX mma.sync on 16 x 8 tiles, and
+// loaders that gather a lane's operand registers from f32 tiles in shared memory.
+//
+// WMMA hides its fragment layout, so code that must touch accumulator elements by row (an
+// online softmax) has to go through shared memory. mma.sync's layouts are documented (PTX ISA,
+// "Matrix fragments for mma.m16n8k8 / mma.m16n8k16"; g = lane / 4, t = lane % 4):
+//   C, D (16 x 8, f32):   c0 (g, 2t), c1 (g, 2t + 1), c2 (g + 8, 2t), c3 (g + 8, 2t + 1)
+//   TF32, m16n8k8:   A a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4); B b0 (t, g), b1 (t + 4, g)
+//   BF16, m16n8k16:  A register r: row g + 8 (r % 2), cols 2t + 8 (r / 2) + {0, 1} (low half first)
+//                    B register r: rows 2t + 8 r + {0, 1}, col g
+// so a lane owns two rows (g, g + 8) of each accumulator tile, shared with the three other lanes
+// of its quad: a row's max or sum is a reduction over the lane's elements and two xor-shuffles.
+//
+// Operands are f32 in shared memory and rounded as they are loaded: TF32 by cvt.rna (as
+// __float_to_tf32), BF16 to nearest even, two per register. Accumulation is f32.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+
+#include <cstdint>
+
+#include "ember/kernels/cuda/blas.h"  // MathMode
+
+namespace ember::kernels::cuda::mma {
+
+// The k of one mma.sync by mode: m16n8k8 for TF32, m16n8k16 for BF16.
+template <MathMode M>
+constexpr int kStep = M == MathMode::bf16 ? 16 : 8;
+
+__device__ __forceinline__ uint32_t tf32(float x) { return __float_as_uint(nvcuda::wmma::__float_to_tf32(x)); }
+
+__device__ __forceinline__ uint32_t bf16x2(float lo, float hi) {
+  return static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
+         static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16;
+}
+
+// d += a b for one 16 x 8 tile.
+template <MathMode M>
+__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  static_assert(M != MathMode::exact, "mma.sync: TF32 or BF16");
+#if defined(EMBER_CUDA_EMULATION)
+  if constexpr (M == MathMode::tf32) ::emu::mma_m16n8k8_tf32(d, a, b, d);
+  else ::emu::mma_m16n8k16_bf16(d, a, b, d);
+#else
+  if constexpr (M == MathMode::tf32)
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+// A from a row-major tile: A(i, k) = src[i * ld + k], the 16 x kStep block at src (Q of Q K^T).
+template <MathMode M>
+__device__ __forceinline__ void load_a(uint32_t (&a)[4], const float* src, int ld, int g, int t) {
+  if constexpr (M == MathMode::tf32) {
+    a[0] = tf32(src[g * ld + t]);
+    a[1] = tf32(src[(g + 8) * ld + t]);
+    a[2] = tf32(src[g * ld + t + 4]);
+    a[3] = tf32(src[(g + 8) * ld + t + 4]);
+  } else {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const float* p = src + (g + 8 * (r % 2)) * ld + 2 * t + 8 * (r / 2);
+      a[r] = bf16x2(p[0], p[1]);
+    }
+  }
+}
+
+// A from a tile stored k-major: A(i, k) = src[k * ld + i] (dS as the transpose of dS^T).
+template <MathMode M>
+__device__ __forceinline__ void load_a_k_major(uint32_t (&a)[4], const float* src, int ld, int g, int t) {
+  if constexpr (M == MathMode::tf32) {
+    a[0] = tf32(src[t * ld + g]);
+    a[1] = tf32(src[t * ld + g + 8]);
+    a[2] = tf32(src[(t + 4) * ld + g]);
+    a[3] = tf32(src[(t + 4) * ld + g + 8]);
+  } else {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int i = g + 8 * (r % 2), k = 2 * t + 8 * (r / 2);
+      a[r] = bf16x2(src[k * ld + i], src[(k + 1) * ld + i]);
+    }
+  }
+}
+
+// B from a tile stored n-major: B(k, n) = src[n * ld + k] (K of Q K^T, stored [key][d]).
+template <MathMode M>
+__device__ __forceinline__ void load_b_n_major(uint32_t (&b)[2], const float* src, int ld, int g, int t) {
+  if constexpr (M == MathMode::tf32) {
+    b[0] = tf32(src[g * ld + t]);
+    b[1] = tf32(src[g * ld + t + 4]);
+  } else {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const float* p = src + g * ld + 2 * t + 8 * r;
+      b[r] = bf16x2(p[0], p[1]);
+    }
+  }
+}
+
+// B from a tile stored k-major: B(k, n) = src[k * ld + n] (V of P V, stored [key][d]).
+template <MathMode M>
+__device__ __forceinline__ void load_b_k_major(uint32_t (&b)[2], const float* src, int ld, int g, int t) {
+  if constexpr (M == MathMode::tf32) {
+    b[0] = tf32(src[t * ld + g]);
+    b[1] = tf32(src[(t + 4) * ld + g]);
+  } else {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int k = 2 * t + 8 * r;
+      b[r] = bf16x2(src[k * ld + g], src[(k + 1) * ld + g]);
+    }
+  }
+}
+
+// The A operand of the k-step `ks` of P V from the accumulators of P = (the scores' tiles) in
+// registers, c[n][0..3] the 16 x 8 tile n. BF16: the accumulators of tiles 2 ks and 2 ks + 1 are
+// already where the A layout wants them, two to a register. TF32: A wants columns t and t + 4
+// of tile ks where the lane holds 2t and 2t + 1, so the values come from the quad's other lanes.
+template <MathMode M, int NT>
+__device__ __forceinline__ void accumulators_as_a(uint32_t (&a)[4], const float (&c)[NT][4], int ks, int t) {
+  if constexpr (M == MathMode::bf16) {
+    a[0] = bf16x2(c[2 * ks][0], c[2 * ks][1]);
+    a[1] = bf16x2(c[2 * ks][2], c[2 * ks][3]);
+    a[2] = bf16x2(c[2 * ks + 1][0], c[2 * ks + 1][1]);
+    a[3] = bf16x2(c[2 * ks + 1][2], c[2 * ks + 1][3]);
+  } else {
+    const int quad = static_cast<int>(threadIdx.x % 32) & ~3;
+    const int lo = quad | (t >> 1), hi = quad | (2 + (t >> 1));  // lanes holding columns t, t + 4
+    const bool odd = t & 1;
+    float v[4];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {  // r: row g (elements 0, 1) or g + 8 (2, 3)
+      const float e0 = __shfl_sync(0xffffffffu, c[ks][2 * r], lo), e1 = __shfl_sync(0xffffffffu, c[ks][2 * r + 1], lo);
+      const float f0 = __shfl_sync(0xffffffffu, c[ks][2 * r], hi), f1 = __shfl_sync(0xffffffffu, c[ks][2 * r + 1], hi);
+      v[r] = odd ? e1 : e0;      // column t
+      v[2 + r] = odd ? f1 : f0;  // column t + 4
+    }
+    a[0] = tf32(v[0]);
+    a[1] = tf32(v[1]);
+    a[2] = tf32(v[2]);
+    a[3] = tf32(v[3]);
+  }
+}
+
+}  // namespace ember::kernels::cuda::mma
