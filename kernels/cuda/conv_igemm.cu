@@ -11,14 +11,17 @@
 //     zero-fill: the gathered operand is not contiguous, and a tap in the padding, a stride
 //     phase that does not divide, or an index past the edge of the GEMM is a copy of 0 bytes
 //     that fills zeros), three stages deep: while step t is multiplied, steps t+1 and t+2 are
-//     in flight. Stored k-major, A as [BK][BM] and B as [BK][BN], rows padded by 4 floats.
+//     in flight. Stored k-major, A as [BK][BM] and B as [BK][BN], rows padded by 4 or 8 floats.
 //     (In NCHW the contiguous runs of a gathered image start at any element, so 16-byte copies
 //     do not apply to it; the weights of the forward pass could take them, not done yet);
 //   - the multiply is where the modes differ, and nothing else does:
 //       exact: f32 FMA on the CUDA cores, each thread a 4 x 8 register tile (16-byte shared loads);
-//       tf32:  WMMA m16n16k8, fragments rounded with __float_to_tf32, each warp a 32 x 32 tile;
-//       bf16:  the stage is converted to bf16 tiles in shared memory, then WMMA m16n16k16;
-//     accumulation is f32 in all three;
+//       tf32, bf16: PTX mma.sync (m16n8k8 TF32, m16n8k16 BF16; mma_fragments.cuh), each warp a
+//              32 x 32 tile of 2 x 4 accumulator tiles in registers, the operands rounded as
+//              they are loaded from the f32 stage into registers;
+//     accumulation is f32 in all three. (Until 2026-12-01 the tensor-core modes used WMMA, and
+//     BF16 first converted each stage to a bf16 copy in shared memory behind a second barrier
+//     per K-step; mma.sync takes the f32 stage as it is. Not measured: no GPU yet.)
 //   - the accumulators go through shared memory (reusing the pipeline's buffers) so that the
 //     stores to global memory are coalesced along the output's contiguous index (the pixel for
 //     the forward and backward-data passes, the weight element for the weight gradient), with
@@ -26,8 +29,8 @@
 // A thread copies elements of the same rows (or of the same k) in every K-step tile
 // (load_outer/load_k in conv_igemm_index.h), so it computes the row/column half of their
 // addresses once (a_outer/b_outer) and only the k half per step, with multiply-shift divisions.
-// Shared memory: 3 stages x 2 operands x 16 x 68 floats = 26 KB (+ 4.5 KB of bf16 tiles),
-// within the default 48 KB, so no opt-in attribute is needed (static_assert below).
+// Shared memory: 3 stages x 2 operands x 16 x 68 (72 for TF32) floats = 26 (27) KB, within the
+// default 48 KB, so no opt-in attribute is needed (static_assert below).
 //
 // The weight gradient's K (the batch times the output plane) is long and its M x N (Cout/G by
 // Cin/G*KH*KW) small, so K is split over blocks (about four blocks per SM in all): each split
@@ -59,46 +62,44 @@
 #include "ember/kernels/cuda/check.h"
 #include "ember/kernels/cuda/conv_common.cuh"
 #include "ember/kernels/cuda/conv_igemm.h"
+#include "ember/kernels/cuda/mma_fragments.cuh"
 
 namespace ember::kernels::cuda {
 
 namespace {
 
-namespace wmma = nvcuda::wmma;
 using igemm::Dims;
 using igemm::Geom;
 using igemm::Ix;
 using igemm::Pass;
 
 constexpr int BM = igemm::kTileM, BN = igemm::kTileN, BK = igemm::kTileK, kBlock = igemm::kThreads, kStages = 3;
-constexpr int LDS = 64 + 4;  // f32 tile row: a multiple of 16 bytes (WMMA, float4), shifted 4 banks per row
-constexpr int LDH = 64 + 8;  // bf16 tile row
 constexpr int LDC = BM + 4;  // the accumulator tile, [BN][LDC] (column-major C), rows of 16-byte multiples
 constexpr int kPer = igemm::kLoadsPerThread, kOutPer = igemm::kOutPerThread;
 static_assert(BM == 64 && BN == 64, "the load and store mappings of conv_igemm_index.h assume 64-wide tiles");
 
+// The f32 stage's row length (a multiple of 16 bytes, for the exact path's float4 loads), padded
+// so that the tensor-core fragment loads hit 32 different banks: a TF32 load reads (k = t, m = g)
+// at t * LDS + g, conflict-free when LDS = 8 (mod 32); a BF16 one reads k = 2t (and 2t + 1),
+// conflict-free when 2 LDS = 8 (mod 32), i.e. LDS = 4 (mod 16).
+template <MathMode M>
+constexpr int kLds = M == MathMode::tf32 ? 64 + 8 : 64 + 4;
+
+template <MathMode M>
 struct PipeTiles {
-  float a[kStages][BK][LDS];
-  float b[kStages][BK][LDS];
+  float a[kStages][BK][kLds<M>];
+  float b[kStages][BK][kLds<M>];
 };
+template <MathMode M>
 union MainSmem {
-  PipeTiles pipe;
+  PipeTiles<M> pipe;
   float c[BN][LDC];
-};
-struct Bf16Tiles {
-  __nv_bfloat16 a[BK][LDH];
-  __nv_bfloat16 b[BK][LDH];
 };
 template <MathMode M>
 struct Smem {
-  MainSmem main;
+  MainSmem<M> main;
 };
-template <>
-struct Smem<MathMode::bf16> {
-  MainSmem main;
-  Bf16Tiles h;
-};
-static_assert(sizeof(Smem<MathMode::bf16>) <= 48 * 1024, "within the default shared memory of a block");
+static_assert(sizeof(Smem<MathMode::tf32>) <= 48 * 1024, "within the default shared memory of a block");
 
 // ---- the multiply of one K-step tile, by mode ----
 
@@ -141,81 +142,57 @@ struct Mma<MathMode::exact> {
   }
 };
 
-// The tensor-core accumulators of one warp's 32 x 32 sub-tile (2 x 2 fragments of 16 x 16 with
-// a K of KF), zeroed and stored the same way whatever the operand type.
-template <int KF>
-struct WmmaAccumulators {
-  wmma::fragment<wmma::accumulator, 16, 16, KF, float> acc[2][2];
+// The tensor-core modes, through mma.sync (mma_fragments.cuh): warp w owns the 32 x 32 sub-tile
+// at rows 32 (w % 2), columns 32 (w / 2), as 2 x 4 accumulator tiles of 16 x 8 in registers.
+// A's tile [BK][BM] is A k-major (element (m, k) at k*LDS + m), B's [BK][BN] is B k-major; the
+// operands are rounded to TF32 or BF16 as they are loaded from the f32 stage, so BF16 needs no
+// converted copy of the stage (and no barrier for one). One K-step of 16 is two TF32 mma.sync
+// (k = 8) or one BF16 (k = 16) per accumulator tile.
+template <MathMode M>
+struct TensorCoreMma {
+  float acc[2][4][4];
   __device__ void zero() {
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
-      for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
   }
-  __device__ void store(float (*c)[LDC], int tid) const {
-    const int warp = tid / 32, wm = warp % 2, wn = warp / 2;
+  __device__ void step(Smem<M>& s, int stage, int tid) {
+    const int warp = tid / 32, lane = tid % 32, wm = warp % 2, wn = warp / 2, g = lane / 4, t = lane % 4;
+    constexpr int KS = mma::kStep<M>;
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+    for (int kk = 0; kk < BK; kk += KS) {
+      uint32_t a[2][4], b[4][2];
 #pragma unroll
-      for (int j = 0; j < 2; ++j)
-        wmma::store_matrix_sync(&c[wn * 32 + j * 16][wm * 32 + i * 16], acc[i][j], LDC, wmma::mem_col_major);
-  }
-};
-
-// Warp w owns the 32 x 32 sub-tile at rows 32 (w % 2), columns 32 (w / 2): 2 x 2 fragments.
-// A's tile [BK][BM] is A column-major (element (m, k) at k*LDS + m); B's [BK][BN] is row-major.
-template <>
-struct Mma<MathMode::tf32> : WmmaAccumulators<8> {
-  __device__ void step(Smem<MathMode::tf32>& s, int stage, int tid) {
-    const int warp = tid / 32, wm = warp % 2, wn = warp / 2;
+      for (int i = 0; i < 2; ++i)
+        mma::load_a_k_major<M>(a[i], &s.main.pipe.a[stage][kk][wm * 32 + i * 16], kLds<M>, g, t);
 #pragma unroll
-    for (int kk = 0; kk < BK; kk += 8) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fa[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb[2];
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        wmma::load_matrix_sync(fa[i], &s.main.pipe.a[stage][kk][wm * 32 + i * 16], LDS);
-#pragma unroll
-        for (int e = 0; e < fa[i].num_elements; ++e) fa[i].x[e] = wmma::__float_to_tf32(fa[i].x[e]);
-      }
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        wmma::load_matrix_sync(fb[j], &s.main.pipe.b[stage][kk][wn * 32 + j * 16], LDS);
-#pragma unroll
-        for (int e = 0; e < fb[j].num_elements; ++e) fb[j].x[e] = wmma::__float_to_tf32(fb[j].x[e]);
-      }
+      for (int j = 0; j < 4; ++j)
+        mma::load_b_k_major<M>(b[j], &s.main.pipe.b[stage][kk][wn * 32 + j * 8], kLds<M>, g, t);
 #pragma unroll
       for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+        for (int j = 0; j < 4; ++j) mma::mma<M>(acc[i][j], a[i], b[j]);
     }
   }
-};
-
-// As tf32, after rounding the stage's f32 tiles to bf16 tiles (one K-step of 16 = one MMA).
-template <>
-struct Mma<MathMode::bf16> : WmmaAccumulators<16> {
-  __device__ void step(Smem<MathMode::bf16>& s, int stage, int tid) {
-#pragma unroll
-    for (int r = 0; r < BK * 64 / kBlock; ++r) {
-      const int e = tid + r * kBlock, kk = e / 64, x = e % 64;
-      s.h.a[kk][x] = __float2bfloat16_rn(s.main.pipe.a[stage][kk][x]);
-      s.h.b[kk][x] = __float2bfloat16_rn(s.main.pipe.b[stage][kk][x]);
-    }
-    __syncthreads();  // the bf16 tiles are complete; the next step's conversion comes after its top barrier
-    const int warp = tid / 32, wm = warp % 2, wn = warp / 2;
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::col_major> fa[2];
-    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb[2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], &s.h.a[0][wm * 32 + i * 16], LDH);
-#pragma unroll
-    for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], &s.h.b[0][wn * 32 + j * 16], LDH);
+  // Into the column-major C tile (element (m, n) at c[n][m]) by the accumulator layout.
+  __device__ void store(float (*c)[LDC], int tid) const {
+    const int warp = tid / 32, lane = tid % 32, wm = warp % 2, wn = warp / 2, g = lane / 4, t = lane % 4;
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
-      for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          c[wn * 32 + j * 8 + 2 * t + e % 2][wm * 32 + i * 16 + g + 8 * (e / 2)] = acc[i][j][e];
   }
 };
+template <>
+struct Mma<MathMode::tf32> : TensorCoreMma<MathMode::tf32> {};
+template <>
+struct Mma<MathMode::bf16> : TensorCoreMma<MathMode::bf16> {};
 
 // ---- the implicit-GEMM kernel ----
 
