@@ -5,8 +5,11 @@
 // moves those elements through shared memory and multiplies them.
 //
 // One kernel template serves the three passes (Pass) and the three math modes (MathMode):
-//   - a block of 128 threads (4 warps) computes a BM x BN = 64 x 64 tile of one group's
-//     C = A B, walking K in steps of BK = 16;
+//   - a block of 256 threads (8 warps) computes a BM x BN = 128 x 128 tile of one group's
+//     C = A B, walking K in steps of BK = 16 (until 2026-12-01: 64 x 64 by 128 threads; each
+//     thread gathers the same 16 elements per K-step either way, so the larger tile does four
+//     times the multiply-adds per gathered element pair, and the loop of the forward's TF32
+//     kernel issues 26 instructions per 1000 multiply-adds and warp against 47: cuobjdump);
 //   - A's and B's K-step tiles are gathered into shared memory by cp.async (4-byte copies with
 //     zero-fill: the gathered operand is not contiguous, and a tap in the padding, a stride
 //     phase that does not divide, or an index past the edge of the GEMM is a copy of 0 bytes
@@ -15,9 +18,9 @@
 //     (In NCHW the contiguous runs of a gathered image start at any element, so 16-byte copies
 //     do not apply to it; the weights of the forward pass could take them, not done yet);
 //   - the multiply is where the modes differ, and nothing else does:
-//       exact: f32 FMA on the CUDA cores, each thread a 4 x 8 register tile (16-byte shared loads);
+//       exact: f32 FMA on the CUDA cores, each thread an 8 x 8 register tile (16-byte shared loads);
 //       tf32, bf16: PTX mma.sync (m16n8k8 TF32, m16n8k16 BF16; mma_fragments.cuh), each warp a
-//              32 x 32 tile of 2 x 4 accumulator tiles in registers, the operands rounded as
+//              64 x 32 tile of 4 x 4 accumulator tiles in registers, the operands rounded as
 //              they are loaded from the f32 stage into registers;
 //     accumulation is f32 in all three. (Until 2026-12-01 the tensor-core modes used WMMA, and
 //     BF16 first converted each stage to a bf16 copy in shared memory behind a second barrier
@@ -29,8 +32,11 @@
 // A thread copies elements of the same rows (or of the same k) in every K-step tile
 // (load_outer/load_k in conv_igemm_index.h), so it computes the row/column half of their
 // addresses once (a_outer/b_outer) and only the k half per step, with multiply-shift divisions.
-// Shared memory: 3 stages x 2 operands x 16 x 68 (72 for TF32) floats = 26 (27) KB, within the
-// default 48 KB, so no opt-in attribute is needed (static_assert below).
+// Shared memory: 3 stages x 2 operands x 16 x 132 (136 for TF32) floats = 50.7 (52.2) KB for the
+// pipeline, which the 128 x 132-float C tile (67.6 KB) reuses for the epilogue: dynamic shared
+// memory, opted in above the default 48 KB at each launch. 150-200 registers a thread
+// (ptxas), so one block of 8 warps per multiprocessor; capping at 128 registers for two
+// blocks made the exact and weight-gradient kernels spill.
 //
 // The weight gradient's K (the batch times the output plane) is long and its M x N (Cout/G by
 // Cin/G*KH*KW) small, so K is split over blocks (about four blocks per SM in all): each split
@@ -49,7 +55,7 @@
 //
 // What bounds it: the products (2 M N K flops) on the CUDA cores for the exact path; on the
 // tensor cores, more likely the issue of the gather (integer work and one 4-byte cp.async per
-// element, each A element gathered once per 64 output channels).
+// element, each A element gathered once per 128 output channels).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
@@ -76,14 +82,14 @@ using igemm::Pass;
 constexpr int BM = igemm::kTileM, BN = igemm::kTileN, BK = igemm::kTileK, kBlock = igemm::kThreads, kStages = 3;
 constexpr int LDC = BM + 4;  // the accumulator tile, [BN][LDC] (column-major C), rows of 16-byte multiples
 constexpr int kPer = igemm::kLoadsPerThread, kOutPer = igemm::kOutPerThread;
-static_assert(BM == 64 && BN == 64, "the load and store mappings of conv_igemm_index.h assume 64-wide tiles");
+static_assert(BM == 128 && BN == 128 && kBlock == 256, "the register tiles below assume 128 x 128 by 256 threads");
 
 // The f32 stage's row length (a multiple of 16 bytes, for the exact path's float4 loads), padded
 // so that the tensor-core fragment loads hit 32 different banks: a TF32 load reads (k = t, m = g)
 // at t * LDS + g, conflict-free when LDS = 8 (mod 32); a BF16 one reads k = 2t (and 2t + 1),
 // conflict-free when 2 LDS = 8 (mod 32), i.e. LDS = 4 (mod 16).
 template <MathMode M>
-constexpr int kLds = M == MathMode::tf32 ? 64 + 8 : 64 + 4;
+constexpr int kLds = M == MathMode::tf32 ? BM + 8 : BM + 4;
 
 template <MathMode M>
 struct PipeTiles {
@@ -99,23 +105,23 @@ template <MathMode M>
 struct Smem {
   MainSmem<M> main;
 };
-static_assert(sizeof(Smem<MathMode::tf32>) <= 48 * 1024, "within the default shared memory of a block");
+static_assert(sizeof(Smem<MathMode::tf32>) <= 227 * 1024, "within a block's shared memory on sm_90");
 
 // ---- the multiply of one K-step tile, by mode ----
 
 template <MathMode M>
 struct Mma;
 
-// Thread (tx, ty) of a 16 x 8 grid owns rows 4 tx .. 4 tx + 3 and columns 8 ty .. 8 ty + 7 of the
-// tile: per k, one 16-byte shared load of A and two of B feed 32 FMAs (the 16 threads of a
-// half-warp read 256 consecutive bytes of A and one broadcast address of B). Every output sums
-// its k in increasing order.
+// Thread (tx, ty) of a 16 x 16 grid owns rows 4 tx .. 4 tx + 3 and 64 + 4 tx .. 64 + 4 tx + 3,
+// and the same columns by ty, of the tile: per k, two 16-byte shared loads of A and two of B
+// feed 64 FMAs (the 16 threads of a half-warp read 256 consecutive bytes of A and one broadcast
+// address of B). Every output sums its k in increasing order.
 template <>
 struct Mma<MathMode::exact> {
-  float acc[4][8];
+  float acc[8][8];
   __device__ void zero() {
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < 8; ++i)
 #pragma unroll
       for (int j = 0; j < 8; ++j) acc[i][j] = 0.f;
   }
@@ -123,13 +129,14 @@ struct Mma<MathMode::exact> {
     const int tx = tid % 16, ty = tid / 16;
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
-      const float4 a = *reinterpret_cast<const float4*>(&s.main.pipe.a[stage][kk][4 * tx]);
-      const float4 b0 = *reinterpret_cast<const float4*>(&s.main.pipe.b[stage][kk][8 * ty]);
-      const float4 b1 = *reinterpret_cast<const float4*>(&s.main.pipe.b[stage][kk][8 * ty + 4]);
-      const float av[4] = {a.x, a.y, a.z, a.w};
+      const float4 a0 = *reinterpret_cast<const float4*>(&s.main.pipe.a[stage][kk][4 * tx]);
+      const float4 a1 = *reinterpret_cast<const float4*>(&s.main.pipe.a[stage][kk][64 + 4 * tx]);
+      const float4 b0 = *reinterpret_cast<const float4*>(&s.main.pipe.b[stage][kk][4 * ty]);
+      const float4 b1 = *reinterpret_cast<const float4*>(&s.main.pipe.b[stage][kk][64 + 4 * ty]);
+      const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
       const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
 #pragma unroll
-      for (int i = 0; i < 4; ++i)
+      for (int i = 0; i < 8; ++i)
 #pragma unroll
         for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
     }
@@ -137,23 +144,29 @@ struct Mma<MathMode::exact> {
   __device__ void store(float (*c)[LDC], int tid) const {
     const int tx = tid % 16, ty = tid / 16;
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
-      *reinterpret_cast<float4*>(&c[8 * ty + j][4 * tx]) = make_float4(acc[0][j], acc[1][j], acc[2][j], acc[3][j]);
+    for (int j = 0; j < 8; ++j) {
+      const int n = (j < 4 ? 0 : 64) + 4 * ty + j % 4;
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        *reinterpret_cast<float4*>(&c[n][64 * h + 4 * tx]) =
+            make_float4(acc[4 * h][j], acc[4 * h + 1][j], acc[4 * h + 2][j], acc[4 * h + 3][j]);
+    }
   }
 };
 
-// The tensor-core modes, through mma.sync (mma_fragments.cuh): warp w owns the 32 x 32 sub-tile
-// at rows 32 (w % 2), columns 32 (w / 2), as 2 x 4 accumulator tiles of 16 x 8 in registers.
+// The tensor-core modes, through mma.sync (mma_fragments.cuh): warp w (of 8) owns the 64 x 32
+// sub-tile at rows 64 (w % 2), columns 32 (w / 2), as 4 x 4 accumulator tiles of 16 x 8 in
+// registers.
 // A's tile [BK][BM] is A k-major (element (m, k) at k*LDS + m), B's [BK][BN] is B k-major; the
 // operands are rounded to TF32 or BF16 as they are loaded from the f32 stage, so BF16 needs no
 // converted copy of the stage (and no barrier for one). One K-step of 16 is two TF32 mma.sync
 // (k = 8) or one BF16 (k = 16) per accumulator tile.
 template <MathMode M>
 struct TensorCoreMma {
-  float acc[2][4][4];
+  float acc[4][4][4];
   __device__ void zero() {
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < 4; ++i)
 #pragma unroll
       for (int j = 0; j < 4; ++j)
 #pragma unroll
@@ -164,15 +177,15 @@ struct TensorCoreMma {
     constexpr int KS = mma::kStep<M>;
 #pragma unroll
     for (int kk = 0; kk < BK; kk += KS) {
-      uint32_t a[2][4], b[4][2];
+      uint32_t a[4][4], b[4][2];
 #pragma unroll
-      for (int i = 0; i < 2; ++i)
-        mma::load_a_k_major<M>(a[i], &s.main.pipe.a[stage][kk][wm * 32 + i * 16], kLds<M>, g, t);
+      for (int i = 0; i < 4; ++i)
+        mma::load_a_k_major<M>(a[i], &s.main.pipe.a[stage][kk][wm * 64 + i * 16], kLds<M>, g, t);
 #pragma unroll
       for (int j = 0; j < 4; ++j)
         mma::load_b_k_major<M>(b[j], &s.main.pipe.b[stage][kk][wn * 32 + j * 8], kLds<M>, g, t);
 #pragma unroll
-      for (int i = 0; i < 2; ++i)
+      for (int i = 0; i < 4; ++i)
 #pragma unroll
         for (int j = 0; j < 4; ++j) mma::mma<M>(acc[i][j], a[i], b[j]);
     }
@@ -181,12 +194,12 @@ struct TensorCoreMma {
   __device__ void store(float (*c)[LDC], int tid) const {
     const int warp = tid / 32, lane = tid % 32, wm = warp % 2, wn = warp / 2, g = lane / 4, t = lane % 4;
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < 4; ++i)
 #pragma unroll
       for (int j = 0; j < 4; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e)
-          c[wn * 32 + j * 8 + 2 * t + e % 2][wm * 32 + i * 16 + g + 8 * (e / 2)] = acc[i][j][e];
+          c[wn * 32 + j * 8 + 2 * t + e % 2][wm * 64 + i * 16 + g + 8 * (e / 2)] = acc[i][j][e];
   }
 };
 template <>
@@ -214,7 +227,7 @@ __global__ void __launch_bounds__(kBlock) igemm_kernel(Geom g, const float* __re
                                                        const float* __restrict__ B, const float* __restrict__ bias,
                                                        float* __restrict__ C, int splits, int chunk,
                                                        int64_t split_stride) {
-  __shared__ __align__(128) unsigned char raw[sizeof(Smem<M>)];
+  extern __shared__ __align__(128) unsigned char raw[];  // sizeof(Smem<M>): past the static 48 KB
   Smem<M>& s = *reinterpret_cast<Smem<M>*>(raw);
   constexpr bool kAOuterFast = P != Pass::backward_weight;
   constexpr bool kPhased = P == Pass::backward_data;
@@ -454,7 +467,11 @@ void launch_igemm(const Geom& g, const float* A, const float* B, const float* bi
   if (d.M <= 0 || d.N <= 0) return;
   const int subs = P == Pass::backward_data ? igemm::phases(g, P) : splits;
   const dim3 grid((d.M + BM - 1) / BM, (d.N + BN - 1) / BN, g.groups * subs);
-  igemm_kernel<P, M><<<grid, kBlock, 0, static_cast<cudaStream_t>(stream)>>>(g, A, B, bias, C, splits, chunk,
+  constexpr size_t smem = sizeof(Smem<M>);  // the opt-in above 48 KB, on the launching device
+  check_cuda(static_cast<int>(cudaFuncSetAttribute(igemm_kernel<P, M>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                   static_cast<int>(smem))),
+             "cudaFuncSetAttribute", name);
+  igemm_kernel<P, M><<<grid, kBlock, smem, static_cast<cudaStream_t>(stream)>>>(g, A, B, bias, C, splits, chunk,
                                                                              split_stride);
   EMBER_CUDA_LAUNCHED(name);
 }

@@ -333,24 +333,25 @@ EMBER_IGEMM_HD int c_channel(const Geom& g, int grp, int n) {
 // ---- the kernels' tiles and which thread moves which element ----
 
 // A block of kThreads threads computes a kTileM x kTileN tile of C, kTileK deep per step.
-constexpr int kTileM = 64, kTileN = 64, kTileK = 16, kThreads = 128;
-constexpr int kLoadsPerThread = kTileK * 64 / kThreads;  // of one operand's 64 x kTileK tile: 8
-constexpr int kOutPerThread = kTileM * kTileN / kThreads;  // of the C tile: 32
+constexpr int kTileM = 128, kTileN = 128, kTileK = 16, kThreads = 256;
+static_assert(kTileM == kTileN, "one operand tile shape for A and B");
+constexpr int kLoadsPerThread = kTileK * kTileM / kThreads;  // of one operand's kTileM x kTileK tile: 8
+constexpr int kOutPerThread = kTileM * kTileN / kThreads;    // of the C tile: 64
 
-// Load i (< kLoadsPerThread) of thread tid copies element (outer, k) of an operand's 64-row
+// Load i (< kLoadsPerThread) of thread tid copies element (outer, k) of an operand's kTileM-row
 // (m or n) x kTileK tile: with outer_fast, consecutive threads take consecutive rows of one k
 // (the gathered image of the forward and backward-data passes is contiguous along the pixel),
 // else consecutive k of one row (the weights, and both operands of the weight gradient).
 EMBER_IGEMM_HD int load_outer(bool outer_fast, int tid, int i) {
-  return outer_fast ? tid % 64 : tid / kTileK + (kThreads / kTileK) * i;
+  return outer_fast ? tid % kTileM : tid / kTileK + (kThreads / kTileK) * i;
 }
 EMBER_IGEMM_HD int load_k(bool outer_fast, int tid, int i) {
-  return outer_fast ? tid / 64 + (kThreads / 64) * i : tid % kTileK;
+  return outer_fast ? tid / kTileM + (kThreads / kTileM) * i : tid % kTileK;
 }
 // Store r (< kOutPerThread) of thread tid writes C tile element (fast, slow): the fast index is
 // m for the forward and backward-data passes (the output pixel), n for the weight gradient.
-EMBER_IGEMM_HD int store_fast(int tid) { return tid % 64; }
-EMBER_IGEMM_HD int store_slow(int tid, int r) { return tid / 64 + (kThreads / 64) * r; }
+EMBER_IGEMM_HD int store_fast(int tid) { return tid % kTileM; }
+EMBER_IGEMM_HD int store_slow(int tid, int r) { return tid / kTileM + (kThreads / kTileM) * r; }
 
 // ---- split-K of the weight gradient ----
 

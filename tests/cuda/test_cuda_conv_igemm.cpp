@@ -146,10 +146,11 @@ TEST(CudaConvIgemm, ForwardBackwardDataBackwardWeightUnderEachPrecision) {
   }
 }
 
-// A larger batch and channel count: more M tiles and more K splits than the cases above.
+// A larger batch and channel count: more M tiles and more K splits than the cases above, and
+// 160 channels: two N tiles (of 128) in every pass.
 TEST(CudaConvIgemm, LargerShapesAtEachPrecision) {
   EMBER_REQUIRE_GPU();
-  const Case c{"N8 C96 H16 -> 96, 3x3 s1 p1", 8, 96, 16, 16, 96, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1, true};
+  const Case c{"N8 C160 H16 -> 160, 3x3 s1 p1", 8, 160, 16, 16, 160, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1, true};
   const TensorList ref = passes(c, Device::cpu());
   for (const auto& [p, tolerance] : kPrecisions) {
     SCOPED_TRACE(precision_name(p));
@@ -378,15 +379,15 @@ TEST(IgemmIndexSelfCheck, ThePassesOfTheIndexFunctionsAreTheCpuConvolutions) {
 // the kernel also relies on a thread's row (outer-fast) or k (k-fast) being the same for all
 // its loads.
 TEST(IgemmIndexSelfCheck, EveryTileElementIsMovedOnce) {
-  static_assert(ig::kThreads * ig::kLoadsPerThread == 64 * ig::kTileK);
+  static_assert(ig::kThreads * ig::kLoadsPerThread == ig::kTileM * ig::kTileK);
   static_assert(ig::kThreads * ig::kOutPerThread == ig::kTileM * ig::kTileN);
   for (bool outer_fast : {true, false}) {
     SCOPED_TRACE(outer_fast ? "outer-fast" : "k-fast");
-    std::vector<int> count(64 * ig::kTileK, 0);
+    std::vector<int> count(ig::kTileM * ig::kTileK, 0);
     for (int tid = 0; tid < ig::kThreads; ++tid)
       for (int i = 0; i < ig::kLoadsPerThread; ++i) {
         const int o = ig::load_outer(outer_fast, tid, i), k = ig::load_k(outer_fast, tid, i);
-        ASSERT_TRUE(o >= 0 && o < 64 && k >= 0 && k < ig::kTileK);
+        ASSERT_TRUE(o >= 0 && o < ig::kTileM && k >= 0 && k < ig::kTileK);
         ++count[o * ig::kTileK + k];
         if (outer_fast) EXPECT_EQ(o, ig::load_outer(true, tid, 0));
         else EXPECT_EQ(k, ig::load_k(false, tid, 0));
@@ -397,8 +398,8 @@ TEST(IgemmIndexSelfCheck, EveryTileElementIsMovedOnce) {
   for (int tid = 0; tid < ig::kThreads; ++tid)
     for (int r = 0; r < ig::kOutPerThread; ++r) {
       const int f = ig::store_fast(tid), sl = ig::store_slow(tid, r);
-      ASSERT_TRUE(f >= 0 && f < 64 && sl >= 0 && sl < 64);
-      ++count[f * 64 + sl];
+      ASSERT_TRUE(f >= 0 && f < ig::kTileM && sl >= 0 && sl < ig::kTileN);
+      ++count[f * ig::kTileN + sl];
     }
   for (int c : count) EXPECT_EQ(c, 1);
 }
