@@ -21,6 +21,10 @@
 
 #include "emu/device.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
 #if !defined(__x86_64__)
 #error "tools/cuda_emu switches fibers with x86-64 assembly"
 #endif
@@ -114,6 +118,7 @@ struct Scheduler {
   int current = -1;
   unsigned char* stacks = nullptr;  // kMaxThreads stacks, each above a guard page
   size_t stride = 0;
+  bool stacks_abandoned = false;  // a failed block left fibers mid-stack (see unpoison_stacks)
 };
 
 thread_local Scheduler sched;
@@ -158,6 +163,20 @@ void allocate_stacks() {
   }
   sched.stacks = static_cast<unsigned char*>(p);
   for (int i = 0; i < kMaxThreads; ++i) mprotect(sched.stacks + sched.stride * i, page, PROT_NONE);
+}
+
+// Under AddressSanitizer: a failed block abandons its fibers mid-call, so their frames' redzones
+// stay poisoned, and the next fiber to use that stack would trip over them (a false
+// stack-buffer-overflow). The next block clears the stacks' poison once.
+void unpoison_stacks() {
+#if defined(__SANITIZE_ADDRESS__)
+  if (sched.stacks_abandoned && sched.stacks) {
+    const size_t page = sched.stride - kStackBytes;
+    for (int i = 0; i < kMaxThreads; ++i)
+      ASAN_UNPOISON_MEMORY_REGION(sched.stacks + sched.stride * i + page, kStackBytes);
+  }
+#endif
+  sched.stacks_abandoned = false;
 }
 
 // A fresh fiber's stack holds what emu_switch_context pops: MXCSR and x87 control word,
@@ -221,6 +240,7 @@ bool can_run(const Fiber& f) {
 }
 
 void run_block(Block& b, const LaunchConfig& c) {
+  unpoison_stacks();
   const int n = static_cast<int>(c.block.x * c.block.y * c.block.z);
   b.fibers.assign(static_cast<size_t>(n), Fiber{});
   b.warps.assign(static_cast<size_t>((n + 31) / 32), WarpState{});
@@ -245,7 +265,10 @@ void run_block(Block& b, const LaunchConfig& c) {
       emu_switch_context(&sched.sp, f.sp);
       moved = true;
       if (f.done) ++finished;
-      if (!b.failure.empty()) return;
+      if (!b.failure.empty()) {
+        sched.stacks_abandoned = true;
+        return;
+      }
     }
     if (!moved) {
       std::string who;
@@ -254,6 +277,7 @@ void run_block(Block& b, const LaunchConfig& c) {
         if (!f.done) who += " " + coords(f.index) + (f.waiting_at == &b.barrier ? "@__syncthreads" : "@warp");
       }
       b.failure = "deadlock in block " + coords(blockIdx) + ": threads waiting for ones that never arrive:" + who;
+      sched.stacks_abandoned = true;
       return;
     }
   }
