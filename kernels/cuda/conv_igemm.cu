@@ -8,8 +8,9 @@
 //   - a block of 256 threads (8 warps) computes a BM x BN = 128 x 128 tile of one group's
 //     C = A B, walking K in steps of BK = 16 (until 2026-12-01: 64 x 64 by 128 threads; each
 //     thread gathers the same 16 elements per K-step either way, so the larger tile does four
-//     times the multiply-adds per gathered element pair, and the loop of the forward's TF32
-//     kernel issues 26 instructions per 1000 multiply-adds and warp against 47: cuobjdump);
+//     times the multiply-adds per gathered element pair: the loop of the forward's TF32
+//     kernel issues 26 instructions per 1000 multiply-adds and warp against 47, and 17 with
+//     the branch-free index functions of conv_igemm_index.h; cuobjdump, docs/cuda.md);
 //   - A's and B's K-step tiles are gathered into shared memory by cp.async (4-byte copies with
 //     zero-fill: the gathered operand is not contiguous, and a tap in the padding, a stride
 //     phase that does not divide, or an index past the edge of the GEMM is a copy of 0 bytes
@@ -256,7 +257,7 @@ __global__ void __launch_bounds__(kBlock) igemm_kernel(Geom g, const float* __re
       for (int i = 0; i < kPer; ++i) {
         const int kl = k_of<true>(tid, i), k = k0 + kl;
         Ix in = igemm::a_inner<P>(g, f, k);
-        in.ok = in.ok && k < k_end;
+        in.ok = in.ok & (k < k_end);
         int64_t off = 0;
         const bool v = igemm::a_at<P>(g, ao[0], in, off);
         cp_async4(&s.main.pipe.a[stage][kl][ol], A + (v ? off : 0), v);
@@ -264,7 +265,7 @@ __global__ void __launch_bounds__(kBlock) igemm_kernel(Geom g, const float* __re
     } else {
       const int kl = k_of<false>(tid, 0), k = k0 + kl;
       Ix in = igemm::a_inner<P>(g, f, k);
-      in.ok = in.ok && k < k_end;
+      in.ok = in.ok & (k < k_end);
 #pragma unroll
       for (int i = 0; i < kPer; ++i) {
         int64_t off = 0;
@@ -274,7 +275,7 @@ __global__ void __launch_bounds__(kBlock) igemm_kernel(Geom g, const float* __re
     }
     const int kl = k_of<false>(tid, 0), k = k0 + kl;
     Ix in = igemm::b_inner<P>(g, f, grp, k);
-    in.ok = in.ok && k < k_end;
+    in.ok = in.ok & (k < k_end);
 #pragma unroll
     for (int i = 0; i < kPer; ++i) {
       int64_t off = 0;

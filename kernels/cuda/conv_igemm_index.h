@@ -211,10 +211,9 @@ EMBER_IGEMM_HD Ix a_outer(const Geom& g, const Phase& f, int grp, int m) {
   }
 }
 
+// a_inner for 0 <= k < K.
 template <Pass P>
-EMBER_IGEMM_HD Ix a_inner(const Geom& g, const Phase& f, int k) {
-  const Dims d = dims(g, P, f);
-  if (k >= d.K) return {0, 0, 0, false};
+EMBER_IGEMM_HD Ix a_inner_of(const Geom& g, const Phase& f, int k) {
   const int taps = g.KH * g.KW;
   if constexpr (P == Pass::forward) {  // k -> (ci, kh, kw)
     const int ci = divide(k, g.taps_div), t = k - ci * taps, kh = divide(t, g.kw_div), kw = t - kh * g.KW;
@@ -228,25 +227,41 @@ EMBER_IGEMM_HD Ix a_inner(const Geom& g, const Phase& f, int k) {
   }
 }
 
+template <Pass P>
+EMBER_IGEMM_HD Ix a_inner(const Geom& g, const Phase& f, int k_in) {
+  const Dims d = dims(g, P, f);
+  // Past the end: k = 0 stands in and ok is false (no early return: no branch in the gather).
+  const bool inside = k_in < d.K;
+  const int k = inside ? k_in : 0;
+  Ix r = a_inner_of<P>(g, f, k);
+  r.ok = inside;
+  return r;
+}
+
 // The element offset of A[m, k] in its tensor (x, gy or gy), or false where it reads zero.
+// Branch-free (every test an unsigned compare, joined by &): in the kernels' gather a branch per
+// element cost a branch and a reconvergence point each; `off` is then meaningless where false.
 template <Pass P>
 EMBER_IGEMM_HD bool a_at(const Geom& g, const Ix& o, const Ix& i, int64_t& off) {
-  if (!o.ok || !i.ok) return false;
   if constexpr (P == Pass::forward) {
     const int ih = o.y + i.y, iw = o.x + i.x;
-    if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return false;
     off = o.off + i.off + int64_t{ih} * g.W + iw;
+    return o.ok & i.ok & (static_cast<unsigned>(ih) < static_cast<unsigned>(g.H)) &
+           (static_cast<unsigned>(iw) < static_cast<unsigned>(g.W));
   } else if constexpr (P == Pass::backward_data) {
     const int hs = o.y - i.y, ws = o.x - i.x;  // oh*sh and ow*sw for the window whose tap reads (ih, iw)
-    if (hs < 0 || ws < 0) return false;
+    // (negative hs or ws divide to garbage, which the tests below reject)
     const int oh = divide(hs, g.sh_div), ow = divide(ws, g.sw_div);
-    // (the phase makes hs, ws multiples of the stride; checked all the same)
-    if (oh * g.sh != hs || ow * g.sw != ws || oh >= g.OH || ow >= g.OW) return false;
     off = o.off + i.off + int64_t{oh} * g.OW + ow;
+    // (the phase makes hs, ws multiples of the stride; checked all the same)
+    const auto u = [](int v) { return static_cast<unsigned>(v); };  // no signed overflow on garbage
+    return o.ok & i.ok & (hs >= 0) & (ws >= 0) & (u(oh) * u(g.sh) == u(hs)) & (u(ow) * u(g.sw) == u(ws)) &
+           (static_cast<unsigned>(oh) < static_cast<unsigned>(g.OH)) &
+           (static_cast<unsigned>(ow) < static_cast<unsigned>(g.OW));
   } else {
     off = o.off + i.off;
+    return o.ok & i.ok;
   }
-  return true;
 }
 
 // ---- B: depth k, columns n ----
@@ -284,18 +299,19 @@ EMBER_IGEMM_HD Ix b_inner(const Geom& g, const Phase& f, int grp, int k) {
   }
 }
 
-// The element offset of B[k, n] in its tensor (w, w or x), or false where it reads zero.
+// The element offset of B[k, n] in its tensor (w, w or x), or false where it reads zero
+// (branch-free, as a_at).
 template <Pass P>
 EMBER_IGEMM_HD bool b_at(const Geom& g, const Ix& o, const Ix& i, int64_t& off) {
-  if (!o.ok || !i.ok) return false;
   if constexpr (P == Pass::backward_weight) {
     const int ih = o.y + i.y, iw = o.x + i.x;
-    if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return false;
     off = o.off + i.off + int64_t{ih} * g.W + iw;
+    return o.ok & i.ok & (static_cast<unsigned>(ih) < static_cast<unsigned>(g.H)) &
+           (static_cast<unsigned>(iw) < static_cast<unsigned>(g.W));
   } else {
     off = o.off + i.off;
+    return o.ok & i.ok;
   }
-  return true;
 }
 
 // ---- C: the output element of GEMM entry (m, n) is c_row(m) + c_col(n) ----

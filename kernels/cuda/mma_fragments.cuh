@@ -11,8 +11,8 @@
 // so a lane owns two rows (g, g + 8) of each accumulator tile, shared with the three other lanes
 // of its quad: a row's max or sum is a reduction over the lane's elements and two xor-shuffles.
 //
-// Operands are f32 in shared memory and rounded as they are loaded: TF32 by cvt.rna (as
-// __float_to_tf32), BF16 to nearest even, two per register. Accumulation is f32.
+// Operands are f32 in shared memory and rounded as they are loaded: TF32 to nearest, ties away
+// (cvt.rna's rounding, below), BF16 to nearest even, two per register. Accumulation is f32.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -28,7 +28,13 @@ namespace ember::kernels::cuda::mma {
 template <MathMode M>
 constexpr int kStep = M == MathMode::bf16 ? 16 : 8;
 
-__device__ __forceinline__ uint32_t tf32(float x) { return __float_as_uint(nvcuda::wmma::__float_to_tf32(x)); }
+// TF32 by round to nearest, ties away from zero (cvt.rna's rounding) in one integer add: half
+// of TF32's last place added to the bits, whose low 13 the tensor cores then ignore. The same
+// result as __float_to_tf32 for every finite value and infinity (a carry into the exponent is
+// the correct rounding up); a NaN stays a NaN unless its payload lies only in the low 13 bits.
+// __float_to_tf32 costs four instructions (an infinity test, add, mask, select), and the
+// conversion sits in the innermost loops of the conv and attention kernels.
+__device__ __forceinline__ uint32_t tf32(float x) { return __float_as_uint(x) + 0x1000u; }
 
 __device__ __forceinline__ uint32_t bf16x2(float lo, float hi) {
   return static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
