@@ -33,10 +33,10 @@
 // A thread copies elements of the same rows (or of the same k) in every K-step tile
 // (load_outer/load_k in conv_igemm_index.h), so it computes the row/column half of their
 // addresses once (a_outer/b_outer) and only the k half per step, with multiply-shift divisions.
-// Shared memory: 3 stages x 2 operands x 16 x 132 (136 for TF32) floats = 50.7 (52.2) KB for the
+// Shared memory: 3 stages x 2 operands x 16 x 132 floats = 50.7 KB for the
 // pipeline, which the 128 x 132-float C tile (67.6 KB) reuses for the epilogue: dynamic shared
-// memory, opted in above the default 48 KB at each launch. 150-200 registers a thread
-// (ptxas), so one block of 8 warps per multiprocessor; capping at 128 registers for two
+// memory, opted in above the default 48 KB at each launch. 128-211 registers a thread
+// (ptxas), mostly one block of 8 warps per multiprocessor; capping at 128 registers for two
 // blocks made the exact and weight-gradient kernels spill.
 //
 // The weight gradient's K (the batch times the output plane) is long and its M x N (Cout/G by
@@ -85,12 +85,11 @@ constexpr int LDC = BM + 4;  // the accumulator tile, [BN][LDC] (column-major C)
 constexpr int kPer = igemm::kLoadsPerThread, kOutPer = igemm::kOutPerThread;
 static_assert(BM == 128 && BN == 128 && kBlock == 256, "the register tiles below assume 128 x 128 by 256 threads");
 
-// The f32 stage's row length (a multiple of 16 bytes, for the exact path's float4 loads), padded
-// so that the tensor-core fragment loads hit 32 different banks: a TF32 load reads (k = t, m = g)
-// at t * LDS + g, conflict-free when LDS = 8 (mod 32); a BF16 one reads k = 2t (and 2t + 1),
-// conflict-free when 2 LDS = 8 (mod 32), i.e. LDS = 4 (mod 16).
+// The f32 stage's row length: a multiple of 16 bytes (the exact path's float4 loads), padded so
+// that the tensor-core fragment loads, which read rows 2t and 2t + 1 of the k-major tiles at
+// column g (mma_fragments.cuh), hit 32 different banks: 2 LDS = 8 (mod 32), i.e. LDS = 4 (mod 16).
 template <MathMode M>
-constexpr int kLds = M == MathMode::tf32 ? BM + 8 : BM + 4;
+constexpr int kLds = BM + 4;
 
 template <MathMode M>
 struct PipeTiles {

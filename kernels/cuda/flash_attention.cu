@@ -350,10 +350,10 @@ __global__ void __launch_bounds__(kThreads)
 // Q, K and V are staged as f32 by cp.async, K/V double-buffered: tile t + 1 is in flight while
 // tile t is multiplied. 16-byte copies where every row is contiguous and 16-byte aligned (VEC),
 // 4-byte ones otherwise (transposed views, odd head dims); zero fill past the edges. Operands are
-// rounded to TF32 or BF16 as they are loaded into registers. Row paddings (in floats) are chosen
-// so that a warp's fragment loads hit 32 different banks: a TF32 load of Q or K reads (g, t)
-// at g * ld + t, conflict-free when ld = 4 (mod 32); a BF16 one reads the pair (g, 2t), 2t + 1,
-// free when ld = 8 (mod 32); V is read down its columns, (t, g) or (2t, g), the other way round.
+// rounded to TF32 or BF16 as they are loaded into registers, k paired in both modes
+// (mma_fragments.cuh): a lane reads the pair (row g, columns 2t, 2t + 1) of Q or K with one 8-byte
+// load, conflict-free when the row length is 8 (mod 32), and V down its columns, (2t, g) and
+// (2t + 1, g), conflict-free when it is 4 (mod 16).
 
 // Keys per K/V tile by head-dim bucket: S takes BC / 2 registers per lane and O DP / 2.
 template <int DP>
@@ -362,8 +362,8 @@ constexpr int kRegFwdKeys = DP <= 64 ? 64 : 32;
 template <MathMode MODE, int DP, int BC>
 struct RegFwdLayout {
   static constexpr int BR = kWarps * 16;  // query rows per block: 16 per warp
-  static constexpr int ld_qk = DP + (MODE == MathMode::tf32 ? 4 : 8);
-  static constexpr int ld_v = DP + (MODE == MathMode::tf32 ? 8 : 4);
+  static constexpr int ld_qk = DP + 8;  // rows read in pairs (g, 2t): conflict-free at 8 (mod 32)
+  static constexpr int ld_v = DP + 4;   // read down a column, (2t, g): conflict-free at 4 (mod 16)
   static constexpr size_t q = 0;
   static constexpr size_t k_stage = align128(sizeof(float) * BC * ld_qk);
   static constexpr size_t v_stage = align128(sizeof(float) * BC * ld_v);
@@ -399,7 +399,7 @@ __device__ __forceinline__ void stage_rows(float* dst, int ld, const float* __re
 }
 
 template <MathMode MODE, int DP, int BC, bool VEC>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     flash_forward_mma_kernel(const FlashAttentionArgs a, float* __restrict__ o, float* __restrict__ stats) {
   using Lay = RegFwdLayout<MODE, DP, BC>;
   constexpr int BR = Lay::BR, KS = mma::kStep<MODE>, NT = BC / 8, OT = DP / 8;
@@ -432,9 +432,8 @@ __global__ void __launch_bounds__(kThreads)
   // This lane's rows g and g + 8 (h = 0, 1): their mask rows, and for each key tile the first
   // key (in the tile) that the row may not see: past the end, or past the row itself (causal).
   const int64_t row[2] = {q0 + r0 + g, q0 + r0 + g + 8};
-  const float* mask_row[2] = {nullptr, nullptr};
-  for (int h = 0; h < 2; ++h)
-    if (mp != nullptr && row[h] < a.Tq) mask_row[h] = mp + row[h] * a.mask.stride[2];
+  const float* mask_row[2] = {mp != nullptr && row[0] < a.Tq ? mp + row[0] * a.mask.stride[2] : nullptr,
+                              mp != nullptr && row[1] < a.Tq ? mp + row[1] * a.mask.stride[2] : nullptr};
   const int64_t ms = a.mask.stride[3];
 
   float acc[OT][4];
@@ -517,7 +516,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int ks = 0; ks < BC / KS; ++ks) {  // O += P V
       uint32_t af[4];
-      mma::accumulators_as_a<MODE, NT>(af, s, ks, t);
+      mma::accumulators_as_a<MODE, NT>(af, s, ks);
 #pragma unroll
       for (int ot = 0; ot < OT; ++ot) {
         uint32_t bf[2];
@@ -707,8 +706,8 @@ __global__ void __launch_bounds__(kThreads)
 template <MathMode MODE, int DP>
 struct RegBwdLayout {
   static constexpr int BC = kWarps * 16, BR = 32;
-  static constexpr int ld_d = DP + (MODE == MathMode::tf32 ? 4 : 8);    // K, V, Q, dO rows
-  static constexpr int ld_ds = BR + (MODE == MathMode::tf32 ? 8 : 4);   // dS^T rows
+  static constexpr int ld_d = DP + 8;   // K, V, Q, dO rows
+  static constexpr int ld_ds = BR + 4;  // dS^T rows
   static constexpr size_t k = 0;
   static constexpr size_t v = k + align128(sizeof(float) * BC * ld_d);
   static constexpr size_t q_stage = align128(sizeof(float) * BR * ld_d);
@@ -721,7 +720,7 @@ struct RegBwdLayout {
 };
 
 template <MathMode MODE, int DP, bool VEC>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     flash_backward_mma_kernel(const FlashAttentionArgs a, const float* __restrict__ stats, const FlashTensor dout,
                               const float* __restrict__ rowsum, float* __restrict__ dq, float* __restrict__ dk,
                               float* __restrict__ dv) {
@@ -824,8 +823,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int ks = 0; ks < BR / KS; ++ks) {  // dV += P^T dO, dK += dS^T Q
       uint32_t ap[4], ads[4];
-      mma::accumulators_as_a<MODE, NQ>(ap, st, ks, t);
-      mma::accumulators_as_a<MODE, NQ>(ads, dpt, ks, t);
+      mma::accumulators_as_a<MODE, NQ>(ap, st, ks);
+      mma::accumulators_as_a<MODE, NQ>(ads, dpt, ks);
 #pragma unroll
       for (int ot = 0; ot < OT; ++ot) {
         uint32_t bo[2], bq[2];

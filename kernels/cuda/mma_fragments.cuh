@@ -11,6 +11,13 @@
 // so a lane owns two rows (g, g + 8) of each accumulator tile, shared with the three other lanes
 // of its quad: a row's max or sum is a reduction over the lane's elements and two xor-shuffles.
 //
+// TF32 operands are loaded with their k paired: the register slot of k = t holds element 2t of
+// the 8-wide k-step, the slot of k = t + 4 element 2t + 1. A product sums over all 8 either way,
+// provided A and B pair alike, which every loader here does. So a lane's two A (or B) values of
+// a row are adjacent in shared memory (one 8-byte load), and an accumulator tile's c0, c1
+// (columns 2t, 2t + 1) are already the A operand of the next product over those columns: P V
+// takes P from S's registers as they are, as BF16's layout allows natively.
+//
 // Operands are f32 in shared memory and rounded as they are loaded: TF32 to nearest, ties away
 // (cvt.rna's rounding, below), BF16 to nearest even, two per register. Accumulation is f32.
 #pragma once
@@ -66,27 +73,30 @@ __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], const
 template <MathMode M>
 __device__ __forceinline__ void load_a(uint32_t (&a)[4], const float* src, int ld, int g, int t) {
   if constexpr (M == MathMode::tf32) {
-    a[0] = tf32(src[g * ld + t]);
-    a[1] = tf32(src[(g + 8) * ld + t]);
-    a[2] = tf32(src[g * ld + t + 4]);
-    a[3] = tf32(src[(g + 8) * ld + t + 4]);
+    const float2 lo = *reinterpret_cast<const float2*>(src + g * ld + 2 * t);
+    const float2 hi = *reinterpret_cast<const float2*>(src + (g + 8) * ld + 2 * t);
+    a[0] = tf32(lo.x);
+    a[1] = tf32(hi.x);
+    a[2] = tf32(lo.y);
+    a[3] = tf32(hi.y);
   } else {
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
-      const float* p = src + (g + 8 * (r % 2)) * ld + 2 * t + 8 * (r / 2);
-      a[r] = bf16x2(p[0], p[1]);
+      const float2 v = *reinterpret_cast<const float2*>(src + (g + 8 * (r % 2)) * ld + 2 * t + 8 * (r / 2));
+      a[r] = bf16x2(v.x, v.y);
     }
   }
 }
 
-// A from a tile stored k-major: A(i, k) = src[k * ld + i] (dS as the transpose of dS^T).
+// A from a tile stored k-major: A(i, k) = src[k * ld + i] (dS as the transpose of dS^T; the
+// conv's gathered operand).
 template <MathMode M>
 __device__ __forceinline__ void load_a_k_major(uint32_t (&a)[4], const float* src, int ld, int g, int t) {
   if constexpr (M == MathMode::tf32) {
-    a[0] = tf32(src[t * ld + g]);
-    a[1] = tf32(src[t * ld + g + 8]);
-    a[2] = tf32(src[(t + 4) * ld + g]);
-    a[3] = tf32(src[(t + 4) * ld + g + 8]);
+    a[0] = tf32(src[2 * t * ld + g]);
+    a[1] = tf32(src[2 * t * ld + g + 8]);
+    a[2] = tf32(src[(2 * t + 1) * ld + g]);
+    a[3] = tf32(src[(2 * t + 1) * ld + g + 8]);
   } else {
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
@@ -100,13 +110,14 @@ __device__ __forceinline__ void load_a_k_major(uint32_t (&a)[4], const float* sr
 template <MathMode M>
 __device__ __forceinline__ void load_b_n_major(uint32_t (&b)[2], const float* src, int ld, int g, int t) {
   if constexpr (M == MathMode::tf32) {
-    b[0] = tf32(src[g * ld + t]);
-    b[1] = tf32(src[g * ld + t + 4]);
+    const float2 v = *reinterpret_cast<const float2*>(src + g * ld + 2 * t);
+    b[0] = tf32(v.x);
+    b[1] = tf32(v.y);
   } else {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const float* p = src + g * ld + 2 * t + 8 * r;
-      b[r] = bf16x2(p[0], p[1]);
+      const float2 v = *reinterpret_cast<const float2*>(src + g * ld + 2 * t + 8 * r);
+      b[r] = bf16x2(v.x, v.y);
     }
   }
 }
@@ -115,8 +126,8 @@ __device__ __forceinline__ void load_b_n_major(uint32_t (&b)[2], const float* sr
 template <MathMode M>
 __device__ __forceinline__ void load_b_k_major(uint32_t (&b)[2], const float* src, int ld, int g, int t) {
   if constexpr (M == MathMode::tf32) {
-    b[0] = tf32(src[t * ld + g]);
-    b[1] = tf32(src[(t + 4) * ld + g]);
+    b[0] = tf32(src[2 * t * ld + g]);
+    b[1] = tf32(src[(2 * t + 1) * ld + g]);
   } else {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -126,33 +137,22 @@ __device__ __forceinline__ void load_b_k_major(uint32_t (&b)[2], const float* sr
   }
 }
 
-// The A operand of the k-step `ks` of P V from the accumulators of P = (the scores' tiles) in
-// registers, c[n][0..3] the 16 x 8 tile n. BF16: the accumulators of tiles 2 ks and 2 ks + 1 are
-// already where the A layout wants them, two to a register. TF32: A wants columns t and t + 4
-// of tile ks where the lane holds 2t and 2t + 1, so the values come from the quad's other lanes.
+// The A operand of the k-step `ks` of a product over the columns of an accumulator array
+// c[n][0..3] (16 x 8 tiles; P V from S's registers): the columns a lane holds are the ones its
+// A registers want. TF32 (paired k): tile ks, c0, c1 for row g and c2, c3 for row g + 8. BF16:
+// tiles 2 ks and 2 ks + 1, two values to a register.
 template <MathMode M, int NT>
-__device__ __forceinline__ void accumulators_as_a(uint32_t (&a)[4], const float (&c)[NT][4], int ks, int t) {
+__device__ __forceinline__ void accumulators_as_a(uint32_t (&a)[4], const float (&c)[NT][4], int ks) {
   if constexpr (M == MathMode::bf16) {
     a[0] = bf16x2(c[2 * ks][0], c[2 * ks][1]);
     a[1] = bf16x2(c[2 * ks][2], c[2 * ks][3]);
     a[2] = bf16x2(c[2 * ks + 1][0], c[2 * ks + 1][1]);
     a[3] = bf16x2(c[2 * ks + 1][2], c[2 * ks + 1][3]);
   } else {
-    const int quad = static_cast<int>(threadIdx.x % 32) & ~3;
-    const int lo = quad | (t >> 1), hi = quad | (2 + (t >> 1));  // lanes holding columns t, t + 4
-    const bool odd = t & 1;
-    float v[4];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {  // r: row g (elements 0, 1) or g + 8 (2, 3)
-      const float e0 = __shfl_sync(0xffffffffu, c[ks][2 * r], lo), e1 = __shfl_sync(0xffffffffu, c[ks][2 * r + 1], lo);
-      const float f0 = __shfl_sync(0xffffffffu, c[ks][2 * r], hi), f1 = __shfl_sync(0xffffffffu, c[ks][2 * r + 1], hi);
-      v[r] = odd ? e1 : e0;      // column t
-      v[2 + r] = odd ? f1 : f0;  // column t + 4
-    }
-    a[0] = tf32(v[0]);
-    a[1] = tf32(v[1]);
-    a[2] = tf32(v[2]);
-    a[3] = tf32(v[3]);
+    a[0] = tf32(c[ks][0]);
+    a[1] = tf32(c[ks][2]);
+    a[2] = tf32(c[ks][1]);
+    a[3] = tf32(c[ks][3]);
   }
 }
 
