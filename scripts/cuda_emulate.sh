@@ -7,6 +7,8 @@
 # It checks the kernels' logic and the host code that drives them, not their speed; the GPU
 # checks in scripts/gpu_check.sh are still owed on a GPU (tools/cuda_emu/README.md).
 #
+# EMBER_EMU_BRIEF=0: gtest's full output (every test's name and time) instead of failures only.
+#
 # EMBER_EMU_SANITIZE=address: the build under AddressSanitizer, run with EMBER_CUDA_NO_CACHING=1
 # (each tensor its own exact-size allocation), so a kernel reading or writing past a tensor's
 # end is reported. Several times slower (about 45 minutes on 2 cores).
@@ -29,4 +31,4 @@ cmake --build "$build" -j"$(nproc)" --target ember_tests cuda_emu_selftest_runti
 "$build/cuda_emu_selftest_device" > "$build/selftest_device.log" 2>&1 || { cat "$build/selftest_device.log"; exit 1; }
 echo "cuda_emulate: the emulator's self-tests passed; the GPU tests ($filter), with two devices:"
 # Two emulated devices, so the tests of a second GPU run too (the rest use cuda:0).
-EMBER_EMU_DEVICES=${EMBER_EMU_DEVICES:-2} "$build/tests/ember_tests" --gtest_filter="$filter" --gtest_brief=1
+EMBER_EMU_DEVICES=${EMBER_EMU_DEVICES:-2} "$build/tests/ember_tests" --gtest_filter="$filter" --gtest_brief=${EMBER_EMU_BRIEF:-1}

@@ -92,6 +92,29 @@ __device__ __forceinline__ In to_in(float x) {
 
 constexpr size_t align128(size_t bytes) { return (bytes + 127) / 128 * 128; }
 
+// One (batch, head)'s operands, from the two batch dims' strides: q, k, v, the mask and dO
+// (null where absent: the mask without one, dO in the forward).
+struct HeadOperands {
+  const float *q, *k, *v, *mask, *dout;
+};
+__device__ __forceinline__ HeadOperands head_operands(const FlashAttentionArgs& a, int64_t bh,
+                                                      const FlashTensor& dout = FlashTensor()) {
+  const int64_t b1 = bh / a.B2, b2 = bh % a.B2;
+  auto at = [&](const FlashTensor& t) { return t.data ? t.data + b1 * t.stride[0] + b2 * t.stride[1] : nullptr; };
+  return {at(a.q), at(a.k), at(a.v), at(a.mask), at(dout)};
+}
+
+// The backward's per-query rows of one (batch, head): the forward's shift m and sum l, the
+// rowsum D = rowsum(dO * O), and dQ (dense [B1 B2, Tq, D]).
+struct HeadRows {
+  const float *m, *l, *d;
+  float* dq;
+};
+__device__ __forceinline__ HeadRows head_rows(const FlashAttentionArgs& a, int64_t bh, const float* stats,
+                                              const float* rowsum, float* dq) {
+  return {stats + bh * a.Tq, stats + a.B1 * a.B2 * a.Tq + bh * a.Tq, rowsum + bh * a.Tq, dq + bh * a.Tq * a.D};
+}
+
 // A running max of -inf (nothing seen yet, or every key blocked) shifts by 0, so that the
 // arithmetic gives 0 / 0 = NaN for a fully blocked row, as the composite softmax does.
 __device__ __forceinline__ float usable_shift(float m) { return m == -INFINITY ? 0.f : m; }
@@ -249,11 +272,8 @@ __global__ void __launch_bounds__(kThreads)
 
   const int64_t nqt = (a.Tq + BR - 1) / BR;
   const int64_t bh = blockIdx.x / nqt, q0 = (blockIdx.x % nqt) * BR;
-  const int64_t b1 = bh / a.B2, b2 = bh % a.B2;
-  const float* qp = a.q.data + b1 * a.q.stride[0] + b2 * a.q.stride[1];
-  const float* kp = a.k.data + b1 * a.k.stride[0] + b2 * a.k.stride[1];
-  const float* vp = a.v.data + b1 * a.v.stride[0] + b2 * a.v.stride[1];
-  const float* mp = a.mask.data ? a.mask.data + b1 * a.mask.stride[0] + b2 * a.mask.stride[1] : nullptr;
+  const HeadOperands in = head_operands(a, bh);
+  const float *qp = in.q, *kp = in.k, *vp = in.v, *mp = in.mask;
 
   load_tile<BR, DP>(Qs, Lay::ld_d, qp, a.q.stride[2], a.q.stride[3], q0, a.Tq, a.D);
   for (int idx = threadIdx.x; idx < BR * DP; idx += kThreads) Os[(idx / DP) * Lay::ld_o + idx % DP] = 0.f;
@@ -408,11 +428,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   const int64_t nqt = (a.Tq + BR - 1) / BR;
   const int64_t bh = blockIdx.x / nqt, q0 = (blockIdx.x % nqt) * BR;
-  const int64_t b1 = bh / a.B2, b2 = bh % a.B2;
-  const float* qp = a.q.data + b1 * a.q.stride[0] + b2 * a.q.stride[1];
-  const float* kp = a.k.data + b1 * a.k.stride[0] + b2 * a.k.stride[1];
-  const float* vp = a.v.data + b1 * a.v.stride[0] + b2 * a.v.stride[1];
-  const float* mp = a.mask.data ? a.mask.data + b1 * a.mask.stride[0] + b2 * a.mask.stride[1] : nullptr;
+  const HeadOperands in = head_operands(a, bh);
+  const float *qp = in.q, *kp = in.k, *vp = in.v, *mp = in.mask;
   auto k_tile = [&](int stage) { return reinterpret_cast<float*>(smem + Lay::k + stage * Lay::k_stage); };
   auto v_tile = [&](int stage) { return reinterpret_cast<float*>(smem + Lay::v + stage * Lay::v_stage); };
   auto stage_kv = [&](int64_t tile, int stage) {
@@ -616,16 +633,11 @@ __global__ void __launch_bounds__(kThreads)
 
   const int64_t nkt = (a.Tk + BC - 1) / BC;
   const int64_t bh = blockIdx.x / nkt, k0 = (blockIdx.x % nkt) * BC;
-  const int64_t b1 = bh / a.B2, b2 = bh % a.B2;
-  const float* qp = a.q.data + b1 * a.q.stride[0] + b2 * a.q.stride[1];
-  const float* kp = a.k.data + b1 * a.k.stride[0] + b2 * a.k.stride[1];
-  const float* vp = a.v.data + b1 * a.v.stride[0] + b2 * a.v.stride[1];
-  const float* gp = dout.data + b1 * dout.stride[0] + b2 * dout.stride[1];
-  const float* mp = a.mask.data ? a.mask.data + b1 * a.mask.stride[0] + b2 * a.mask.stride[1] : nullptr;
-  const float* Mp = stats + bh * a.Tq;
-  const float* Sp = stats + a.B1 * a.B2 * a.Tq + bh * a.Tq;
-  const float* Dp = rowsum + bh * a.Tq;
-  float* dqp = dq + bh * a.Tq * a.D;
+  const HeadOperands in = head_operands(a, bh, dout);
+  const float *qp = in.q, *kp = in.k, *vp = in.v, *gp = in.dout, *mp = in.mask;
+  const HeadRows rows = head_rows(a, bh, stats, rowsum, dq);
+  const float *Mp = rows.m, *Sp = rows.l, *Dp = rows.d;
+  float* dqp = rows.dq;
 
   load_tile<BC, DP>(Ks, Lay::ld_d, kp, a.k.stride[2], a.k.stride[3], k0, a.Tk, a.D);
   load_tile<BC, DP>(Vs, Lay::ld_d, vp, a.v.stride[2], a.v.stride[3], k0, a.Tk, a.Dv);
@@ -735,16 +747,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   const int64_t nkt = (a.Tk + BC - 1) / BC;
   const int64_t bh = blockIdx.x / nkt, k0 = (blockIdx.x % nkt) * BC;
-  const int64_t b1 = bh / a.B2, b2 = bh % a.B2;
-  const float* qp = a.q.data + b1 * a.q.stride[0] + b2 * a.q.stride[1];
-  const float* kp = a.k.data + b1 * a.k.stride[0] + b2 * a.k.stride[1];
-  const float* vp = a.v.data + b1 * a.v.stride[0] + b2 * a.v.stride[1];
-  const float* gp = dout.data + b1 * dout.stride[0] + b2 * dout.stride[1];
-  const float* mp = a.mask.data ? a.mask.data + b1 * a.mask.stride[0] + b2 * a.mask.stride[1] : nullptr;
-  const float* Mp = stats + bh * a.Tq;
-  const float* Lp = stats + a.B1 * a.B2 * a.Tq + bh * a.Tq;
-  const float* Dp = rowsum + bh * a.Tq;
-  float* dqp = dq + bh * a.Tq * a.D;
+  const HeadOperands in = head_operands(a, bh, dout);
+  const float *qp = in.q, *kp = in.k, *vp = in.v, *gp = in.dout, *mp = in.mask;
+  const HeadRows rows = head_rows(a, bh, stats, rowsum, dq);
+  const float *Mp = rows.m, *Lp = rows.l, *Dp = rows.d;
+  float* dqp = rows.dq;
   auto stage_q = [&](int64_t q0, int stage) {
     stage_rows<BR, DP, VEC>(q_tile(stage), Lay::ld_d, qp, a.q.stride[2], a.q.stride[3], q0, a.Tq, a.D);
     stage_rows<BR, DP, VEC>(do_tile(stage), Lay::ld_d, gp, dout.stride[2], dout.stride[3], q0, a.Tq, a.Dv);

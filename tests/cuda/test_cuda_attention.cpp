@@ -91,6 +91,8 @@ TEST(CudaGpu, FlashAttentionMatchesTheCpuInEachPrecision) {
       KernelScope kernel(fk);
       SCOPED_TRACE(std::string(precision_name(pc.p)) + ", " + kernel_name(fk));
       for (int64_t D : {32, 48, 64, 128, 256}) {
+        // The shared-memory set (no longer the default) at two head dims, for the emulator's time.
+        if (fk == AttentionKernel::shared_accumulators && D != 48 && D != 128) continue;
         SCOPED_TRACE("D = " + std::to_string(D));
         const int64_t Tq = 77, Tk = 131;
         // q [2, 3, Tq, D]; k shared by the heads [2, 1, Tk, D]; v shared by the batch [3, Tk, D].
@@ -114,10 +116,10 @@ TEST(CudaGpu, FlashAttentionMatchesTheCpuInEachPrecision) {
               return scaled_dot_product_attention(tr(t[0]), tr(t[1]), tr(t[2]), on_like(mask, t[0]), true, 0.3);
             },
             {q, k, v}, pc.tolerance, "mask, causal and an explicit scale");
-        // Contiguous rows: the register kernel stages them by 16-byte copies. 200 queries: two or
-        // more query tiles, causal so that the tiles stop at different keys.
-        Tensor qc = rnd({2, 200, D}, 500 + D, DType::f64), kc = rnd({2, 131, D}, 600 + D, DType::f64),
-               vc = rnd({2, 131, D}, 700 + D, DType::f64);
+        // Contiguous rows: the register kernels stage them by 16-byte copies. 130 queries and 70
+        // keys: several query and key tiles, causal so that the tiles stop at different keys.
+        Tensor qc = rnd({2, 130, D}, 500 + D, DType::f64), kc = rnd({2, 70, D}, 600 + D, DType::f64),
+               vc = rnd({2, 70, D}, 700 + D, DType::f64);
         flash_parity([](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2], Tensor(), true); },
                      {qc, kc, vc}, pc.tolerance, "contiguous, causal");
       }
@@ -132,15 +134,17 @@ TEST(CudaGpu, FlashAttentionOddLayouts) {
       KernelScope kernel(fk);
       SCOPED_TRACE(std::string(precision_name(pc.p)) + ", " + kernel_name(fk));
       // More queries than keys, causal (top-left: query i sees keys 0..min(i, Tk - 1)).
-      Tensor q = rnd({2, 131, 64}, 1, DType::f64), k = rnd({2, 77, 64}, 2, DType::f64), v = rnd({2, 77, 64}, 3, DType::f64);
+      Tensor q = rnd({2, 131, 64}, 1, DType::f64), k = rnd({2, 77, 64}, 2, DType::f64),
+             v = rnd({2, 77, 64}, 3, DType::f64);
       flash_parity([](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2], Tensor(), true); },
                    {q, k, v}, pc.tolerance, "Tq > Tk, causal, contiguous, one batch dim");
       // Dv != D, a bool mask broadcast over the batch [1, Tk] and 3 batch dims.
       Tensor q3 = rnd({2, 2, 3, 19, 48}, 4, DType::f64), k3 = rnd({2, 2, 3, 45, 48}, 5, DType::f64),
              v3 = rnd({2, 1, 3, 45, 40}, 6, DType::f64);
       Tensor keep = gt(rnd({1, 45}, 7, DType::f64), -1.0);  // ~84% kept
-      flash_parity([keep](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2], on_like(keep, t[0])); },
-                   {q3, k3, v3}, pc.tolerance, "Dv != D, bool mask, three batch dims");
+      flash_parity(
+          [keep](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2], on_like(keep, t[0])); },
+          {q3, k3, v3}, pc.tolerance, "Dv != D, bool mask, three batch dims");
       // One query, one key; a 2-D problem with no batch dims.
       Tensor q1 = rnd({1, 32}, 8, DType::f64), k1 = rnd({1, 32}, 9, DType::f64), v1 = rnd({1, 32}, 10, DType::f64);
       flash_parity([](const TensorList& t) { return scaled_dot_product_attention(t[0], t[1], t[2]); }, {q1, k1, v1},
