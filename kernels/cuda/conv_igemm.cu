@@ -59,7 +59,6 @@
 // element, each A element gathered once per 128 output channels).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
-#include <mma.h>
 
 #include <algorithm>
 #include <atomic>

@@ -939,6 +939,13 @@ bool rows_take_16_byte_copies(const FlashTensor& t, int64_t X) {
          reinterpret_cast<uintptr_t>(t.data) % 16 == 0;
 }
 
+// Whether the register kernels may stage every operand they read (q, k, v, and dO when given)
+// by 16-byte copies.
+bool stage_by_16_bytes(const FlashAttentionArgs& a, const FlashTensor* dout = nullptr) {
+  return rows_take_16_byte_copies(a.q, a.D) && rows_take_16_byte_copies(a.k, a.D) &&
+         rows_take_16_byte_copies(a.v, a.Dv) && (dout == nullptr || rows_take_16_byte_copies(*dout, a.Dv));
+}
+
 template <MathMode MODE, int DP, bool VEC>
 void forward_mma_launch(const FlashAttentionArgs& a, float* o, float* stats, cudaStream_t st) {
   constexpr int BC = kRegFwdKeys<DP>;
@@ -954,10 +961,8 @@ template <MathMode MODE, int DP>
 void forward_for_mode_and_dim(const FlashAttentionArgs& a, float* o, float* stats, cudaStream_t st) {
   if constexpr (MODE != MathMode::exact) {
     if (!a.shared_accumulators) {
-      const bool vec = rows_take_16_byte_copies(a.q, a.D) && rows_take_16_byte_copies(a.k, a.D) &&
-                       rows_take_16_byte_copies(a.v, a.Dv);
-      return vec ? forward_mma_launch<MODE, DP, true>(a, o, stats, st)
-                 : forward_mma_launch<MODE, DP, false>(a, o, stats, st);
+      return stage_by_16_bytes(a) ? forward_mma_launch<MODE, DP, true>(a, o, stats, st)
+                                  : forward_mma_launch<MODE, DP, false>(a, o, stats, st);
     }
   }
   forward_for<MODE, DP>(a, o, stats, st);
@@ -989,9 +994,8 @@ void backward_for_mode_and_dim(const FlashAttentionArgs& a, const float* stats, 
                                const float* rowsum, float* dq, float* dk, float* dv, cudaStream_t st) {
   if constexpr (MODE != MathMode::exact && DP <= 128) {
     if (!a.shared_accumulators) {
-      const bool vec = rows_take_16_byte_copies(a.q, a.D) && rows_take_16_byte_copies(a.k, a.D) &&
-                       rows_take_16_byte_copies(a.v, a.Dv) && rows_take_16_byte_copies(dout, a.Dv);
-      return vec ? backward_mma_launch<MODE, DP, true>(a, stats, dout, rowsum, dq, dk, dv, st)
+      return stage_by_16_bytes(a, &dout)
+                 ? backward_mma_launch<MODE, DP, true>(a, stats, dout, rowsum, dq, dk, dv, st)
                  : backward_mma_launch<MODE, DP, false>(a, stats, dout, rowsum, dq, dk, dv, st);
     }
   }

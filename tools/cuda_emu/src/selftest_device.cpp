@@ -536,23 +536,22 @@ __global__ void wmma_fill_kernel(float* d) {
   wmma::store_matrix_sync(d, acc, 16, wmma::mem_col_major);
 }
 
-// Host D[i][j] = c + sum_k A[i][k] B[k][j], A and B given as accessors on the rounded inputs.
-// The tolerance allows any order of summation; the products of rounded inputs are exact in f32.
-template <typename A, typename B>
-static void check_tile(const char* what, const std::vector<float>& got, bool got_col_major, int kdim, float c, A a,
-                       B b) {
+// Host D[i][j] = C(i, j) + sum_k A[i][k] B[k][j] for a 16 x `cols` tile, C, A and B given as
+// accessors (A and B on the rounded inputs). The tolerance allows any order of summation; the
+// products of rounded inputs are exact in f32. Shared by the WMMA and mma.sync checks.
+template <typename C, typename A, typename B>
+static void check_tile(const char* what, const std::vector<float>& got, int cols, bool got_col_major, int kdim, C c,
+                       A a, B b) {
   for (int i = 0; i < 16; ++i)
-    for (int j = 0; j < 16; ++j) {
-      double want = c, mag = std::fabs(c);
+    for (int j = 0; j < cols; ++j) {
+      double want = c(i, j), mag = std::fabs(want);
       for (int k = 0; k < kdim; ++k) {
         want += static_cast<double>(a(i, k)) * b(k, j);
         mag += std::fabs(static_cast<double>(a(i, k)) * b(k, j));
       }
-      const float g = got[got_col_major ? i + j * 16 : i * 16 + j];
-      if (!(std::fabs(g - want) <= 1e-6 * mag + 1e-30)) {
-        if (++failures <= 40)
-          std::fprintf(stderr, "FAIL %s: D[%d][%d] = %.9g, want %.9g\n", what, i, j, static_cast<double>(g), want);
-      }
+      const float g = got[got_col_major ? i + j * 16 : i * cols + j];
+      if (!(std::fabs(g - want) <= 1e-6 * mag + 1e-30) && ++failures <= 40)
+        std::fprintf(stderr, "FAIL %s: D[%d][%d] = %.9g, want %.9g\n", what, i, j, static_cast<double>(g), want);
     }
 }
 
@@ -565,6 +564,7 @@ static void test_wmma() {
   float* db = dev_copy(b);
   float* dd = dev_alloc<float>(256);
   const float c = 0.5f;
+  auto fill_c = [c](int, int) { return static_cast<double>(c); };
   auto ra = [&](int idx) { return host_tf32(a[idx]); };
   auto rb = [&](int idx) { return host_tf32(b[idx]); };
 
@@ -572,13 +572,15 @@ static void test_wmma() {
   wmma_tf32_kernel<wmma::row_major, wmma::col_major> ^ ::emu::cfg(__FILE__, __LINE__, 1, 32, 0, 0) ^
       ::emu::args(da, db, c, dd, wmma::mem_row_major);
   CHECK(cudaGetLastError() == cudaSuccess);
-  check_tile("wmma tf32 row x col", host_copy(dd, 256), false, 8, c, [&](int i, int k) { return ra(i * 8 + k); },
+  check_tile("wmma tf32 row x col", host_copy(dd, 256), 16, false, 8, fill_c,
+             [&](int i, int k) { return ra(i * 8 + k); },
              [&](int k, int j) { return rb(k + j * 8); });
   // A col-major (ld 16), B row-major (ld 16), D col-major.
   wmma_tf32_kernel<wmma::col_major, wmma::row_major> ^ ::emu::cfg(__FILE__, __LINE__, 1, 32, 0, 0) ^
       ::emu::args(da, db, c, dd, wmma::mem_col_major);
   CHECK(cudaGetLastError() == cudaSuccess);
-  check_tile("wmma tf32 col x row", host_copy(dd, 256), true, 8, c, [&](int i, int k) { return ra(i + k * 16); },
+  check_tile("wmma tf32 col x row", host_copy(dd, 256), 16, true, 8, fill_c,
+             [&](int i, int k) { return ra(i + k * 16); },
              [&](int k, int j) { return rb(k * 16 + j); });
 
   // 1 + 2^-12 has bits below TF32's: unconverted, mma_sync must ignore them (8 * 1 * 1 = 8).
@@ -603,7 +605,7 @@ static void test_wmma() {
   __nv_bfloat16* dhb = dev_copy(hb);
   wmma_bf16_kernel ^ ::emu::cfg(__FILE__, __LINE__, 1, 32, 0, 0) ^ ::emu::args(dha, dhb, dd);
   CHECK(cudaGetLastError() == cudaSuccess);
-  check_tile("wmma bf16", host_copy(dd, 256), true, 16, 0.0f,
+  check_tile("wmma bf16", host_copy(dd, 256), 16, true, 16, [](int, int) { return 0.0; },
              [&](int i, int k) { return __bfloat162float(ha[i + k * 16]); },
              [&](int k, int j) { return __bfloat162float(hb[k * 16 + j]); });
 
@@ -663,22 +665,6 @@ __global__ void mma_bf16_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, 
   for (int i = 0; i < 4; ++i) d[(g + 8 * (i / 2)) * 8 + 2 * t + i % 2] = out[i];
 }
 
-// Host D = C + A B for a 16 x 8 tile (row-major), on the rounded operands.
-template <typename A, typename B>
-static void check_mma(const char* what, const std::vector<float>& got, int kdim, float c0, A a, B b) {
-  for (int i = 0; i < 16; ++i)
-    for (int j = 0; j < 8; ++j) {
-      double want = c0 + (i * 8 + j) / 64.0, mag = std::fabs(want);
-      for (int k = 0; k < kdim; ++k) {
-        want += static_cast<double>(a(i, k)) * b(k, j);
-        mag += std::fabs(static_cast<double>(a(i, k)) * b(k, j));
-      }
-      const float g = got[i * 8 + j];
-      if (!(std::fabs(g - want) <= 1e-6 * mag + 1e-30) && ++failures <= 40)
-        std::fprintf(stderr, "FAIL %s: D[%d][%d] = %.9g, want %.9g\n", what, i, j, static_cast<double>(g), want);
-    }
-}
-
 static void test_mma_sync() {
   // TF32: operands with bits below TF32's, which the tensor cores ignore (truncation, not rounding).
   std::vector<float> a(16 * 8), b(8 * 8);
@@ -688,10 +674,12 @@ static void test_mma_sync() {
   float* db = dev_copy(b);
   float* dd = dev_alloc<float>(128);
   const float c0 = 0.25f;
+  auto ramp_c = [c0](int i, int j) { return c0 + (i * 8 + j) / 64.0; };  // the kernels' C
   mma_tf32_kernel ^ ::emu::cfg(__FILE__, __LINE__, 1, 32, 0, 0) ^ ::emu::args(da, db, c0, dd);
   CHECK(cudaGetLastError() == cudaSuccess);
   auto trunc = [](float f) { return from_bits(to_bits(f) & 0xffffe000u); };
-  check_mma("mma.sync m16n8k8 tf32", host_copy(dd, 128), 8, c0, [&](int i, int k) { return trunc(a[i * 8 + k]); },
+  check_tile("mma.sync m16n8k8 tf32", host_copy(dd, 128), 8, false, 8, ramp_c,
+             [&](int i, int k) { return trunc(a[i * 8 + k]); },
             [&](int k, int j) { return trunc(b[k * 8 + j]); });
 
   std::vector<__nv_bfloat16> ha(16 * 16), hb(16 * 8);
@@ -701,7 +689,7 @@ static void test_mma_sync() {
   __nv_bfloat16* dhb = dev_copy(hb);
   mma_bf16_kernel ^ ::emu::cfg(__FILE__, __LINE__, 1, 32, 0, 0) ^ ::emu::args(dha, dhb, c0, dd);
   CHECK(cudaGetLastError() == cudaSuccess);
-  check_mma("mma.sync m16n8k16 bf16", host_copy(dd, 128), 16, c0,
+  check_tile("mma.sync m16n8k16 bf16", host_copy(dd, 128), 8, false, 16, ramp_c,
             [&](int i, int k) { return __bfloat162float(ha[i * 16 + k]); },
             [&](int k, int j) { return __bfloat162float(hb[k * 8 + j]); });
 
