@@ -307,7 +307,7 @@ bool use_igemm(const Tensor& x, const ConvShape& s, const ConvParams& p, kg::ige
   auto i = [](int64_t e) { return static_cast<int>(e); };
   *g = {i(s.N), i(s.Cin), i(s.H), i(s.W), i(s.Cout), i(s.OH), i(s.OW), i(s.kh), i(s.kw), i(p.stride[0]),
         i(p.stride[1]), i(p.padding[0]), i(p.padding[1]), i(p.dilation[0]), i(p.dilation[1]), i(p.groups)};
-  return kg::conv_igemm_supports(*g);
+  return kg::conv_igemm_supports(*g, x.device().index);
 }
 
 const float* f32_ptr(const Tensor& t) { return t.defined() ? static_cast<const float*>(t.device_data()) : nullptr; }

@@ -1,8 +1,10 @@
 // cp.async (sm_80+): copies from global to shared memory that run while the thread goes on, in
 // commit groups that a later wait_group lands. A copy with `valid` false reads nothing (src-size
 // 0) and fills its destination with zeros: how the tile loaders of conv_igemm.cu and
-// flash_attention.cu pad past the edge of a tensor without a branch around the copy. Both
-// addresses must be aligned to the copy's size, even for a zero fill (pass an aligned base).
+// flash_attention.cu pad past the edge of a tensor without a branch around the copy. Its source
+// is not accessed, so it may be the address the element would have outside the tensor (the
+// conv gather's windows over the padding; CUTLASS's implicit-GEMM iterators rely on the same);
+// both addresses must still be aligned to the copy's size (the emulator checks that).
 //
 // The "memory" clobbers keep the compiler from moving shared-memory accesses across them even
 // where no __syncthreads() stands next to them.

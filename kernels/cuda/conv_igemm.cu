@@ -32,12 +32,19 @@
 //     the bias added on the way out.
 // A thread copies elements of the same rows (or of the same k) in every K-step tile
 // (load_outer/load_k in conv_igemm_index.h), so it computes the row/column half of their
-// addresses once (a_outer/b_outer) and only the k half per step, with multiply-shift divisions.
-// Shared memory: 3 stages x 2 operands x 16 x 132 floats = 50.7 KB for the
-// pipeline, which the 128 x 132-float C tile (67.6 KB) reuses for the epilogue: dynamic shared
-// memory, opted in above the default 48 KB at each launch. 128-211 registers a thread
-// (ptxas), mostly one block of 8 warps per multiprocessor; capping at 128 registers for two
-// blocks made the exact and weight-gradient kernels spill.
+// addresses once (a_outer/b_outer). The k half of the forward and backward-data passes is read
+// from a table the block fills at its start (igemm::k_entry, 16 bytes per k, after the pipeline
+// in shared memory): an element of A then costs a broadcast 16-byte shared load, two adds, two
+// unsigned compares, one wide multiply-add for its address and the copy (cuobjdump), where the
+// k half computed per element by multiply-shift divisions cost about 25 instructions. The loop
+// of the forward TF32 kernel went from 546 to 298 instructions a warp and K-step (docs/cuda.md).
+// The weight gradient's K is too long for a table: a thread computes its one k's half per step.
+// Shared memory: 3 stages x 2 operands x 16 x 132 floats = 50.7 KB for the pipeline, which the
+// 128 x 132-float C tile (67.6 KB) reuses for the epilogue, plus the table (18 KB for 128
+// channels of 3x3): dynamic shared memory, the opt-in above the default 48 KB set once per
+// device and kernel. 126-201 registers a thread (ptxas); the forward's tensor-core kernels fit
+// in 128, so two blocks of 8 warps share a multiprocessor where their shared memory allows
+// (up to ~45 KB of table). Capping the others at 128 registers made them spill.
 //
 // The weight gradient's K (the batch times the output plane) is long and its M x N (Cout/G by
 // Cin/G*KH*KW) small, so K is split over blocks (about four blocks per SM in all): each split
@@ -105,6 +112,7 @@ struct Smem {
   MainSmem<M> main;
 };
 static_assert(sizeof(Smem<MathMode::tf32>) <= 227 * 1024, "within a block's shared memory on sm_90");
+static_assert(sizeof(Smem<MathMode::exact>) % alignof(igemm::KEntry) == 0, "the k table follows it aligned");
 
 // ---- the multiply of one K-step tile, by mode ----
 
@@ -217,6 +225,25 @@ __device__ __forceinline__ int k_of(int tid, int i) {
   return igemm::load_k(OUTER_FAST, tid, i);
 }
 
+// The address `off` elements past `p` (or past address `base`), as integer arithmetic: a row's
+// base, or an element that a bound test rejects, may lie outside its tensor (a window hanging
+// over the padding). cp.async reads nothing for those (src-size 0: ptxas makes the bound test
+// the copy's zero-fill predicate), so no stand-in address is selected. A 32-bit table offset
+// makes the address one wide multiply-add.
+__device__ __forceinline__ uintptr_t address(const float* p, int64_t off) {
+  return reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(off) * sizeof(float);
+}
+__device__ __forceinline__ const float* element(uintptr_t base, int off) {
+  return reinterpret_cast<const float*>(base + static_cast<uintptr_t>(static_cast<intptr_t>(off) * 4));
+}
+__device__ __forceinline__ const float* element(const float* p, int64_t off) {
+  return reinterpret_cast<const float*>(address(p, off));
+}
+
+// The table of the forward and backward-data passes (igemm::k_entry): entries for a whole number
+// of K-steps past the end of K, after the pipeline's buffers in dynamic shared memory.
+constexpr int64_t table_bytes(int K) { return (int64_t{K} + BK - 1) / BK * BK * sizeof(igemm::KEntry); }
+
 // Grid: x = tiles of M (of the largest phase), y = tiles of N, z = group * subs + sub, where the
 // sub is the stride phase for backward-data (sh*sw of them, conv_igemm_index.h) and the K split
 // for the weight gradient (`splits` of them, `chunk` long). C (or, with several splits, the
@@ -226,10 +253,11 @@ __global__ void __launch_bounds__(kBlock) igemm_kernel(Geom g, const float* __re
                                                        const float* __restrict__ B, const float* __restrict__ bias,
                                                        float* __restrict__ C, int splits, int chunk,
                                                        int64_t split_stride) {
-  extern __shared__ __align__(128) unsigned char raw[];  // sizeof(Smem<M>): past the static 48 KB
+  extern __shared__ __align__(128) unsigned char raw[];  // sizeof(Smem<M>) + the k table: past the static 48 KB
   Smem<M>& s = *reinterpret_cast<Smem<M>*>(raw);
-  constexpr bool kAOuterFast = P != Pass::backward_weight;
+  constexpr bool kTabulated = P != Pass::backward_weight;  // A outer-fast, B k-fast, one K range
   constexpr bool kPhased = P == Pass::backward_data;
+  igemm::KEntry* table = reinterpret_cast<igemm::KEntry*>(raw + sizeof(Smem<M>));
   const int tid = threadIdx.x;
   const int subs = kPhased ? igemm::phases(g, P) : splits;
   const int grp = blockIdx.z / subs, sub = blockIdx.z - grp * subs, split = kPhased ? 0 : sub;
@@ -241,44 +269,54 @@ __global__ void __launch_bounds__(kBlock) igemm_kernel(Geom g, const float* __re
   const int steps = k_end > k_begin ? (k_end - k_begin + BK - 1) / BK : 0;
 
   // The row/column halves of this thread's operand addresses, fixed for the whole K loop.
-  Ix ao[kAOuterFast ? 1 : kPer], bo[kPer];
+  Ix ao[kTabulated ? 1 : kPer], bo[kPer];
 #pragma unroll
-  for (int i = 0; i < (kAOuterFast ? 1 : kPer); ++i)
-    ao[i] = igemm::a_outer<P>(g, f, grp, m0 + outer_of<kAOuterFast>(tid, i));
+  for (int i = 0; i < (kTabulated ? 1 : kPer); ++i)
+    ao[i] = igemm::a_outer<P>(g, f, grp, m0 + outer_of<kTabulated>(tid, i));
 #pragma unroll
   for (int i = 0; i < kPer; ++i) bo[i] = igemm::b_outer<P>(g, f, grp, n0 + outer_of<false>(tid, i));
 
+  if constexpr (kTabulated) {  // k_begin = 0 here; the entries past K read as zeros
+    for (int k = tid; k < steps * BK; k += kBlock) table[k] = igemm::k_entry<P>(g, f, grp, k);
+    __syncthreads();
+  }
+
   auto load = [&](int stage, int k0) {
-    if constexpr (kAOuterFast) {
+    if constexpr (kTabulated) {
+      // A: this thread's one row (outer-fast), 8 k: a broadcast table load, two adds and two
+      // compares an element. B: 8 columns of one k.
       const int ol = outer_of<true>(tid, 0);
+      const uintptr_t row = address(A, ao[0].off);
 #pragma unroll
       for (int i = 0; i < kPer; ++i) {
-        const int kl = k_of<true>(tid, i), k = k0 + kl;
-        Ix in = igemm::a_inner<P>(g, f, k);
-        in.ok = in.ok & (k < k_end);
-        int64_t off = 0;
-        const bool v = igemm::a_at<P>(g, ao[0], in, off);
-        cp_async4(&s.main.pipe.a[stage][kl][ol], A + (v ? off : 0), v);
+        const int kl = k_of<true>(tid, i);
+        const igemm::KEntry e = table[k0 + kl];
+        cp_async4(&s.main.pipe.a[stage][kl][ol], element(row, e.a_off), igemm::a_ok<P>(g, ao[0], e));
       }
+      const int kl = k_of<false>(tid, 0), k = k0 + kl;
+      const igemm::KEntry e = table[k];
+      const bool k_inside = k < k_end;
+#pragma unroll
+      for (int i = 0; i < kPer; ++i)
+        cp_async4(&s.main.pipe.b[stage][kl][outer_of<false>(tid, i)], element(address(B, bo[i].off), e.b_off),
+                  bo[i].ok & k_inside);
     } else {
       const int kl = k_of<false>(tid, 0), k = k0 + kl;
-      Ix in = igemm::a_inner<P>(g, f, k);
-      in.ok = in.ok & (k < k_end);
+      Ix ain = igemm::a_inner<P>(g, f, k), bin = igemm::b_inner<P>(g, f, grp, k);
+      ain.ok = ain.ok & (k < k_end);
+      bin.ok = bin.ok & (k < k_end);
 #pragma unroll
       for (int i = 0; i < kPer; ++i) {
         int64_t off = 0;
-        const bool v = igemm::a_at<P>(g, ao[i], in, off);
-        cp_async4(&s.main.pipe.a[stage][kl][outer_of<false>(tid, i)], A + (v ? off : 0), v);
+        const bool v = igemm::a_at<P>(g, ao[i], ain, off);
+        cp_async4(&s.main.pipe.a[stage][kl][outer_of<false>(tid, i)], element(A, off), v);
       }
-    }
-    const int kl = k_of<false>(tid, 0), k = k0 + kl;
-    Ix in = igemm::b_inner<P>(g, f, grp, k);
-    in.ok = in.ok & (k < k_end);
 #pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      int64_t off = 0;
-      const bool v = igemm::b_at<P>(g, bo[i], in, off);
-      cp_async4(&s.main.pipe.b[stage][kl][outer_of<false>(tid, i)], B + (v ? off : 0), v);
+      for (int i = 0; i < kPer; ++i) {
+        int64_t off = 0;
+        const bool v = igemm::b_at<P>(g, bo[i], bin, off);
+        cp_async4(&s.main.pipe.b[stage][kl][outer_of<false>(tid, i)], element(B, off), v);
+      }
     }
   };
 
@@ -407,8 +445,15 @@ __global__ void __launch_bounds__(kDwThreads) depthwise_weight_grad_kernel(Geom 
                                                                            const float* __restrict__ gy,
                                                                            float* __restrict__ dw) {
   __shared__ float red[kDwThreads];
+  __shared__ int tap_y[kDwTaps], tap_x[kDwTaps];  // each tap's offset from the window's corner
   const int co = blockIdx.x, ci = co / (g.Cout / g.groups), taps = g.KH * g.KW, plane = g.OH * g.OW;
   const int K = g.N * plane;
+  if (threadIdx.x < taps) {
+    const int kh = threadIdx.x / g.KW, kw = threadIdx.x - kh * g.KW;
+    tap_y[threadIdx.x] = kh * g.dh - g.ph;
+    tap_x[threadIdx.x] = kw * g.dw - g.pw;
+  }
+  __syncthreads();
   float acc[kDwTaps];
 #pragma unroll
   for (int t = 0; t < kDwTaps; ++t) acc[t] = 0.f;
@@ -419,8 +464,7 @@ __global__ void __launch_bounds__(kDwThreads) depthwise_weight_grad_kernel(Geom 
 #pragma unroll
     for (int t = 0; t < kDwTaps; ++t) {
       if (t < taps) {
-        const int kh = t / g.KW, kw = t - kh * g.KW;
-        const int ih = oh * g.sh - g.ph + kh * g.dh, iw = ow * g.sw - g.pw + kw * g.dw;
+        const int ih = oh * g.sh + tap_y[t], iw = ow * g.sw + tap_x[t];
         if (ih >= 0 && ih < g.H && iw >= 0 && iw < g.W) acc[t] = fmaf(v, xp[ih * g.W + iw], acc[t]);
       }
     }
@@ -443,16 +487,29 @@ __global__ void __launch_bounds__(kDwThreads) depthwise_weight_grad_kernel(Geom 
 
 bool depthwise(const Geom& g) { return g.C == g.groups; }
 
-int sm_count(int device) {
+// A device attribute, read once per device.
+template <cudaDeviceAttr kAttr>
+int device_attribute(int device) {
   static std::atomic<int> cache[64];
   if (device < 0 || device >= 64) device = 0;
   int v = cache[device].load(std::memory_order_relaxed);
   if (v == 0) {
-    check_cuda(static_cast<int>(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, device)),
-               "cudaDeviceGetAttribute", "conv2d implicit GEMM");
+    check_cuda(static_cast<int>(cudaDeviceGetAttribute(&v, kAttr, device)), "cudaDeviceGetAttribute",
+               "conv2d implicit GEMM");
     cache[device].store(v, std::memory_order_relaxed);
   }
   return v;
+}
+int sm_count(int device) { return device_attribute<cudaDevAttrMultiProcessorCount>(device); }
+int max_block_smem(int device) { return device_attribute<cudaDevAttrMaxSharedMemoryPerBlockOptin>(device); }
+
+// Dynamic shared memory of a launch of pass P: the pipeline (or the C tile) and, for the
+// forward and backward-data passes, the k table.
+template <Pass P>
+int64_t launch_smem(const Geom& g) {
+  constexpr int64_t pipe = sizeof(Smem<MathMode::exact>);
+  static_assert(sizeof(Smem<MathMode::tf32>) == pipe && sizeof(Smem<MathMode::bf16>) == pipe, "one size for all modes");
+  return P == Pass::backward_weight ? pipe : pipe + table_bytes(igemm::dims(g, P).K);
 }
 
 igemm::SplitK weight_grad_split(const Geom& g, int device) {
@@ -466,10 +523,19 @@ void launch_igemm(const Geom& g, const float* A, const float* B, const float* bi
   if (d.M <= 0 || d.N <= 0) return;
   const int subs = P == Pass::backward_data ? igemm::phases(g, P) : splits;
   const dim3 grid((d.M + BM - 1) / BM, (d.N + BN - 1) / BN, g.groups * subs);
-  constexpr size_t smem = sizeof(Smem<M>);  // the opt-in above 48 KB, on the launching device
-  check_cuda(static_cast<int>(cudaFuncSetAttribute(igemm_kernel<P, M>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                   static_cast<int>(smem))),
-             "cudaFuncSetAttribute", name);
+  // The opt-in above 48 KB, once per device, to all the device allows (it limits, it does not
+  // reserve; conv_igemm_supports kept launch_smem within it).
+  int device = 0;
+  check_cuda(static_cast<int>(cudaGetDevice(&device)), "cudaGetDevice", name);
+  static std::atomic<uint64_t> opted_in{0};
+  const uint64_t bit = device < 64 ? uint64_t{1} << device : 0;
+  if (!(opted_in.load(std::memory_order_relaxed) & bit)) {
+    check_cuda(static_cast<int>(cudaFuncSetAttribute(igemm_kernel<P, M>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                     max_block_smem(device))),
+               "cudaFuncSetAttribute", name);
+    opted_in.fetch_or(bit, std::memory_order_relaxed);
+  }
+  const size_t smem = static_cast<size_t>(launch_smem<P>(g));
   igemm_kernel<P, M><<<grid, kBlock, smem, static_cast<cudaStream_t>(stream)>>>(g, A, B, bias, C, splits, chunk,
                                                                              split_stride);
   EMBER_CUDA_LAUNCHED(name);
@@ -493,10 +559,13 @@ void launch_igemm_mode(MathMode mode, const Geom& g, const float* A, const float
 
 }  // namespace
 
-bool conv_igemm_supports(const igemm::Geom& g) {
+bool conv_igemm_supports(const igemm::Geom& g, int device) {
   if (g.groups < 1 || g.C % g.groups != 0 || g.Cout % g.groups != 0 || !igemm::fits(g)) return false;
   const int taps = g.KH * g.KW;
   if (depthwise(g) && taps <= kDwTaps) return true;  // no GEMM grid at all
+  // the k tables within a block's shared memory (K up to ~10,000 on sm_90: 1,100 channels of 3x3)
+  const int64_t smem = std::max(launch_smem<Pass::forward>(g), launch_smem<Pass::backward_data>(g));
+  if (smem > max_block_smem(device)) return false;
   // the GEMM grid: N tiles within gridDim.y, groups times at most 64 splits within gridDim.z
   const Dims f = igemm::dims(g, Pass::forward), b = igemm::dims(g, Pass::backward_data),
              w = igemm::dims(g, Pass::backward_weight);

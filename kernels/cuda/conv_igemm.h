@@ -14,8 +14,10 @@
 
 namespace ember::kernels::cuda {
 
-// Whether these kernels take the convolution (sizes within their 32-bit GEMM indices and grid).
-bool conv_igemm_supports(const igemm::Geom& g);
+// Whether these kernels take the convolution on `device`: sizes within their 32-bit GEMM
+// indices and grid, and the k table of the forward and backward-data passes (16 bytes per
+// input or output channel and tap) within a block's shared memory there.
+bool conv_igemm_supports(const igemm::Geom& g, int device);
 
 // y [N, Cout, OH, OW] = conv2d(x, w) (+ b[Cout] when b is not null). Overwrites y.
 void conv_igemm_forward(MathMode mode, const igemm::Geom& g, const float* x, const float* w, const float* b, float* y,

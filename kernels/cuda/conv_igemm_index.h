@@ -23,10 +23,16 @@
 //
 // Every operand element is split into a part that depends only on the row/column index of the
 // output (outer(), m for A and n for B) and a part that depends only on k (inner()), combined by
-// at(): a kernel thread keeps the outer part of its fixed rows in registers for the whole K
-// loop and recomputes only the k part each step, by multiply-shift divisions (FastDiv). Indices
-// within a GEMM are 32-bit (the host refuses, via fits(), shapes whose M, N or K do not fit);
-// element offsets are 64-bit.
+// at() with two adds and unsigned bound tests: each part carries its share of the element offset
+// and of the spatial row and column, so no multiply or division is left for at(). A kernel
+// thread keeps the outer part of its fixed rows in registers for the whole K loop. The k part
+// of the forward and backward-data passes (K = channels x taps, a few thousand at most) is
+// tabulated once per block in shared memory (k_entry: A's and B's k halves in 16 bytes), so
+// that an element of the gather costs one broadcast shared load, two adds, two compares and an
+// address; the weight gradient's K (the batch times the output plane) is too long for a table,
+// and there a thread computes its one k's part per K-step by multiply-shift divisions (FastDiv).
+// Indices within a GEMM are 32-bit (the host refuses, via fits(), shapes whose M, N or K do not
+// fit); element offsets are 64-bit, except a table entry's, which fits() bounds to 32 bits.
 #pragma once
 #include <cstdint>
 
@@ -74,7 +80,7 @@ struct Geom {
   int KH, KW;
   int sh, sw, ph, pw, dh, dw;
   int groups;
-  FastDiv taps_div{}, kw_div{}, ow_div{}, plane_div{}, sh_div{}, sw_div{};  // KH*KW, KW, OW, OH*OW, sh, sw
+  FastDiv taps_div{}, kw_div{}, ow_div{}, plane_div{};  // KH*KW, KW, OW, OH*OW
 };
 
 inline Geom with_divisors(Geom g) {
@@ -82,8 +88,6 @@ inline Geom with_divisors(Geom g) {
   g.kw_div = fast_div(g.KW);
   g.ow_div = fast_div(g.OW);
   g.plane_div = fast_div(g.OH * g.OW);
-  g.sh_div = fast_div(g.sh);
-  g.sw_div = fast_div(g.sw);
   return g;
 }
 
@@ -99,6 +103,12 @@ struct Ix {
   int y, x;
   bool ok;
 };
+
+// The spatial coordinate of a row or k past the end of the GEMM in the forward and
+// backward-data passes: every bound test of a_at then fails without a flag of its own. fits()
+// keeps every real coordinate (a row's or a tap's) within +-2^29, so a sum with kFar (or of two)
+// stays negative and within int.
+constexpr int kFar = -(1 << 30);
 
 EMBER_IGEMM_HD Dims dims(const Geom& g, Pass p) {
   const int Cig = g.C / g.groups, Cog = g.Cout / g.groups, taps = g.KH * g.KW;
@@ -178,34 +188,44 @@ EMBER_IGEMM_HD Dims dims(const Geom& g, Pass p, const Phase& f) {
   return {g.N * f.rows * f.cols, g.C / g.groups, g.Cout / g.groups * f.th * f.tw};
 }
 
-// Whether every GEMM index of the pass fits in 32 bits (with a tile's worth to spare).
+// Whether every GEMM index of the pass fits in 32 bits (with a tile's worth to spare), every
+// spatial coordinate within +-2^29 (kFar), and a k table entry's offsets (k_entry) in 32 bits.
 inline bool fits(const Geom& g) {
-  constexpr int64_t kMax = (int64_t{1} << 31) - 1024;
+  constexpr int64_t kMax = (int64_t{1} << 31) - 1024, kCoord = int64_t{1} << 28;
   const int64_t taps = int64_t{g.KH} * g.KW;
+  const int64_t reach_h = int64_t{g.KH} * g.dh + g.ph, reach_w = int64_t{g.KW} * g.dw + g.pw;
   const int64_t sizes[] = {int64_t{g.N} * g.OH * g.OW, int64_t{g.N} * g.H * g.W, int64_t{g.C} * taps,
-                           int64_t{g.Cout} * taps};
+                           int64_t{g.Cout} * taps,
+                           // table offsets: a channel plane's start plus a tap's reach into it
+                           int64_t{g.C} * g.H * g.W + reach_h * g.W + reach_w,
+                           int64_t{g.Cout} * g.OH * g.OW + (g.H + reach_h) * g.OW + g.W + reach_w,
+                           int64_t{g.Cout} * (g.C / (g.groups < 1 ? 1 : g.groups)) * taps};
   for (int64_t s : sizes)
     if (s >= kMax) return false;
+  const int64_t coords[] = {g.H, g.W, int64_t{g.OH} * g.sh, int64_t{g.OW} * g.sw, reach_h, reach_w};
+  for (int64_t c : coords)
+    if (c >= kCoord) return false;
   return true;
 }
 
 // ---- A: rows m, depth k ----
 
+// A row's half: for the forward and backward-data passes the spatial position of the row's
+// window (y, x: kFar past the end of the GEMM) and the offset of its element at tap offset 0.
 template <Pass P>
 EMBER_IGEMM_HD Ix a_outer(const Geom& g, const Phase& f, int grp, int m) {
   const Dims d = dims(g, P, f);
   const int Cog = g.Cout / g.groups;
-  if (m >= d.M) return {0, 0, 0, false};
-  if constexpr (P == Pass::forward) {  // m -> (img, oh, ow): the window's top-left corner
+  if (m >= d.M) return {0, kFar, kFar, false};
+  if constexpr (P == Pass::forward) {  // m -> (img, oh, ow): the window's top-left corner (y, x)
     const int plane = g.OH * g.OW, img = divide(m, g.plane_div), pos = m - img * plane, oh = divide(pos, g.ow_div),
               ow = pos - oh * g.OW;
-    const int Cig = g.C / g.groups;
-    return {(int64_t{img} * g.C + int64_t{grp} * Cig) * g.H * g.W, oh * g.sh - g.ph, ow * g.sw - g.pw, true};
-  } else if constexpr (P == Pass::backward_data) {  // m -> (img, ih, iw) of the phase, shifted by the padding
+    const int Cig = g.C / g.groups, y = oh * g.sh - g.ph, x = ow * g.sw - g.pw;
+    return {(int64_t{img} * g.C + int64_t{grp} * Cig) * g.H * g.W + int64_t{y} * g.W + x, y, x, true};
+  } else if constexpr (P == Pass::backward_data) {  // m -> (img, r, c): the phase's pixel (ih0 + r sh, iw0 + c sw)
     const int plane = f.rows * f.cols, img = divide(m, f.plane_div), pos = m - img * plane,
               r = divide(pos, f.cols_div), c = pos - r * f.cols;
-    const int ih = f.ih0 + r * g.sh, iw = f.iw0 + c * g.sw;
-    return {(int64_t{img} * g.Cout + int64_t{grp} * Cog) * g.OH * g.OW, ih + g.ph, iw + g.pw, true};
+    return {(int64_t{img} * g.Cout + int64_t{grp} * Cog) * g.OH * g.OW + int64_t{r} * g.OW + c, r, c, true};
   } else {  // m -> co: gy's channel plane
     return {int64_t{grp * Cog + m} * g.OH * g.OW, 0, 0, true};
   }
@@ -215,12 +235,18 @@ EMBER_IGEMM_HD Ix a_outer(const Geom& g, const Phase& f, int grp, int m) {
 template <Pass P>
 EMBER_IGEMM_HD Ix a_inner_of(const Geom& g, const Phase& f, int k) {
   const int taps = g.KH * g.KW;
-  if constexpr (P == Pass::forward) {  // k -> (ci, kh, kw)
+  if constexpr (P == Pass::forward) {  // k -> (ci, kh, kw): the tap's offset (y, x) from the window's corner
     const int ci = divide(k, g.taps_div), t = k - ci * taps, kh = divide(t, g.kw_div), kw = t - kh * g.KW;
-    return {int64_t{ci} * g.H * g.W, kh * g.dh, kw * g.dw, true};
-  } else if constexpr (P == Pass::backward_data) {  // k -> (co, the phase's tap (a, b))
+    const int y = kh * g.dh, x = kw * g.dw;
+    return {int64_t{ci} * g.H * g.W + int64_t{y} * g.W + x, y, x, true};
+  } else if constexpr (P == Pass::backward_data) {  // k -> (co, the phase's tap (kh, kw))
+    // Pixel (ih, iw) = (ih0 + r sh, iw0 + c sw) takes tap kh from gy's row oh with
+    // oh sh = ih + ph - kh dh, i.e. oh = r + (ih0 + ph - kh dh) / sh: the phase makes that
+    // division exact (possibly of a negative number), so the row's part is r and the tap's y.
     const int co = divide(k, f.taps_div), t = k - co * f.th * f.tw, a = divide(t, f.tw_div), b = t - a * f.tw;
-    return {int64_t{co} * g.OH * g.OW, (f.kh0 + a * f.kh_step) * g.dh, (f.kw0 + b * f.kw_step) * g.dw, true};
+    const int y = (f.ih0 + g.ph - (f.kh0 + a * f.kh_step) * g.dh) / g.sh;
+    const int x = (f.iw0 + g.pw - (f.kw0 + b * f.kw_step) * g.dw) / g.sw;
+    return {int64_t{co} * g.OH * g.OW + int64_t{y} * g.OW + x, y, x, true};
   } else {  // k -> (img, oh, ow)
     const int plane = g.OH * g.OW, img = divide(k, g.plane_div), pos = k - img * plane;
     return {int64_t{img} * g.Cout * plane + pos, 0, 0, true};
@@ -238,32 +264,6 @@ EMBER_IGEMM_HD Ix a_inner(const Geom& g, const Phase& f, int k_in) {
   return r;
 }
 
-// The element offset of A[m, k] in its tensor (x, gy or gy), or false where it reads zero.
-// Branch-free (every test an unsigned compare, joined by &): in the kernels' gather a branch per
-// element cost a branch and a reconvergence point each; `off` is then meaningless where false.
-template <Pass P>
-EMBER_IGEMM_HD bool a_at(const Geom& g, const Ix& o, const Ix& i, int64_t& off) {
-  if constexpr (P == Pass::forward) {
-    const int ih = o.y + i.y, iw = o.x + i.x;
-    off = o.off + i.off + int64_t{ih} * g.W + iw;
-    return o.ok & i.ok & (static_cast<unsigned>(ih) < static_cast<unsigned>(g.H)) &
-           (static_cast<unsigned>(iw) < static_cast<unsigned>(g.W));
-  } else if constexpr (P == Pass::backward_data) {
-    const int hs = o.y - i.y, ws = o.x - i.x;  // oh*sh and ow*sw for the window whose tap reads (ih, iw)
-    // (negative hs or ws divide to garbage, which the tests below reject)
-    const int oh = divide(hs, g.sh_div), ow = divide(ws, g.sw_div);
-    off = o.off + i.off + int64_t{oh} * g.OW + ow;
-    // (the phase makes hs, ws multiples of the stride; checked all the same)
-    const auto u = [](int v) { return static_cast<unsigned>(v); };  // no signed overflow on garbage
-    return o.ok & i.ok & (hs >= 0) & (ws >= 0) & (u(oh) * u(g.sh) == u(hs)) & (u(ow) * u(g.sw) == u(ws)) &
-           (static_cast<unsigned>(oh) < static_cast<unsigned>(g.OH)) &
-           (static_cast<unsigned>(ow) < static_cast<unsigned>(g.OW));
-  } else {
-    off = o.off + i.off;
-    return o.ok & i.ok;
-  }
-}
-
 // ---- B: depth k, columns n ----
 
 template <Pass P>
@@ -275,9 +275,10 @@ EMBER_IGEMM_HD Ix b_outer(const Geom& g, const Phase& f, int grp, int n) {
     return {int64_t{grp * Cog + n} * Cig * taps, 0, 0, true};
   } else if constexpr (P == Pass::backward_data) {  // n -> ci: w[., ci, ., .]
     return {int64_t{n} * taps, 0, 0, true};
-  } else {  // n -> (ci, kh, kw): the tap's offset from the window corner
+  } else {  // n -> (ci, kh, kw): the tap's offset (y, x) from the window's corner
     const int ci = divide(n, g.taps_div), t = n - ci * taps, kh = divide(t, g.kw_div), kw = t - kh * g.KW;
-    return {int64_t{grp * Cig + ci} * g.H * g.W, kh * g.dh - g.ph, kw * g.dw - g.pw, true};
+    const int y = kh * g.dh - g.ph, x = kw * g.dw - g.pw;
+    return {int64_t{grp * Cig + ci} * g.H * g.W + int64_t{y} * g.W + x, y, x, true};
   }
 }
 
@@ -292,26 +293,73 @@ EMBER_IGEMM_HD Ix b_inner(const Geom& g, const Phase& f, int grp, int k) {
     const int co = divide(k, f.taps_div), t = k - co * f.th * f.tw, a = divide(t, f.tw_div), b = t - a * f.tw;
     const int kh = f.kh0 + a * f.kh_step, kw = f.kw0 + b * f.kw_step;
     return {int64_t{grp * Cog + co} * Cig * taps + kh * g.KW + kw, 0, 0, true};
-  } else {  // k -> (img, oh, ow): the window's corner
+  } else {  // k -> (img, oh, ow): the window's corner (y, x)
     const int plane = g.OH * g.OW, img = divide(k, g.plane_div), pos = k - img * plane, oh = divide(pos, g.ow_div),
               ow = pos - oh * g.OW;
-    return {int64_t{img} * g.C * g.H * g.W, oh * g.sh, ow * g.sw, true};
+    const int y = oh * g.sh, x = ow * g.sw;
+    return {int64_t{img} * g.C * g.H * g.W + int64_t{y} * g.W + x, y, x, true};
   }
 }
 
-// The element offset of B[k, n] in its tensor (w, w or x), or false where it reads zero
-// (branch-free, as a_at).
+// The element offset of the weight gradient's B[k, n] in x, or false where it reads zero
+// (branch-free, as a_ok).
 template <Pass P>
 EMBER_IGEMM_HD bool b_at(const Geom& g, const Ix& o, const Ix& i, int64_t& off) {
-  if constexpr (P == Pass::backward_weight) {
-    const int ih = o.y + i.y, iw = o.x + i.x;
-    off = o.off + i.off + int64_t{ih} * g.W + iw;
-    return o.ok & i.ok & (static_cast<unsigned>(ih) < static_cast<unsigned>(g.H)) &
-           (static_cast<unsigned>(iw) < static_cast<unsigned>(g.W));
-  } else {
-    off = o.off + i.off;
-    return o.ok & i.ok;
-  }
+  static_assert(P == Pass::backward_weight, "the forward and backward-data passes take b_at(Ix, KEntry)");
+  const int ih = o.y + i.y, iw = o.x + i.x;
+  off = o.off + i.off;
+  return o.ok & i.ok & (static_cast<unsigned>(ih) < static_cast<unsigned>(g.H)) &
+         (static_cast<unsigned>(iw) < static_cast<unsigned>(g.W));
+}
+
+// ---- the k table of the forward and backward-data passes ----
+
+// Entry k of a block's table: A's k half (offset and tap position) and B's offset. Past the
+// end of K the tap position is kFar, so A reads zero; B's element is then zero by its own test
+// (b_at's k_inside), since B's side has no spatial bound to fail.
+struct alignas(16) KEntry {
+  int a_off, y, x, b_off;
+};
+
+template <Pass P>
+EMBER_IGEMM_HD KEntry k_entry(const Geom& g, const Phase& f, int grp, int k) {
+  static_assert(P != Pass::backward_weight, "the weight gradient's K (the batch) is not tabulated");
+  if (k >= dims(g, P, f).K) return {0, kFar, kFar, 0};
+  const Ix a = a_inner_of<P>(g, f, k), b = b_inner<P>(g, f, grp, k);
+  return {static_cast<int>(a.off), a.y, a.x, static_cast<int>(b.off)};
+}
+
+// Whether A[m, k] is inside its tensor (the sum of the row's and the tap's positions within
+// the image: x for the forward, gy for backward-data), and its offset there. Branch-free, every
+// bound an unsigned compare joined by &; `off` is meaningless where false.
+template <Pass P>
+EMBER_IGEMM_HD bool a_ok(const Geom& g, const Ix& o, const KEntry& e) {
+  static_assert(P != Pass::backward_weight, "the weight gradient's A takes a_at(Ix, Ix)");
+  const int y = o.y + e.y, x = o.x + e.x;
+  const int rows = P == Pass::forward ? g.H : g.OH, cols = P == Pass::forward ? g.W : g.OW;
+  return (static_cast<unsigned>(y) < static_cast<unsigned>(rows)) &
+         (static_cast<unsigned>(x) < static_cast<unsigned>(cols));
+}
+template <Pass P>
+EMBER_IGEMM_HD bool a_at(const Geom& g, const Ix& o, const KEntry& e, int64_t& off) {
+  off = o.off + e.a_off;
+  return a_ok<P>(g, o, e);
+}
+// The weight gradient's A (gy, read whole: no spatial test).
+template <Pass P>
+EMBER_IGEMM_HD bool a_at(const Geom&, const Ix& o, const Ix& i, int64_t& off) {
+  static_assert(P == Pass::backward_weight, "the forward and backward-data passes take a_at(Ix, KEntry)");
+  off = o.off + i.off;
+  return o.ok & i.ok;
+}
+
+// The forward and backward-data passes' B[k, n] (the weights, read whole) from the column's
+// half and k's entry; k_inside: k < the end of K.
+template <Pass P>
+EMBER_IGEMM_HD bool b_at(const Geom&, const Ix& o, const KEntry& e, bool k_inside, int64_t& off) {
+  static_assert(P != Pass::backward_weight, "the weight gradient's B takes b_at(Ix, Ix)");
+  off = o.off + e.b_off;
+  return o.ok & k_inside;
 }
 
 // ---- C: the output element of GEMM entry (m, n) is c_row(m) + c_col(n) ----

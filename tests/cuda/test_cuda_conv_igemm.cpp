@@ -24,6 +24,7 @@
 
 #include "cuda_parity.h"
 #include "ember/engine/precision.h"
+#include "ember/kernels/cuda/conv_igemm.h"
 #include "ember/kernels/cuda/conv_igemm_index.h"
 
 namespace ember {
@@ -160,6 +161,28 @@ TEST(CudaConvIgemm, LargerShapesAtEachPrecision) {
   }
 }
 
+// The k table of the forward and backward-data passes lives in shared memory, 16 bytes per
+// input (or output) channel and tap: 1000 channels of 3x3 (a 144 KB table beside the 68 KB
+// pipeline) still take the kernels, 1200 (169 KB) are past an H100's 227 KB a block and take
+// im2col + cuBLAS. Both against the CPU, every pass.
+TEST(CudaConvIgemm, LargeKTablesAndTheIm2colPastThem) {
+  EMBER_REQUIRE_GPU();
+  for (int64_t C : {1000, 1200}) {
+    const Case c{"C" + std::to_string(C) + " 3x3 s1 p1", 1, C, 5, 6, 3, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1, true};
+    SCOPED_TRACE(c.what);
+#if EMBER_WITH_CUDA
+    auto i = [](int64_t v) { return static_cast<int>(v); };
+    const ig::Geom g{i(c.N), i(c.Cin), i(c.H), i(c.W), i(c.Cout), i(c.OH()), i(c.OW()), i(c.kh), i(c.kw),
+                     i(c.stride[0]), i(c.stride[1]), i(c.padding[0]), i(c.padding[1]), i(c.dilation[0]),
+                     i(c.dilation[1]), i(c.groups)};
+    EXPECT_EQ(kernels::cuda::conv_igemm_supports(g, 0), C == 1000);
+#endif
+    const TensorList ref = passes(c, Device::cpu()), got = passes(c, kGpu);
+    ASSERT_EQ(got.size(), ref.size());
+    for (size_t k = 0; k < got.size(); ++k) EXPECT_LT(rel_diff(got[k], ref[k]), 1e-5) << k;
+  }
+}
+
 // Second order at `highest`: each backward is itself a convolution on the new kernels.
 TEST(CudaConvIgemm, SecondOrderParity) {
   EMBER_REQUIRE_GPU();
@@ -224,14 +247,22 @@ void emulate(const ig::Geom& g, const std::vector<double>& a, const std::vector<
       const int s = kPhased ? 0 : sub;
       const int k_begin = s * chunk, k_end = std::min(d.K, k_begin + chunk);
       const int steps = k_end > k_begin ? (k_end - k_begin + kBk - 1) / kBk : 0;
-      // the inner halves of this split's k (padded to whole steps)
+      // the inner halves of this split's k (padded to whole steps): the forward and
+      // backward-data passes through the kernels' per-block table (k_entry), the weight
+      // gradient through a_inner / b_inner
+      constexpr bool kTabulated = P != ig::Pass::backward_weight;
       std::vector<ig::Ix> ai(steps * kBk), bi(steps * kBk);
+      std::vector<ig::KEntry> table(steps * kBk);
       for (int j = 0; j < steps * kBk; ++j) {
         const int k = k_begin + j;
-        ai[j] = ig::a_inner<P>(g, f, k);
-        ai[j].ok = ai[j].ok && k < k_end;
-        bi[j] = ig::b_inner<P>(g, f, grp, k);
-        bi[j].ok = bi[j].ok && k < k_end;
+        if constexpr (kTabulated) {
+          table[j] = ig::k_entry<P>(g, f, grp, k);
+        } else {
+          ai[j] = ig::a_inner<P>(g, f, k);
+          ai[j].ok = ai[j].ok && k < k_end;
+          bi[j] = ig::b_inner<P>(g, f, grp, k);
+          bi[j].ok = bi[j].ok && k < k_end;
+        }
       }
       std::vector<ig::Ix> bo(round_up(d.N, kTile));
       for (int n = 0; n < static_cast<int>(bo.size()); ++n) bo[n] = ig::b_outer<P>(g, f, grp, n);
@@ -241,7 +272,14 @@ void emulate(const ig::Geom& g, const std::vector<double>& a, const std::vector<
           double acc = 0;
           for (int j = 0; j < steps * kBk; ++j) {
             int64_t oa = -1, ob = -1;
-            const bool va = ig::a_at<P>(g, ao, ai[j], oa), vb = ig::b_at<P>(g, bo[n], bi[j], ob);
+            bool va = false, vb = false;
+            if constexpr (kTabulated) {
+              va = ig::a_at<P>(g, ao, table[j], oa);
+              vb = ig::b_at<P>(g, bo[n], table[j], k_begin + j < k_end, ob);
+            } else {
+              va = ig::a_at<P>(g, ao, ai[j], oa);
+              vb = ig::b_at<P>(g, bo[n], bi[j], ob);
+            }
             if (va && (oa < 0 || oa >= static_cast<int64_t>(a.size()))) ++bad;
             if (vb && (ob < 0 || ob >= static_cast<int64_t>(b.size()))) ++bad;
             if (va && vb && oa >= 0 && ob >= 0 && oa < static_cast<int64_t>(a.size()) &&
