@@ -448,10 +448,10 @@ __global__ void __launch_bounds__(kDwThreads) depthwise_weight_grad_kernel(Geom 
   __shared__ int tap_y[kDwTaps], tap_x[kDwTaps];  // each tap's offset from the window's corner
   const int co = blockIdx.x, ci = co / (g.Cout / g.groups), taps = g.KH * g.KW, plane = g.OH * g.OW;
   const int K = g.N * plane;
-  if (threadIdx.x < taps) {
-    const int kh = threadIdx.x / g.KW, kw = threadIdx.x - kh * g.KW;
-    tap_y[threadIdx.x] = kh * g.dh - g.ph;
-    tap_x[threadIdx.x] = kw * g.dw - g.pw;
+  if (const int t = static_cast<int>(threadIdx.x); t < taps) {
+    const int kh = t / g.KW, kw = t - kh * g.KW;
+    tap_y[t] = kh * g.dh - g.ph;
+    tap_x[t] = kw * g.dw - g.pw;
   }
   __syncthreads();
   float acc[kDwTaps];

@@ -133,6 +133,9 @@ struct Phase {
   int kh0 = 0, kw0 = 0;          // its first tap row / column
   int kh_step = 1, kw_step = 1;  // tap rows / columns apart
   int th = 0, tw = 0;            // its tap rows / columns (0: the phase's pixels get no term)
+  // Pixel row ih0 + r sh takes its a-th tap row from gy's row r + y0 - a y_step (below, in
+  // a_inner_of); the same for columns. Set for backward-data only.
+  int y0 = 0, x0 = 0, y_step = 0, x_step = 0;
   FastDiv tw_div{}, taps_div{}, cols_div{}, plane_div{};  // tw, th*tw, cols, rows*cols
 };
 
@@ -169,6 +172,12 @@ EMBER_IGEMM_HD Phase phase_of(const Geom& g, int phase) {
     f.cols = qw < g.W ? (g.W - qw + g.sw - 1) / g.sw : 0;
     phase_taps(qh, g.sh, g.dh, g.ph, g.KH, f.kh0, f.kh_step, f.th);
     phase_taps(qw, g.sw, g.dw, g.pw, g.KW, f.kw0, f.kw_step, f.tw);
+    // Exact divisions where the phase has taps: kh0 dh = qh + ph (mod sh), and kh_step dh is
+    // lcm(sh, dh). (Without taps the values go unused.)
+    f.y0 = (qh + g.ph - f.kh0 * g.dh) / g.sh;
+    f.x0 = (qw + g.pw - f.kw0 * g.dw) / g.sw;
+    f.y_step = f.kh_step * g.dh / g.sh;
+    f.x_step = f.kw_step * g.dw / g.sw;
   } else {
     f.rows = g.OH;
     f.cols = g.OW;
@@ -240,12 +249,12 @@ EMBER_IGEMM_HD Ix a_inner_of(const Geom& g, const Phase& f, int k) {
     const int y = kh * g.dh, x = kw * g.dw;
     return {int64_t{ci} * g.H * g.W + int64_t{y} * g.W + x, y, x, true};
   } else if constexpr (P == Pass::backward_data) {  // k -> (co, the phase's tap (kh, kw))
-    // Pixel (ih, iw) = (ih0 + r sh, iw0 + c sw) takes tap kh from gy's row oh with
-    // oh sh = ih + ph - kh dh, i.e. oh = r + (ih0 + ph - kh dh) / sh: the phase makes that
-    // division exact (possibly of a negative number), so the row's part is r and the tap's y.
+    // Pixel (ih, iw) = (ih0 + r sh, iw0 + c sw) takes tap kh = kh0 + a kh_step from gy's row oh
+    // with oh sh = ih + ph - kh dh, i.e. oh = r + (ih0 + ph - kh dh) / sh = r + y0 - a y_step:
+    // the phase makes that division exact (possibly of a negative number; phase_of does it
+    // once), so the row's part is r and the tap's y.
     const int co = divide(k, f.taps_div), t = k - co * f.th * f.tw, a = divide(t, f.tw_div), b = t - a * f.tw;
-    const int y = (f.ih0 + g.ph - (f.kh0 + a * f.kh_step) * g.dh) / g.sh;
-    const int x = (f.iw0 + g.pw - (f.kw0 + b * f.kw_step) * g.dw) / g.sw;
+    const int y = f.y0 - a * f.y_step, x = f.x0 - b * f.x_step;
     return {int64_t{co} * g.OH * g.OW + int64_t{y} * g.OW + x, y, x, true};
   } else {  // k -> (img, oh, ow)
     const int plane = g.OH * g.OW, img = divide(k, g.plane_div), pos = k - img * plane;

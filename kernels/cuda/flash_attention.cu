@@ -397,23 +397,55 @@ struct RegFwdLayout {
 // Issues the copies of rows [r0, r0 + R) of a [T, X] slice (element strides st, sx) into
 // shared memory rows of DP floats (stride ld): zeros outside T x X. VEC: sx = 1 and every row
 // 16-byte aligned, X a multiple of 4 (so a 4-float chunk is all in or all out).
+//
+// Copy i of a thread is chunk threadIdx.x + i kThreads of the R x DP/W tile (W floats a chunk),
+// with i a compile-time count, so its row and column are the thread's first ones plus
+// constants: the source pointer advances by a fixed stride and the destination is an immediate
+// offset. (Until 2026-12-02 a loop from threadIdx.x divided each chunk's index and multiplied
+// its row by st in 64 bits: about 30 instructions a copy, a quarter of the forward's loop at
+// D = 128.) A copy past T or X reads nothing (cp.async's zero fill), so its source address is
+// not selected.
 template <int R, int DP, bool VEC>
 __device__ __forceinline__ void stage_rows(float* dst, int ld, const float* __restrict__ src, int64_t st, int64_t sx,
                                            int64_t r0, int64_t T, int64_t X) {
-  if constexpr (VEC) {
-    constexpr int CV = DP / 4;
-    for (int idx = threadIdx.x; idx < R * CV; idx += kThreads) {
-      const int r = idx / CV, c = (idx % CV) * 4;
-      const int64_t row = r0 + r;
-      const bool valid = row < T && c < X;
-      cp_async16(dst + r * ld + c, valid ? src + row * st + c : src, valid);
+  constexpr int W = VEC ? 4 : 1, CPR = DP / W;  // floats a copy, copies a row
+  static_assert(CPR % kThreads == 0 || kThreads % CPR == 0, "a thread's copies: fixed columns or fixed rows");
+  static_assert((R * CPR) % kThreads == 0, "every thread the same number of copies");
+  const auto chunk = [](float* d, const float* p, bool valid) {
+    if constexpr (VEC) cp_async16(d, p, valid);
+    else cp_async4(d, p, valid);
+  };
+  const int tid = static_cast<int>(threadIdx.x);
+  if constexpr (kThreads % CPR == 0) {  // one column; rows r_first, r_first + RSTEP, ...
+    constexpr int RSTEP = kThreads / CPR, kCopies = R / RSTEP;
+    const int c = (tid % CPR) * W, r_first = tid / CPR;
+    const bool col_ok = c < X;
+    const float* p = src + (r0 + r_first) * st + c * (VEC ? 1 : sx);
+    const int64_t step = RSTEP * st;
+#pragma unroll
+    for (int i = 0; i < kCopies; ++i, p += step) {
+      const int r = r_first + i * RSTEP;
+      chunk(dst + r * ld + c, p, col_ok && r0 + r < T);
     }
-  } else {
-    for (int idx = threadIdx.x; idx < R * DP; idx += kThreads) {
-      const int r = idx / DP, c = idx % DP;
-      const int64_t row = r0 + r;
-      const bool valid = row < T && c < X;
-      cp_async4(dst + r * ld + c, valid ? src + row * st + c * sx : src, valid);
+  } else {  // CPR / kThreads copies a row (4-byte copies at D = 256): columns tid + j kThreads of every row
+    constexpr int PER_ROW = CPR / kThreads;
+    int64_t col_off[PER_ROW];
+    bool col_ok[PER_ROW];
+#pragma unroll
+    for (int j = 0; j < PER_ROW; ++j) {
+      const int c = (tid + j * kThreads) * W;
+      col_off[j] = c * (VEC ? 1 : sx);
+      col_ok[j] = c < X;
+    }
+    const float* p = src + r0 * st;
+    // Not unrolled whole: the D = 256 forward holds 128 accumulators a lane already, and 64
+    // unrolled copies with their own addresses made ptxas spill.
+#pragma unroll 2
+    for (int r = 0; r < R; ++r, p += st) {
+      const bool row_ok = r0 + r < T;
+#pragma unroll
+      for (int j = 0; j < PER_ROW; ++j)
+        chunk(dst + r * ld + (tid + j * kThreads) * W, p + col_off[j], row_ok && col_ok[j]);
     }
   }
 }

@@ -329,6 +329,27 @@ TEST(IgemmIndexSelfCheck, StridePhasesHoldExactlyTheLiveTaps) {
           }
 }
 
+// backward-data reads gy's row r + y0 - a y_step for the phase's a-th tap (phase_of's exact
+// divisions): the row whose window puts tap kh0 + a kh_step on pixel row ih0 + r sh. Rows here;
+// columns are the same code with the other axis' fields.
+TEST(IgemmIndexSelfCheck, PhaseRowOffsetsAreTheTapsRows) {
+  for (int s = 1; s <= 4; ++s)
+    for (int d = 1; d <= 3; ++d)
+      for (int pad = 0; pad <= 3; ++pad)
+        for (int K = 1; K <= 5; ++K) {
+          ig::Geom g{1, 1, 13, 1, 1, 1, 1, K, 1, s, 1, pad, 0, d, 1, 1};
+          for (int q = 0; q < s; ++q) {
+            const ig::Phase f = ig::phase_of<ig::Pass::backward_data>(ig::with_divisors(g), q);
+            for (int a = 0; a < f.th; ++a) {
+              const int kh = f.kh0 + a * f.kh_step, r = 2;
+              const int ih = f.ih0 + r * s;
+              EXPECT_EQ((r + f.y0 - a * f.y_step) * s, ih + pad - kh * d)
+                  << "stride " << s << " dilation " << d << " pad " << pad << " K " << K << " phase " << q;
+            }
+          }
+        }
+}
+
 ig::Geom geom_of(const Case& c) {
   auto i = [](int64_t v) { return static_cast<int>(v); };
   return ig::with_divisors({i(c.N), i(c.Cin), i(c.H), i(c.W), i(c.Cout), i(c.OH()), i(c.OW()), i(c.kh), i(c.kw),
