@@ -42,7 +42,7 @@
 // Shared memory: 3 stages x 2 operands x 16 x 132 floats = 50.7 KB for the pipeline, which the
 // 128 x 132-float C tile (67.6 KB) reuses for the epilogue, plus the table (18 KB for 128
 // channels of 3x3): dynamic shared memory, the opt-in above the default 48 KB set once per
-// device and kernel. 126-201 registers a thread (ptxas); the forward's tensor-core kernels fit
+// device and kernel. 126-217 registers a thread (ptxas); the forward's tensor-core kernels fit
 // in 128, so two blocks of 8 warps share a multiprocessor where their shared memory allows
 // (up to ~45 KB of table). Capping the others at 128 registers made them spill.
 //
@@ -563,7 +563,7 @@ bool conv_igemm_supports(const igemm::Geom& g, int device) {
   if (g.groups < 1 || g.C % g.groups != 0 || g.Cout % g.groups != 0 || !igemm::fits(g)) return false;
   const int taps = g.KH * g.KW;
   if (depthwise(g) && taps <= kDwTaps) return true;  // no GEMM grid at all
-  // the k tables within a block's shared memory (K up to ~10,000 on sm_90: 1,100 channels of 3x3)
+  // the k tables within a block's shared memory (K up to ~10,300 on sm_90: 1,144 channels of 3x3)
   const int64_t smem = std::max(launch_smem<Pass::forward>(g), launch_smem<Pass::backward_data>(g));
   if (smem > max_block_smem(device)) return false;
   // the GEMM grid: N tiles within gridDim.y, groups times at most 64 splits within gridDim.z

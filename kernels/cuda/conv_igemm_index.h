@@ -26,7 +26,7 @@
 // at() with two adds and unsigned bound tests: each part carries its share of the element offset
 // and of the spatial row and column, so no multiply or division is left for at(). A kernel
 // thread keeps the outer part of its fixed rows in registers for the whole K loop. The k part
-// of the forward and backward-data passes (K = channels x taps, a few thousand at most) is
+// of the forward and backward-data passes (K = channels x taps: 1,152 for 128 channels of 3x3) is
 // tabulated once per block in shared memory (k_entry: A's and B's k halves in 16 bytes), so
 // that an element of the gather costs one broadcast shared load, two adds, two compares and an
 // address; the weight gradient's K (the batch times the output plane) is too long for a table,

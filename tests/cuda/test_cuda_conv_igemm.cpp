@@ -374,6 +374,20 @@ TEST(IgemmIndexSelfCheck, FastDivisionIsExact) {
   }
 }
 
+// fits() refuses the shapes whose table offsets (32-bit) or spatial coordinates (kFar's
+// margin) the kernels could not hold; those take im2col.
+TEST(IgemmIndexSelfCheck, FitsRefusesWhatTheIndicesCannotHold) {
+  //                     N  C     H          W    Cout OH         OW   KH KW sh sw ph pw dh dw groups
+  const ig::Geom ok{8, 256, 64, 64, 256, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1};
+  EXPECT_TRUE(ig::fits(ok));
+  const ig::Geom tall{1, 1, 1 << 28, 1, 1, 1 << 28, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1};  // a coordinate of 2^28
+  EXPECT_FALSE(ig::fits(tall));
+  const ig::Geom wide_image{1, 3000, 900, 900, 4, 900, 900, 3, 3, 1, 1, 1, 1, 1, 1, 1};  // C H W > 2^31
+  EXPECT_FALSE(ig::fits(wide_image));
+  const ig::Geom big_weight{1, 50000, 4, 4, 50000, 4, 4, 1, 1, 1, 1, 0, 0, 1, 1, 1};  // Cout Cin > 2^31
+  EXPECT_FALSE(ig::fits(big_weight));
+}
+
 TEST(IgemmIndexSelfCheck, ThePassesOfTheIndexFunctionsAreTheCpuConvolutions) {
   const std::vector<Case> cs = {
       {"3x3 s1 p1", 2, 6, 7, 9, 4, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1, false},
