@@ -197,15 +197,32 @@ __device__ __forceinline__ void tile_mma(float* C, int ldc, const In* A, int lda
 }
 
 // Rows [r0, r0 + R) of a [T, X] slice (element strides st, sx) into shared memory as In, rows
-// padded to XP columns; zeros outside T x X. Consecutive threads take consecutive columns.
+// padded to XP columns; zeros outside T x X. Consecutive threads take consecutive columns, each
+// thread a fixed column (or two, at XP = 256) and every kThreads / XP-th row from its first, so
+// its source pointer advances by a fixed stride (until 2026-12-02 a loop from threadIdx.x
+// divided each element's index and multiplied its row by st in 64 bits, as stage_rows below
+// did). Unrolled by 8, not whole: the loads are synchronous, and 64 in flight would cost
+// registers these kernels need.
 template <int R, int XP, typename In>
 __device__ __forceinline__ void load_tile(In* dst, int ld, const float* __restrict__ src, int64_t st, int64_t sx,
                                           int64_t r0, int64_t T, int64_t X) {
-  for (int idx = threadIdx.x; idx < R * XP; idx += kThreads) {
-    const int r = idx / XP, c = idx % XP;
-    const int64_t row = r0 + r;
-    const float val = (row < T && c < X) ? src[row * st + c * sx] : 0.f;
-    dst[r * ld + c] = to_in<In>(val);
+  static_assert(XP % kThreads == 0 || kThreads % XP == 0, "a thread's elements: fixed columns");
+  constexpr int COLS = XP > kThreads ? XP / kThreads : 1;   // columns a thread takes
+  constexpr int RSTEP = XP > kThreads ? 1 : kThreads / XP;  // rows between its elements
+  static_assert(R % RSTEP == 0, "every thread the same number of rows");
+  const int tid = static_cast<int>(threadIdx.x);
+  const int r_first = COLS > 1 ? 0 : tid / XP;
+#pragma unroll
+  for (int j = 0; j < COLS; ++j) {
+    const int c = COLS > 1 ? tid + j * kThreads : tid % XP;
+    const bool col_ok = c < X;
+    const float* p = src + (r0 + r_first) * st + c * sx;  // rows past T are not read
+#pragma unroll 8
+    for (int i = 0; i < R / RSTEP; ++i, p += RSTEP * st) {
+      const int r = r_first + i * RSTEP;
+      const float val = col_ok && r0 + r < T ? *p : 0.f;
+      dst[r * ld + c] = to_in<In>(val);
+    }
   }
 }
 
