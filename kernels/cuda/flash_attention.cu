@@ -196,25 +196,36 @@ __device__ __forceinline__ void tile_mma(float* C, int ldc, const In* A, int lda
   }
 }
 
+// Which slots of a tile C slots wide the kThreads threads of a block each take, so that a thread's
+// row and column are its first ones plus compile-time constants (its source pointer then
+// advances by a fixed stride): C <= kThreads, column tid % C of every kRowStep-th row from
+// tid / C; C > kThreads, columns tid + j kThreads (j < kCols) of every row. Consecutive threads
+// take consecutive columns. load_tile and stage_rows walk their tiles so.
+template <int C>
+struct TileSlots {
+  static_assert(C % kThreads == 0 || kThreads % C == 0, "a thread's slots: fixed columns");
+  static constexpr int kCols = C > kThreads ? C / kThreads : 1;
+  static constexpr int kRowStep = C > kThreads ? 1 : kThreads / C;
+  __device__ static int first_row(int tid) { return C > kThreads ? 0 : tid / C; }
+  __device__ static int column(int tid, int j) { return C > kThreads ? tid + j * kThreads : tid % C; }
+};
+
 // Rows [r0, r0 + R) of a [T, X] slice (element strides st, sx) into shared memory as In, rows
-// padded to XP columns; zeros outside T x X. Consecutive threads take consecutive columns, each
-// thread a fixed column (or two, at XP = 256) and every kThreads / XP-th row from its first, so
-// its source pointer advances by a fixed stride (until 2026-12-02 a loop from threadIdx.x
-// divided each element's index and multiplied its row by st in 64 bits, as stage_rows below
-// did). Unrolled by 8, not whole: the loads are synchronous, and 64 in flight would cost
-// registers these kernels need.
+// padded to XP columns; zeros outside T x X. Each thread takes a fixed column (or two, at
+// XP = 256; TileSlots), so its source pointer advances by a fixed stride (until 2026-12-02 a
+// loop from threadIdx.x divided each element's index and multiplied its row by st in 64 bits,
+// as stage_rows below did). Unrolled by 8, not whole: the loads are synchronous, and 64 in
+// flight would cost registers these kernels need.
 template <int R, int XP, typename In>
 __device__ __forceinline__ void load_tile(In* dst, int ld, const float* __restrict__ src, int64_t st, int64_t sx,
                                           int64_t r0, int64_t T, int64_t X) {
-  static_assert(XP % kThreads == 0 || kThreads % XP == 0, "a thread's elements: fixed columns");
-  constexpr int COLS = XP > kThreads ? XP / kThreads : 1;   // columns a thread takes
-  constexpr int RSTEP = XP > kThreads ? 1 : kThreads / XP;  // rows between its elements
+  using Slots = TileSlots<XP>;
+  constexpr int RSTEP = Slots::kRowStep;
   static_assert(R % RSTEP == 0, "every thread the same number of rows");
-  const int tid = static_cast<int>(threadIdx.x);
-  const int r_first = COLS > 1 ? 0 : tid / XP;
+  const int tid = static_cast<int>(threadIdx.x), r_first = Slots::first_row(tid);
 #pragma unroll
-  for (int j = 0; j < COLS; ++j) {
-    const int c = COLS > 1 ? tid + j * kThreads : tid % XP;
+  for (int j = 0; j < Slots::kCols; ++j) {
+    const int c = Slots::column(tid, j);
     const bool col_ok = c < X;
     const float* p = src + (r0 + r_first) * st + c * sx;  // rows past T are not read
 #pragma unroll 8
@@ -426,16 +437,16 @@ template <int R, int DP, bool VEC>
 __device__ __forceinline__ void stage_rows(float* dst, int ld, const float* __restrict__ src, int64_t st, int64_t sx,
                                            int64_t r0, int64_t T, int64_t X) {
   constexpr int W = VEC ? 4 : 1, CPR = DP / W;  // floats a copy, copies a row
-  static_assert(CPR % kThreads == 0 || kThreads % CPR == 0, "a thread's copies: fixed columns or fixed rows");
+  using Slots = TileSlots<CPR>;
   static_assert((R * CPR) % kThreads == 0, "every thread the same number of copies");
   const auto chunk = [](float* d, const float* p, bool valid) {
     if constexpr (VEC) cp_async16(d, p, valid);
     else cp_async4(d, p, valid);
   };
   const int tid = static_cast<int>(threadIdx.x);
-  if constexpr (kThreads % CPR == 0) {  // one column; rows r_first, r_first + RSTEP, ...
-    constexpr int RSTEP = kThreads / CPR, kCopies = R / RSTEP;
-    const int c = (tid % CPR) * W, r_first = tid / CPR;
+  if constexpr (Slots::kCols == 1) {  // one column; rows r_first, r_first + RSTEP, ...
+    constexpr int RSTEP = Slots::kRowStep, kCopies = R / RSTEP;
+    const int c = Slots::column(tid, 0) * W, r_first = Slots::first_row(tid);
     const bool col_ok = c < X;
     const float* p = src + (r0 + r_first) * st + c * (VEC ? 1 : sx);
     const int64_t step = RSTEP * st;
@@ -444,13 +455,12 @@ __device__ __forceinline__ void stage_rows(float* dst, int ld, const float* __re
       const int r = r_first + i * RSTEP;
       chunk(dst + r * ld + c, p, col_ok && r0 + r < T);
     }
-  } else {  // CPR / kThreads copies a row (4-byte copies at D = 256): columns tid + j kThreads of every row
-    constexpr int PER_ROW = CPR / kThreads;
-    int64_t col_off[PER_ROW];
-    bool col_ok[PER_ROW];
+  } else {  // kCols copies a row (4-byte copies at D = 256)
+    int64_t col_off[Slots::kCols];
+    bool col_ok[Slots::kCols];
 #pragma unroll
-    for (int j = 0; j < PER_ROW; ++j) {
-      const int c = (tid + j * kThreads) * W;
+    for (int j = 0; j < Slots::kCols; ++j) {
+      const int c = Slots::column(tid, j) * W;
       col_off[j] = c * (VEC ? 1 : sx);
       col_ok[j] = c < X;
     }
@@ -461,8 +471,8 @@ __device__ __forceinline__ void stage_rows(float* dst, int ld, const float* __re
     for (int r = 0; r < R; ++r, p += st) {
       const bool row_ok = r0 + r < T;
 #pragma unroll
-      for (int j = 0; j < PER_ROW; ++j)
-        chunk(dst + r * ld + (tid + j * kThreads) * W, p + col_off[j], row_ok && col_ok[j]);
+      for (int j = 0; j < Slots::kCols; ++j)
+        chunk(dst + r * ld + Slots::column(tid, j) * W, p + col_off[j], row_ok && col_ok[j]);
     }
   }
 }
