@@ -1,7 +1,8 @@
 // Elementwise ops. Each op is a forward kernel (a lambda handed to the strided loops) and,
 // right after it, its backward as a short formula in ordinary ops, so gradients of any order
 // come for free. Broadcast inputs get their gradient summed back to their own shape
-// (reduce_to); a tensor of another dtype gets its gradient cast back.
+// (reduce_to_input); a tensor of another dtype gets its gradient cast back. A closure captures
+// only the tensors its formula reads: what it captures lives until the backward.
 #include "ember/ops/elementwise.h"
 
 #include <cmath>
@@ -69,11 +70,19 @@ Tensor as_dtype(const Tensor& t, DType dt) {
   return out;
 }
 
-// The gradient of a broadcast input: summed to its shape, cast to its dtype.
-Tensor reduce_to(const Tensor& g, const Tensor& like) {
-  Tensor r = g.sizes() == like.sizes() ? g : sum_to_size(g, like.sizes());
-  return r.dtype() == like.dtype() ? r : r.to(like.dtype());
+// Inside a backward closure: the gradient for input i of a broadcasting op, summed back to the
+// input's shape and cast to its dtype (both kept by the node: autograd::input_shape).
+Tensor reduce_to_input(const Tensor& g, size_t i) {
+  const Shape& shape = autograd::input_shape(i);
+  const DType dtype = autograd::input_dtype(i);
+  Tensor r = g.sizes() == shape ? g : sum_to_size(g, shape);
+  return r.dtype() == dtype ? r : r.to(dtype);
 }
+
+// t where a backward reads it, else nothing: a factor is needed only for the other factor's
+// gradient, so a product with a constant (dropout's mask) does not keep its other factor, and
+// that factor's memory, alive until the backward.
+Tensor kept_if(bool needed, const Tensor& t) { return needed ? t : Tensor(); }
 
 // out = f(a) in a's floating dtype.
 template <typename F>
@@ -175,39 +184,40 @@ Tensor compare_scalar(const Tensor& a, double s) {
 
 Tensor add(const Tensor& a, const Tensor& b) {
   Tensor y = binary("add", a, b, {kc::BinaryOp::add}, [](auto x, auto z) { return x + z; });
-  record("add", {a, b}, y, [a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](
-      const TensorList& g, const TensorList&) {
-    return TensorList{ra ? reduce_to(g[0], a) : Tensor(), rb ? reduce_to(g[0], b) : Tensor()};
+  record("add", {a, b}, y, [ra = input_grad(a, 0), rb = input_grad(b, 1)](const TensorList& g, const TensorList&) {
+    return TensorList{ra ? reduce_to_input(g[0], 0) : Tensor(), rb ? reduce_to_input(g[0], 1) : Tensor()};
   });
   return y;
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor y = binary("sub", a, b, {kc::BinaryOp::sub}, [](auto x, auto z) { return x - z; });
-  record("sub", {a, b}, y, [a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](
-      const TensorList& g, const TensorList&) {
-    return TensorList{ra ? reduce_to(g[0], a) : Tensor(), rb ? reduce_to(neg(g[0]), b) : Tensor()};
+  record("sub", {a, b}, y, [ra = input_grad(a, 0), rb = input_grad(b, 1)](const TensorList& g, const TensorList&) {
+    return TensorList{ra ? reduce_to_input(g[0], 0) : Tensor(), rb ? reduce_to_input(neg(g[0]), 1) : Tensor()};
   });
   return y;
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor y = binary("mul", a, b, {kc::BinaryOp::mul}, [](auto x, auto z) { return x * z; });
-  record("mul", {a, b}, y, [a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](
+  const Tensor ka = kept_if(b.requires_grad(), a), kb = kept_if(a.requires_grad(), b);
+  record("mul", {a, b}, y, [a = ka, b = kb, ra = input_grad(a, 0), rb = input_grad(b, 1)](
       const TensorList& g, const TensorList&) {
-    return TensorList{ra ? reduce_to(mul(g[0], b), a) : Tensor(), rb ? reduce_to(mul(g[0], a), b) : Tensor()};
-  }, {a, b});
+    return TensorList{ra ? reduce_to_input(mul(g[0], b), 0) : Tensor(),
+                      rb ? reduce_to_input(mul(g[0], a), 1) : Tensor()};
+  }, {ka, kb});
   return y;
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
   Tensor y = binary("div", a, b, {kc::BinaryOp::div}, [](auto x, auto z) { return x / z; }, /*floating_only=*/true);
-  record("div", {a, b}, y, [a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](
+  const Tensor ka = kept_if(b.requires_grad(), a);
+  record("div", {a, b}, y, [a = ka, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](
       const TensorList& g, const TensorList&) {
     // d(a/b)/db = -a / b^2
-    return TensorList{ra ? reduce_to(div(g[0], b), a) : Tensor(),
-                      rb ? reduce_to(neg(div(mul(g[0], a), square(b))), b) : Tensor()};
-  }, {a, b});
+    return TensorList{ra ? reduce_to_input(div(g[0], b), 0) : Tensor(),
+                      rb ? reduce_to_input(neg(div(mul(g[0], a), square(b))), 1) : Tensor()};
+  }, {ka, b});
   return y;
 }
 
@@ -271,8 +281,8 @@ Tensor pow(const Tensor& a, const Tensor& e) {
   record("pow", {a, e}, y, [a, e, ra = input_grad(a, 0), re = input_grad(e, 1)](
       const TensorList& g, const TensorList& out) {
     // d/da = e a^(e-1);  d/de = a^e log a
-    return TensorList{ra ? reduce_to(mul(g[0], mul(e, pow(a, sub(e, 1.0)))), a) : Tensor(),
-                      re ? reduce_to(mul(g[0], mul(out[0], log(a))), e) : Tensor()};
+    return TensorList{ra ? reduce_to_input(mul(g[0], mul(e, pow(a, sub(e, 1.0)))), 0) : Tensor(),
+                      re ? reduce_to_input(mul(g[0], mul(out[0], log(a))), 1) : Tensor()};
   }, {a, e}, /*save_outputs=*/true);
   return y;
 }
@@ -293,8 +303,8 @@ Tensor maximum(const Tensor& a, const Tensor& b) {
   record("maximum", {a, b}, y, [a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](
       const TensorList& g, const TensorList&) {
     Tensor share_a = add(gt(a, b).to(g[0].dtype()), mul(eq(a, b).to(g[0].dtype()), 0.5));
-    return TensorList{ra ? reduce_to(mul(g[0], share_a), a) : Tensor(),
-                      rb ? reduce_to(mul(g[0], rsub(share_a, 1.0)), b) : Tensor()};
+    return TensorList{ra ? reduce_to_input(mul(g[0], share_a), 0) : Tensor(),
+                      rb ? reduce_to_input(mul(g[0], rsub(share_a, 1.0)), 1) : Tensor()};
   }, {a, b});
   return y;
 }
@@ -304,8 +314,8 @@ Tensor minimum(const Tensor& a, const Tensor& b) {
   record("minimum", {a, b}, y, [a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](
       const TensorList& g, const TensorList&) {
     Tensor share_a = add(lt(a, b).to(g[0].dtype()), mul(eq(a, b).to(g[0].dtype()), 0.5));
-    return TensorList{ra ? reduce_to(mul(g[0], share_a), a) : Tensor(),
-                      rb ? reduce_to(mul(g[0], rsub(share_a, 1.0)), b) : Tensor()};
+    return TensorList{ra ? reduce_to_input(mul(g[0], share_a), 0) : Tensor(),
+                      rb ? reduce_to_input(mul(g[0], rsub(share_a, 1.0)), 1) : Tensor()};
   }, {a, b});
   return y;
 }
@@ -598,8 +608,8 @@ void record_softplus_backward(const Tensor& g, const Tensor& a, Tensor& out, dou
            // d/dg = gg softplus'(a), this op again;  d/da = gg g softplus''(a): softplus_curvature
            // (a DDE step runs this once per layer, where the formula in plain ops took a dozen)
            TensorList d = softplus_double_backward(gg[0], g, a, beta, threshold, bool(rg), bool(ra));
-           return TensorList{d[0].defined() ? reduce_to(d[0], g) : Tensor(),
-                             d[1].defined() ? reduce_to(d[1], a) : Tensor()};
+           return TensorList{d[0].defined() ? reduce_to_input(d[0], 0) : Tensor(),
+                             d[1].defined() ? reduce_to_input(d[1], 1) : Tensor()};
          },
          {g, a});
 }
@@ -617,10 +627,10 @@ void record_softplus_curvature(const Tensor& x, const Tensor& y, const Tensor& a
              Tensor s = sigmoid(ba);
              Tensor below = le(ba, threshold).to(a.dtype());
              Tensor third = mul(mul(mul(s, rsub(s, 1.0)), rsub(mul(s, 2.0), 1.0)), mul(below, beta * beta));
-             ga = reduce_to(mul(mul(mul(g[0], x), y), third), a);
+             ga = reduce_to_input(mul(mul(mul(g[0], x), y), third), 2);
            }
-           return TensorList{rx ? reduce_to(softplus_curvature(g[0], y, a, beta, threshold), x) : Tensor(),
-                             ry ? reduce_to(softplus_curvature(g[0], x, a, beta, threshold), y) : Tensor(), ga};
+           return TensorList{rx ? reduce_to_input(softplus_curvature(g[0], y, a, beta, threshold), 0) : Tensor(),
+                             ry ? reduce_to_input(softplus_curvature(g[0], x, a, beta, threshold), 1) : Tensor(), ga};
          },
          {x, y, a});
 }
@@ -786,14 +796,43 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
     using T = typename decltype(tag)::type;
     cpu::map<T, bool, T, T>(make_loop<4>(shape, {&out, &C, &A, &B}), [](bool c, T x, T y) -> T { return c ? x : y; });
   });
-  record("where", {a, b}, out, [C, a, b, ra = input_grad(a, 0), rb = input_grad(b, 1)](
+  record("where", {a, b}, out, [C, ra = input_grad(a, 0), rb = input_grad(b, 1)](
       const TensorList& g, const TensorList&) {
     Tensor z = zeros({}, options_of(g[0]));
-    return TensorList{ra ? reduce_to(where(C, g[0], z), a) : Tensor(), rb ? reduce_to(where(C, z, g[0]), b) : Tensor()};
+    return TensorList{ra ? reduce_to_input(where(C, g[0], z), 0) : Tensor(),
+                      rb ? reduce_to_input(where(C, z, g[0]), 1) : Tensor()};
   });
   return out;
 }
 
 Tensor where(const Tensor& cond, const Tensor& a, double b) { return where(cond, a, scalar_like(a, b)); }
+
+Tensor masked_scale(const Tensor& x, const Tensor& keep, double scale) {
+  EMBER_CHECK(x.defined() && keep.defined(), "masked_scale: an operand is undefined");
+  check_devices("masked_scale", x, keep);
+  EMBER_CHECK(keep.dtype() == DType::boolean, "masked_scale: the mask must be bool, got ", keep.str());
+  EMBER_CHECK(broadcast_shapes(x.sizes(), keep.sizes(), "masked_scale") == x.sizes(), "masked_scale: the mask ",
+              shape_str(keep.sizes()), " does not broadcast to the input ", shape_str(x.sizes()));
+  trace::OpTimer timer("masked_scale", {x, keep});
+  Tensor out = Tensor::empty(x.sizes(), options_of(x));
+#if EMBER_WITH_CUDA
+  if (x.device().is_cuda()) {
+    dispatch_floating(x.dtype(), "masked_scale", [](auto) {});  // the CPU's dtype error
+    kc::masked_scale(cuda::elem_type(x.dtype()), cuda::make_strided<3>(x.sizes(), {&out, &keep, &x}), scale,
+                     cuda::stream_of(x));
+  } else
+#endif
+  dispatch_floating(x.dtype(), "masked_scale", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T s = static_cast<T>(scale);
+    cpu::map<T, bool, T>(make_loop<3>(x.sizes(), {&out, &keep, &x}),
+                         [s](bool k, T v) -> T { return k ? v * s : T(0); });
+  });
+  timer.set_output(out);
+  record("masked_scale", {x}, out, [keep, scale](const TensorList& g, const TensorList&) {
+    return TensorList{masked_scale(g[0], keep, scale)};
+  }, {keep});
+  return out;
+}
 
 }  // namespace ember

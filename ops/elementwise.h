@@ -102,5 +102,9 @@ Tensor isfinite(const Tensor& a);
 // cond ? a : b, all three broadcast together; cond is bool (or nonzero).
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 Tensor where(const Tensor& cond, const Tensor& a, double b);
+// y = keep ? x scale : 0, keep a bool tensor broadcast to x's shape: dropout's step once its mask
+// is drawn, holding one byte an element for the backward where x * mask held a mask of x's
+// dtype. Linear in x, so its backward is itself with the same mask, to any order.
+Tensor masked_scale(const Tensor& x, const Tensor& keep, double scale);
 
 }  // namespace ember

@@ -659,31 +659,15 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   check_input("dropout", x);
   EMBER_CHECK(p >= 0.0 && p < 1.0, "dropout: p must be in [0, 1), got ", p, " (input ", shape_str(x.sizes()), ")");
   if (!training || p == 0.0) return x;
-  trace::OpTimer timer("dropout", {x});
-  // One uniform draw per element; an element is kept when u < 1 - p (bernoulli(1 - p)). The
-  // draw's buffer becomes the mask, holding 1 / (1 - p) where kept and 0 elsewhere.
-  Tensor mask = rand(x.sizes(), {.dtype = x.dtype(), .device = x.device()}, gen);
-  if (x.device().is_cuda()) {  // the same draws, so the same mask as on the CPU
-    {
-      NoGrad ng;
-      mask = mul(lt(mask, 1.0 - p).to(x.dtype()), 1.0 / (1.0 - p));
-    }
-    Tensor y = mul(x, mask);  // backward: g * mask
-    timer.set_output(y);
-    return y;
+  // One uniform draw per element, from the same Philox stream on every device (so the same mask);
+  // an element is kept when u < 1 - p (bernoulli(1 - p)). The mask is one byte an element: it is
+  // what the backward holds until it runs.
+  Tensor keep;
+  {
+    NoGrad ng;
+    keep = lt(rand(x.sizes(), {.dtype = x.dtype(), .device = x.device()}, gen), 1.0 - p);
   }
-  dispatch_floating(x.dtype(), "dropout", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    T* m = mask.data<T>();
-    const T keep = static_cast<T>(1.0 - p), scale = static_cast<T>(1.0 / (1.0 - p));
-    const int64_t n = mask.numel();
-    cpu::parallel_for(0, n, 32768, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) m[i] = m[i] < keep ? scale : T(0);
-    });
-  });
-  Tensor y = mul(x, mask);  // backward: g * mask
-  timer.set_output(y);
-  return y;
+  return masked_scale(x, keep, 1.0 / (1.0 - p));  // backward: masked_scale(g, keep, 1 / (1 - p))
 }
 
 }  // namespace ember

@@ -386,10 +386,10 @@ Tensor cat(const TensorList& ts, int64_t dim) {
     }
   }
   timer.set_output(out);
-  record("cat", ts, out, [dim, sizes, ts](const TensorList& g, const TensorList&) {
+  record("cat", ts, out, [dim, sizes](const TensorList& g, const TensorList&) {
     TensorList parts = split(g[0], sizes, dim);
     for (size_t i = 0; i < parts.size(); ++i)
-      if (parts[i].dtype() != ts[i].dtype()) parts[i] = parts[i].to(ts[i].dtype());
+      if (parts[i].dtype() != autograd::input_dtype(i)) parts[i] = parts[i].to(autograd::input_dtype(i));
     return parts;
   });
   return out;

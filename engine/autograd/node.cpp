@@ -27,6 +27,13 @@ Node::Node(std::string name, EdgeList next_edges, MetaList output_meta)
 namespace {
 thread_local const std::vector<bool>* input_grad_mask = nullptr;
 thread_local const std::vector<PendingGrad>* pending_grads = nullptr;
+thread_local const Node* running_node = nullptr;  // the node whose backward closure runs
+
+const Node& running(size_t i, const char* what) {
+  EMBER_CHECK(running_node && i < running_node->input_shapes().size(), what, "(", i,
+              "): called outside a backward closure, or for an input the op does not have");
+  return *running_node;
+}
 
 // Its tensor held by `holders` handles, its buffer by that tensor alone, no graph.
 bool held_alone(const Tensor& g, long holders = 1) {
@@ -66,6 +73,9 @@ bool private_view(const Tensor& g, long holders) { return held_alone(g, holders)
 }  // namespace
 
 bool private_gradient(const Tensor& g) { return private_view(g, 1); }
+
+const Shape& input_shape(size_t i) { return running(i, "input_shape").input_shapes()[i]; }
+DType input_dtype(size_t i) { return running(i, "input_dtype").input_dtype(i); }
 
 bool needs_input_grad(size_t i) { return !input_grad_mask || i >= input_grad_mask->size() || (*input_grad_mask)[i]; }
 
@@ -117,6 +127,11 @@ TensorList Node::apply(const TensorList& grads) {
     o.get()->output_nr = static_cast<uint32_t>(i);
     outputs.push_back(o);
   }
+  struct Running {  // input_shape / input_dtype read this node's while its closure runs
+    const Node* previous;
+    explicit Running(const Node* n) : previous(running_node) { running_node = n; }
+    ~Running() { running_node = previous; }
+  } running_now(this);
   return fn_(grads, outputs);
 }
 
@@ -198,13 +213,8 @@ void record(const char* name, const TensorList& inputs, TensorList& outputs, Bac
             bool save_outputs) {
   if (!needs_grad(inputs)) return;
   EdgeList edges;
-  ShapeList in_shapes;
   edges.reserve(inputs.size());
-  in_shapes.reserve(inputs.size());
-  for (const auto& t : inputs) {
-    edges.push_back(gradient_edge(t));
-    in_shapes.push_back(t.defined() ? t.sizes() : Shape{});
-  }
+  for (const auto& t : inputs) edges.push_back(gradient_edge(t));
   MetaList meta;
   meta.reserve(outputs.size());
   for (auto& o : outputs) {
@@ -215,7 +225,12 @@ void record(const char* name, const TensorList& inputs, TensorList& outputs, Bac
     meta.push_back({o.sizes(), o.dtype(), o.device()});
   }
   auto node = make_pooled<Node>(name, std::move(edges), std::move(meta));
-  node->input_shapes_ = std::move(in_shapes);
+  node->input_shapes_.reserve(inputs.size());
+  node->input_dtypes_.reserve(inputs.size());
+  for (const auto& t : inputs) {  // written in place: a Shape moved is a Shape copied (small_vector.h)
+    node->input_shapes_.push_back(t.defined() ? t.sizes() : Shape{});
+    node->input_dtypes_.push_back(t.defined() ? t.dtype() : DType::f32);
+  }
   node->fn_ = std::move(fn);
   node->saved_.reserve(saved.size() + (save_outputs ? outputs.size() : 0));
   for (const auto& t : saved)

@@ -66,6 +66,7 @@ class Node : public std::enable_shared_from_this<Node> {
   uint64_t sequence_nr() const { return sequence_nr_; }
   bool released() const { return released_; }
   const ShapeList& input_shapes() const { return input_shapes_; }
+  DType input_dtype(size_t i) const { return input_dtypes_[i]; }
 
   // Runs the backward. Throws if the node was released or a saved tensor changed.
   virtual TensorList apply(const TensorList& grads);
@@ -77,6 +78,7 @@ class Node : public std::enable_shared_from_this<Node> {
   EdgeList next_edges_;
   MetaList output_meta_;
   ShapeList input_shapes_;
+  SmallVector<DType, 3> input_dtypes_;
   uint64_t sequence_nr_;
   bool released_ = false;
 
@@ -150,6 +152,13 @@ struct InputGrad {
 inline InputGrad input_grad(const Tensor& t, size_t i) {
   return {t.defined() && t.requires_grad(), static_cast<uint32_t>(i)};
 }
+
+// Inside a backward closure: the shape and dtype input i had when the op ran, kept by the node.
+// A backward that needs no more of an input than these (add's gradient summed back over the
+// dims it was broadcast along, cat's cast back to each input's dtype) reads them here rather
+// than capturing the input, which would keep the input's memory alive until the backward.
+const Shape& input_shape(size_t i);
+DType input_dtype(size_t i);
 
 // Set by the engine around one node's backward; restores the previous mask when it ends.
 class InputGradMask {

@@ -1,8 +1,9 @@
 // Binary elementwise ops (z = f(x, y) in one promoted type), comparisons (bool = f(x, y)),
-// where (out = c ? a : b), the ternary softplus_curvature, softplus_double_backward (two
-// outputs) and softplus_backward_accumulate (in place). Broadcasting arrives as zero strides, so a bias add or a scalar
-// operand takes the strided path; equal shapes take the vectorised contiguous one. The
-// formulas are the CPU's (ops/elementwise.cpp); NaN wins in maximum/minimum as there.
+// where (out = c ? a : b), masked_scale (out = c ? x scale : 0), the ternary softplus_curvature,
+// softplus_double_backward (two outputs) and softplus_backward_accumulate (in place).
+// Broadcasting arrives as zero strides, so a bias add or a scalar operand takes the strided path;
+// equal shapes take the vectorised contiguous one. The formulas are the CPU's
+// (ops/elementwise.cpp); NaN wins in maximum/minimum as there.
 #include "ember/engine/error.h"
 #include "ember/kernels/cuda/map.cuh"
 #include "ember/kernels/cuda/math.cuh"
@@ -131,6 +132,13 @@ struct SoftplusBackwardAddFn {
   __device__ __forceinline__ T operator()(T acc, T g, T a) const { return acc + f(g, a); }
 };
 
+// dropout's step: the kept elements scaled, the others zero (a multiply would turn inf into NaN).
+template <typename T>
+struct MaskedScaleFn {
+  T scale;
+  __device__ __forceinline__ T operator()(bool keep, T x) const { return keep ? x * scale : T(0); }
+};
+
 // where moves bits: one kernel per element size serves every type of that size.
 template <typename Bits>
 struct SelectFn {
@@ -215,6 +223,13 @@ void where(ElemType t, const Strided<4>& s, void* stream) {
     case ElemType::bf16: case ElemType::f16: return launch_map<uint16_t, bool, uint16_t, uint16_t>(s, SelectFn<uint16_t>{}, stream, "where");
     case ElemType::u8: case ElemType::boolean: return launch_map<uint8_t, bool, uint8_t, uint8_t>(s, SelectFn<uint8_t>{}, stream, "where");
   }
+}
+
+void masked_scale(ElemType t, const Strided<3>& s, double scale, void* stream) {
+  dispatch_f32_f64(t, "masked_scale", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    launch_map<T, bool, T>(s, MaskedScaleFn<T>{static_cast<T>(scale)}, stream, "masked_scale");
+  });
 }
 
 }  // namespace ember::kernels::cuda

@@ -52,6 +52,8 @@ void binary(BinaryOp op, ElemType t, const Strided<3>& s, double p0, double p1, 
 void compare(CompareOp op, ElemType t, const Strided<3>& s, void* stream);
 // out = cond ? a : b; operands {out, cond (bool), a, b}, a and b of type t.
 void where(ElemType t, const Strided<4>& s, void* stream);
+// out = keep ? x scale : 0; operands {out, keep (bool), x}, f32 or f64 (dropout's step).
+void masked_scale(ElemType t, const Strided<3>& s, double scale, void* stream);
 // out = x y beta s (1 - s), s = sigmoid(beta a), 0 above beta a > threshold (softplus'' times
 // x and y); operands {out, x, y, a}, f32 or f64.
 void softplus_curvature(ElemType t, const Strided<4>& s, double beta, double threshold, void* stream);

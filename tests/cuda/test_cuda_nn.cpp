@@ -174,6 +174,12 @@ TEST(CudaGpu, DropoutDrawsTheCpuMask) {
     Generator g(9);
     return dropout(a, 0.4, true, &g);
   }, odd_input(42, DType::f64), 1e-12, "dropout");
+  // its step alone, on a transposed view (odd_input), with a full mask and one broadcast along rows
+  const Tensor mask = gt(rnd({37, 53}, 44), 0.0), row_mask = gt(rnd({53}, 46), 0.0);
+  expect_parity([&](const Tensor& a) { return masked_scale(a, mask.to(a.device()), 0.6); },
+                odd_input(43, DType::f64), 1e-12, "masked_scale");
+  expect_parity([&](const Tensor& a) { return masked_scale(a, row_mask.to(a.device()), 1.7); },
+                odd_input(45, DType::f64), 1e-12, "masked_scale, broadcast mask");
 }
 
 TEST(CudaGpu, BinaryCrossEntropyMatchesTheCpu) {

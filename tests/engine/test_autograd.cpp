@@ -68,6 +68,44 @@ TEST(Autograd, BackwardsSkipTheInputGradientsTheWalkDoesNotUse) {
   EXPECT_TRUE(r) << r.message;
 }
 
+// A node holds what its backward reads and no more, so the forward's intermediates are freed as
+// soon as nothing else needs them: add's, sub's, where's and cat's operands (their backwards read
+// only each input's shape and dtype, which the node keeps: autograd::input_shape), a factor whose
+// partner is a constant (dropout's input, under its mask) and a dividend over a constant. In a
+// U-Net's graph each of these held a whole activation until the backward.
+TEST(Autograd, BackwardsKeepOnlyWhatTheyRead) {
+  Tensor x = leaf64({4, 3}, 5), w = leaf64({3}, 6);  // w broadcasts along x's rows
+  Tensor c = add(rnd({4, 3}, 7, DType::f64), 3.0);     // a constant, away from zero
+  Tensor cond = gt(rnd({4, 3}, 8), 0.0);
+  using Op = Tensor (*)(const Tensor& u, const Tensor& v, const Tensor& c, const Tensor& cond);
+  const std::pair<const char*, Op> cases[] = {
+      {"add (broadcast)", [](auto& u, auto& v, auto&, auto&) { return add(u, v); }},
+      {"sub (broadcast)", [](auto& u, auto& v, auto&, auto&) { return sub(v, u); }},
+      {"mul by a constant", [](auto& u, auto& v, auto& c, auto&) { return add(mul(u, c), mul(c, v)); }},
+      {"div by a constant", [](auto& u, auto& v, auto& c, auto&) { return add(div(u, c), div(v, c)); }},
+      {"where", [](auto& u, auto& v, auto&, auto& cond) { return where(cond, u, v); }},
+      {"cat", [](auto& u, auto& v, auto&, auto&) { return cat({u, v.unsqueeze(0)}, 0); }},
+      {"dropout", [](auto& u, auto& v, auto&, auto&) {
+         Generator g(3);  // the same mask on every call
+         return add(dropout(u, 0.5, true, &g), v);
+       }},
+  };
+  for (const auto& [name, op] : cases) {
+    SCOPED_TRACE(name);
+    // u and v are products by a scalar, whose nodes keep nothing: only the op under test can hold them.
+    Tensor u = mul(x, 2.0), v = mul(w, 3.0);
+    const std::weak_ptr<Storage> u_buffer = u.storage(), v_buffer = v.storage();
+    Tensor y = op(u, v, c, cond);
+    u = Tensor();
+    v = Tensor();
+    EXPECT_TRUE(u_buffer.expired()) << "the first operand outlived the forward";
+    EXPECT_TRUE(v_buffer.expired()) << "the second operand outlived the forward";
+    EXPECT_EQ(grad({sum(y)}, {x, w})[1].sizes(), w.sizes());  // summed back over the broadcast rows
+    // and the gradients are still right, at first and second order
+    expect_grads_ok([&](const TensorList& in) { return op(mul(in[0], 2.0), mul(in[1], 3.0), c, cond); }, {x, w});
+  }
+}
+
 TEST(Autograd, AccumulatesAcrossBackwardCalls) {
   Tensor x = leaf64({4}, 1);
   sum(square(x)).backward();

@@ -816,3 +816,19 @@ TEST(ElementwiseOps, SoftplusCurvatureOp) {
                                   zeros({2}, {.dtype = DType::i64})),
                Error);
 }
+
+// masked_scale, dropout's step: kept elements scaled, the others zero (an infinite one too, where
+// a product by a zero mask would give NaN); a mask that broadcasts; gradients to second order.
+TEST(ElementwiseOps, MaskedScale) {
+  Tensor x = tensor({1.5, -2.0, INFINITY, 4.0, -0.5, 3.0}, {2, 3}, {.dtype = DType::f64});
+  Tensor keep = gt(tensor({1.0, -1.0, -1.0, 1.0, 1.0, -1.0}, {2, 3}), 0.0);
+  EXPECT_EQ(masked_scale(x, keep, 2.0).to_vector<double>(), (std::vector<double>{3.0, 0, 0, 8.0, -1.0, 0}));
+  Tensor row = gt(tensor({1.0, -1.0, 1.0}, {3}), 0.0);  // one mask for every row
+  EXPECT_EQ(masked_scale(x, row, 0.5).to_vector<double>(), (std::vector<double>{0.75, 0, INFINITY, 2.0, 0, 1.5}));
+  Tensor a = test::leaf64({5, 4}, 11).t();  // non-contiguous
+  Tensor mask = gt(test::rnd({4, 5}, 12), 0.0);
+  expect_grads_ok([&](const TensorList& in) { return masked_scale(in[0], mask, 1.25); }, {a}, "masked_scale");
+  EXPECT_THROW(masked_scale(x, tensor({1.0, 0.0, 1.0}, {3}), 2.0), Error);  // not bool
+  EXPECT_THROW(masked_scale(x, gt(test::rnd({2, 2}, 13), 0.0), 2.0), Error);  // does not broadcast
+  EXPECT_THROW(masked_scale(x.narrow(1, 0, 1), keep, 2.0), Error);         // wider than x
+}
