@@ -484,7 +484,7 @@ Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor& b, const Conv
   record("conv2d", {x, w, b}, y,
          [x, w, p, rx = input_grad(x, 0), rw = input_grad(w, 1), rb = input_grad(b, 2)](
              const TensorList& g, const TensorList&) {
-           const Tensor& gy = g[0];
+           const Tensor gy = g[0].contiguous();  // once for both products (a slice of cat's gradient is not)
            Tensor gx = rx ? conv_transpose2d_impl(gy, w, Tensor(), p, x.size(2), x.size(3)) : Tensor();
            Tensor gw = rw ? conv2d_weight_grad_impl(x, gy, w.size(2), w.size(3), p) : Tensor();
            Tensor gb = rb ? sum(gy, {0, 2, 3}) : Tensor();
@@ -520,7 +520,7 @@ Tensor conv_transpose2d_impl(const Tensor& x, const Tensor& w, const Tensor& b, 
   record("conv_transpose2d", {x, w, b}, y,
          [x, w, p, rx = input_grad(x, 0), rw = input_grad(w, 1), rb = input_grad(b, 2)](
              const TensorList& g, const TensorList&) {
-           const Tensor& gy = g[0];
+           const Tensor gy = g[0].contiguous();  // once for both products (a slice of cat's gradient is not)
            Tensor gx = rx ? conv2d_impl(gy, w, Tensor(), p, x.size(2), x.size(3)) : Tensor();
            Tensor gw = rw ? conv2d_weight_grad_impl(gy, x, w.size(2), w.size(3), p) : Tensor();
            Tensor gb = rb ? sum(gy, {0, 2, 3}) : Tensor();

@@ -190,6 +190,19 @@ static Tensor sum_forward(const Tensor& a, const Shape& rd, const Shape& out_sha
     sum_leading_rows(a, rows, cols, out, false);
     return out;
   }
+  // Leading and trailing dims of a contiguous tensor (a conv's bias gradient: [N, C, H, W] over
+  // N, H and W): the trailing ones first, each row summed where it lies, then the leading ones
+  // of that small result, where one pass would first copy the whole tensor into rows.
+  const int64_t nd = a.dim(), nr = static_cast<int64_t>(rd.size());
+  int64_t head = 0;
+  while (head < nr && rd[head] == head) ++head;
+  bool tail = head > 0 && head < nr;
+  for (int64_t i = head; i < nr; ++i) tail = tail && rd[i] == nd - (nr - i);
+  if (tail && a.is_contiguous()) {
+    const Shape trailing(rd.begin() + head, rd.end()), leading_dims(rd.begin(), rd.begin() + head);
+    const Shape kept(a.sizes().begin(), a.sizes().begin() + (nd - (nr - head)));
+    return sum_forward(sum_forward(a, trailing, kept), leading_dims, out_shape);
+  }
   return reduce_rows("sum", a, rd, out_shape, [](const auto* x, int64_t n) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
     double s0 = 0, s1 = 0, s2 = 0, s3 = 0;  // four chains: faster and a little more accurate

@@ -482,6 +482,33 @@ TEST(ReduceOps, SumOverLeadingDimsMatchesNaiveOnAnyThreadCount) {
   kernels::cpu::set_num_threads(saved);
 }
 
+// Leading and trailing dims of a contiguous tensor (a conv's bias gradient: [N, C, H, W] over N,
+// H, W) are summed in two passes over the data where it lies: no copy into rows (a clone of the
+// whole tensor, once per conv in a U-Net's backward). The same values as the naive sum.
+TEST(ReduceOps, SumOverLeadingAndTrailingDimsCopiesNothing) {
+  Generator gen(31);
+  struct Case {
+    Shape shape, dims;
+  };
+  for (const Case& c : {Case{{5, 6, 7, 3}, {0, 2, 3}}, Case{{4, 33, 9}, {0, 2}}, Case{{2, 3, 4, 5}, {0, 1, 3}},
+                        Case{{3, 40, 2, 2}, {0, 2, 3}}})
+    for (DType dt : {DType::f32, DType::f64})
+      for (bool keepdim : {false, true}) {
+        SCOPED_TRACE(shape_str(c.shape) + " " + dtype_name(dt));
+        Tensor a = randn(c.shape, {.dtype = dt}, &gen);
+        TraceScope trace;
+        Tensor y = sum(a, c.dims, keepdim);
+        EXPECT_EQ(traced(trace.events(), "clone"), 0);
+        expect_reduction(y, a, c.dims, keepdim, [](const std::vector<double>& v) {
+          double t = 0;
+          for (double x : v) t += x;
+          return t;
+        }, dt == DType::f32 ? 1e-5 : 1e-12);
+      }
+  Tensor x = leaf64({3, 4, 2, 5}, 32);
+  expect_grads_ok([](const TensorList& in) { return sum(in[0], {0, 2, 3}); }, {x});
+}
+
 // A bias gradient added where one waits (linear's backward, autograd::take_pending_grad): acc +
 // m.sum(0) written into acc, equal bit for bit to the sum and then the add, on any thread count;
 // a layout the column sum does not take (a transposed m) goes through them.
