@@ -80,6 +80,8 @@ Tensor softplus_backward(const Tensor& g, const Tensor& a, double beta = 1.0, do
 Tensor softplus_curvature(const Tensor& x, const Tensor& y, const Tensor& a, double beta = 1.0,
                           double threshold = 20.0);
 Tensor silu(const Tensor& a);  // a * sigmoid(a)
+// g * silu'(a) = g s (1 + a (1 - s)), s = sigmoid(a): silu's backward as one differentiable op.
+Tensor silu_backward(const Tensor& g, const Tensor& a);
 Tensor gelu(const Tensor& a);  // exact: a * Phi(a)
 
 // ---- comparisons (bool results, no gradient) and selection ----

@@ -26,12 +26,16 @@ struct BinaryFn {
     else if constexpr (OP == BinaryOp::softplus_backward) {
       const T by = y * p0;
       return by > p1 ? x : x * sigmoid_of(by);
+    } else if constexpr (OP == BinaryOp::silu_backward) {
+      const T s = sigmoid_of(y);
+      return x * s * (T(1) + y * (T(1) - s));
     }
   }
 };
 
 constexpr bool floating_only(BinaryOp op) {
-  return op == BinaryOp::div || op == BinaryOp::pow || op == BinaryOp::softplus_backward;
+  return op == BinaryOp::div || op == BinaryOp::pow || op == BinaryOp::softplus_backward ||
+         op == BinaryOp::silu_backward;
 }
 
 template <BinaryOp OP>
@@ -158,6 +162,7 @@ void binary(BinaryOp op, ElemType t, const Strided<3>& s, double p0, double p1, 
     case BinaryOp::minimum: return run_binary<BinaryOp::minimum>(t, s, p0, p1, stream, "minimum");
     case BinaryOp::softplus_backward:
       return run_binary<BinaryOp::softplus_backward>(t, s, p0, p1, stream, "softplus_backward");
+    case BinaryOp::silu_backward: return run_binary<BinaryOp::silu_backward>(t, s, p0, p1, stream, "silu_backward");
   }
 }
 

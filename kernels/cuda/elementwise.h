@@ -42,6 +42,7 @@ enum class UnaryOp : uint8_t {
 enum class BinaryOp : uint8_t {
   add, sub, mul, div, pow, maximum, minimum,
   softplus_backward,  // x = incoming gradient, y = softplus input: x sigmoid(p0 y), x above p0 y > p1
+  silu_backward,      // x = incoming gradient, y = silu input: x s (1 + y (1 - s)), s = sigmoid(y)
 };
 
 // bool = f(x, y) compared in one numeric type.

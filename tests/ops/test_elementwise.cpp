@@ -832,3 +832,38 @@ TEST(ElementwiseOps, MaskedScale) {
   EXPECT_THROW(masked_scale(x, gt(test::rnd({2, 2}, 13), 0.0), 2.0), Error);  // does not broadcast
   EXPECT_THROW(masked_scale(x.narrow(1, 0, 1), keep, 2.0), Error);         // wider than x
 }
+
+// silu_backward(g, a) = g s (1 + a (1 - s)), s = sigmoid(a): what silu's backward computes, in
+// one op differentiable in both arguments (an energy network's input gradient is differentiated
+// again), and silu's third derivative through it.
+TEST(ElementwiseOps, SiluBackwardOp) {
+  for (DType dt : {DType::f32, DType::f64}) {
+    const double tol = dt == DType::f32 ? 2e-6 : 1e-13;
+    Tensor g = sample({3, 1}, Domain::any, 101).to(dt), a = sample({1, 4}, Domain::any, 102).to(dt);
+    expect_values(silu_backward(g, a), map2(g, a, [](double gv, double x) {
+                    const double s = ref_sigmoid(x);
+                    return gv * s * (1 + x * (1 - s));
+                  }), tol, "silu_backward");
+  }
+  Tensor x = leaf(sample({3, 4}, Domain::any, 103));
+  Tensor u = sample({3, 4}, Domain::any, 104);
+  EXPECT_EQ(grad({silu(x)}, {x}, {u})[0].to_vector<double>(), silu_backward(u, x.detach()).to_vector<double>());
+  Tensor lg = leaf(sample({3, 1}, Domain::any, 105)), la = leaf(sample({1, 4}, Domain::any, 106));
+  expect_grads_ok([](const TensorList& in) { return silu_backward(in[0], in[1]); }, {lg, la}, "silu_backward");
+  Tensor lt = leaf(sample({4, 3}, Domain::any, 107));
+  expect_grads_ok([](const TensorList& in) { return silu_backward(in[0], in[1].t()); }, {lg, lt},
+                  "silu_backward, transposed");
+  // silu''' = d/da [s (1 - s) (2 + a (1 - 2 s))]
+  Tensor z = leaf(tensor({0.3, -1.1}, {}, {.dtype = DType::f64}));
+  Tensor d1 = grad({sum(silu(z))}, {z}, {}, {.create_graph = true})[0];
+  Tensor d2 = grad({sum(d1)}, {z}, {}, {.create_graph = true})[0];
+  Tensor d3 = grad({sum(d2)}, {z})[0];
+  auto zv = z.to_vector<double>(), d3v = d3.to_vector<double>();
+  for (int i = 0; i < 2; ++i) {
+    const double s = ref_sigmoid(zv[i]), ds = s * (1 - s);
+    // d/da [ds (2 + a (1 - 2 s))] = ds (1 - 2 s)(2 + a (1 - 2 s)) + ds ((1 - 2 s) - 2 a ds)
+    const double want = ds * (1 - 2 * s) * (2 + zv[i] * (1 - 2 * s)) + ds * ((1 - 2 * s) - 2 * zv[i] * ds);
+    EXPECT_NEAR(d3v[i], want, 1e-12);
+  }
+  EXPECT_THROW(silu_backward(zeros({2, 3}), zeros({4})), Error);
+}
