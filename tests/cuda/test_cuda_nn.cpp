@@ -86,6 +86,11 @@ TEST(CudaGpu, NormsMatchTheCpu) {
     expect_parity_n([](const TensorList& a) { return group_norm(a[0], 3, a[1], a[2]); }, {x, w, b}, t,
                     "group_norm, affine");
     expect_parity([](const Tensor& a) { return group_norm(a, 2); }, x, t, "group_norm, plain");
+    // [N, C] and [N, C, L]: the fused kernels with one spatial element, and with an odd count
+    expect_parity_n([](const TensorList& a) { return group_norm(a[0], 3, a[1], a[2]); },
+                    {add(rnd({11, 6}, 27, dt), 0.25), w, b}, t, "group_norm, [N, C]");
+    expect_parity_n([](const TensorList& a) { return group_norm(a[0], 2, a[1], a[2]); },
+                    {rnd({4, 6, 9}, 28, dt), w, b}, t, "group_norm, [N, C, L]");
     expect_parity_n(
         [](const TensorList& a) { return batch_norm(a[0], Tensor(), Tensor(), a[1], a[2], /*training=*/true, 0.1, 1e-5); },
         {x, w, b}, t, "batch_norm, training");
