@@ -327,6 +327,57 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
 // ------------------------------------------------------------------------------------------
 // group_norm
 
+namespace {
+
+// The gradients of group_norm_silu written in ops (differentiable again), the wanted ones
+// only: recomputes u = x + t, xhat and z = xhat w + b, then
+//   gz = silu_backward(g, z),  gh = gz w,  gu = normalize_backward(gh),  gt = sum_s gu,
+//   gw = sum(gz xhat),  gb = sum(gz).
+// Without t and SiLU these are group_norm's gradients, whose backward this is too.
+struct GroupNormGrads {
+  bool x, weight, bias, sample_bias;  // which gradients the walk wants
+};
+TensorList group_norm_silu_backward_ops(const Tensor& g, const Tensor& x, int64_t G, const Tensor& weight,
+                                        const Tensor& bias, const Tensor& sample_bias, double eps, bool silu,
+                                        GroupNormGrads want) {
+  const int64_t N = x.size(0), C = x.size(1);
+  const Shape grouped{N, G, -1}, cdims = non_channel_dims(x.dim()), cshape = channel_shape(C, x.dim());
+  Shape nc_shape{N, C}, spatial;
+  for (int64_t i = 2; i < x.dim(); ++i) {
+    nc_shape.push_back(1);
+    spatial.push_back(i);
+  }
+  want.weight = want.weight && weight.defined();
+  want.bias = want.bias && bias.defined();
+  want.sample_bias = want.sample_bias && sample_bias.defined();
+  Tensor gu, gw, gb, gt;
+  if (!silu && !want.x && !want.weight && !want.sample_bias) {  // the bias's gradient alone: no xhat
+    if (want.bias) gb = sum(g, cdims);
+    return {gu, gw, gb, gt};
+  }
+  const Tensor u = sample_bias.defined() ? add(x, sample_bias.reshape(nc_shape)) : x;
+  auto [xhat_g, rstd] = normalize_ops(u.reshape(grouped), {2}, eps);
+  const Tensor xhat = xhat_g.reshape(x.sizes());
+  Tensor gz = g;
+  if (silu) {
+    Tensor z = xhat;
+    if (weight.defined()) z = mul(z, weight.reshape(cshape));
+    if (bias.defined()) z = add(z, bias.reshape(cshape));
+    gz = silu_backward(g, z);
+  }
+  if (want.x || want.sample_bias) {
+    const Tensor gh = weight.defined() ? mul(gz, weight.reshape(cshape)) : gz;
+    gu = normalize_backward(gh.reshape(grouped), xhat_g, rstd, {2}).reshape(x.sizes());
+    if (want.sample_bias) gt = spatial.empty() ? gu : sum(gu, spatial);
+    if (!want.x) gu = Tensor();
+  }
+  if (want.weight) gw = sum(mul(gz, xhat), cdims);
+  if (want.bias) gb = sum(gz, cdims);
+  return {gu, gw, gb, gt};
+}
+
+}  // namespace
+
 Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias, double eps) {
   check_input("group_norm", x);
   EMBER_CHECK(x.dim() >= 2, "group_norm: expected an input [N, C, ...], got ", shape_str(x.sizes()));
@@ -364,23 +415,11 @@ Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, con
   timer.set_output(out);
 
   record("group_norm", {x, weight, bias}, out,
-         [x, weight, G, eps, rx = input_grad(x, 0), rw = input_grad(weight, 1), rb = input_grad(bias, 2)](
-             const TensorList& g,
-                                                                                 const TensorList&) {
-           const int64_t N = x.size(0), C = x.size(1);
-           const Shape grouped{N, G, -1}, cdims = non_channel_dims(x.dim()), cshape = channel_shape(C, x.dim());
-           Tensor gx, gw, gb;
-           if (rx || rw) {
-             auto [xhat_g, rstd] = normalize_ops(x.reshape(grouped), {2}, eps);
-             Tensor xhat = xhat_g.reshape(x.sizes());
-             if (rx) {
-               Tensor gh = weight.defined() ? mul(g[0], weight.reshape(cshape)) : g[0];
-               gx = normalize_backward(gh.reshape(grouped), xhat_g, rstd, {2}).reshape(x.sizes());
-             }
-             if (rw) gw = sum(mul(g[0], xhat), cdims);
-           }
-           if (rb) gb = sum(g[0], cdims);
-           return TensorList{gx, gw, gb};
+         [x, weight, bias, G, eps, rx = input_grad(x, 0), rw = input_grad(weight, 1), rb = input_grad(bias, 2)](
+             const TensorList& g, const TensorList&) {
+           TensorList r = group_norm_silu_backward_ops(g[0], x, G, weight, bias, Tensor(), eps, /*silu=*/false,
+                                                       {bool(rx), bool(rw), bool(rb), false});
+           return TensorList{r[0], r[1], r[2]};
          },
          {x, weight});
   return out;
@@ -388,44 +427,6 @@ Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, con
 
 // ------------------------------------------------------------------------------------------
 // group_norm_silu: y = silu(group_norm(x + t[n, c], G, w, b)), t and silu optional
-
-namespace {
-
-// The gradients of group_norm_silu written in ops (differentiable again): recomputes
-// u = x + t, xhat and z = xhat w + b, then
-//   gz = g silu'(z),  gh = gz w,  gu = normalize_backward(gh),  gt = sum_s gu,
-//   gw = sum(gz xhat),  gb = sum(gz).
-TensorList group_norm_silu_backward_ops(const Tensor& g, const Tensor& x, int64_t G, const Tensor& weight,
-                                        const Tensor& bias, const Tensor& sample_bias, double eps, bool silu) {
-  const int64_t N = x.size(0), C = x.size(1);
-  const Shape grouped{N, G, -1}, cdims = non_channel_dims(x.dim()), cshape = channel_shape(C, x.dim());
-  Shape nc_shape{N, C}, spatial;
-  for (int64_t i = 2; i < x.dim(); ++i) {
-    nc_shape.push_back(1);
-    spatial.push_back(i);
-  }
-  const Tensor u = sample_bias.defined() ? add(x, sample_bias.reshape(nc_shape)) : x;
-  auto [xhat_g, rstd] = normalize_ops(u.reshape(grouped), {2}, eps);
-  const Tensor xhat = xhat_g.reshape(x.sizes());
-  Tensor gz = g;
-  if (silu) {
-    Tensor z = xhat;
-    if (weight.defined()) z = mul(z, weight.reshape(cshape));
-    if (bias.defined()) z = add(z, bias.reshape(cshape));
-    const Tensor sg = sigmoid(z);
-    gz = mul(g, mul(sg, add(mul(z, rsub(sg, 1.0)), 1.0)));  // silu'(z) = s (1 + z (1 - s))
-  }
-  const Tensor gh = weight.defined() ? mul(gz, weight.reshape(cshape)) : gz;
-  const Tensor gu = normalize_backward(gh.reshape(grouped), xhat_g, rstd, {2}).reshape(x.sizes());
-  Tensor gt;
-  if (sample_bias.defined()) gt = spatial.empty() ? gu : sum(gu, spatial);
-  Tensor gw, gb;
-  if (weight.defined()) gw = sum(mul(gz, xhat), cdims);
-  if (bias.defined()) gb = sum(gz, cdims);
-  return {gu, gw, gb, gt};
-}
-
-}  // namespace
 
 Tensor group_norm_silu(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias,
                        const Tensor& sample_bias, double eps, bool silu) {
@@ -463,8 +464,8 @@ Tensor group_norm_silu(const Tensor& x, int64_t num_groups, const Tensor& weight
               const TensorList& g, const TensorList&) {
            // On the CPU, and under create_graph (the backward must itself be recorded): ops.
            if (!x.device().is_cuda() || grad_enabled()) {
-             TensorList r = group_norm_silu_backward_ops(g[0], x, G, weight, bias, sample_bias, eps, silu);
-             return TensorList{rx ? r[0] : Tensor(), rw ? r[1] : Tensor(), rb ? r[2] : Tensor(), rt ? r[3] : Tensor()};
+             return group_norm_silu_backward_ops(g[0], x, G, weight, bias, sample_bias, eps, silu,
+                                                 {bool(rx), bool(rw), bool(rb), bool(rt)});
            }
            // First order: one fused kernel, then the per-sample parameter parts summed over N.
            const int64_t N = x.size(0), C = x.size(1);

@@ -183,6 +183,12 @@ TEST(NormOps, GroupNormGradients) {
   expect_grads([](const TensorList& in) { return group_norm(in[0], 1); }, {x});
   Tensor x4 = leaf(rnd({2, 4, 2, 2}, 33));
   expect_grads([](const TensorList& in) { return group_norm(in[0], 4, in[1], in[2], 1e-2); }, {x4, w, b});
+  // Where only some inputs want gradients the backward computes only theirs (the bias's alone
+  // needs no normalization): each such subset, the others constants.
+  const Tensor xc = x.detach(), wc = w.detach(), bc = b.detach();
+  expect_grads([&](const TensorList& in) { return group_norm(xc, 2, wc, in[0]); }, {b});
+  expect_grads([&](const TensorList& in) { return group_norm(xc, 2, in[0], in[1]); }, {w, b});
+  expect_grads([&](const TensorList& in) { return group_norm(in[0], 2, wc, bc); }, {x});
 }
 
 TEST(NormOps, GroupNormErrors) {
