@@ -6,6 +6,7 @@
 #include "ember/engine/autograd/grad_mode.h"
 #include "ember/engine/autograd/gradcheck.h"
 #include "ember/engine/autograd/graph_export.h"
+#include "ember/engine/autograd/narrow_saved.h"
 #include "ember/engine/autograd/node.h"
 #include "ember/engine/cuda/runtime.h"
 #include "ember/engine/device.h"

@@ -17,7 +17,10 @@
 // peak_reserved_MiB (the caching allocator's peaks over the timed steps, after two warm-up
 // steps: parameters, gradients, Adam's state and the step's activations; compare with
 // torch.cuda.max_memory_allocated, which the side-by-side runner measures). Without a usable
-// GPU each entry is skipped with the reason.
+// GPU each entry is skipped with the reason. The training entries also count activations_MiB:
+// what the forward and the loss leave allocated for the backward (the saved activations, the
+// graph's other tensors, the output and the loss), in the last step.
+// (PyTorch's side: bench/tools/torch_saved_activations.py counts what its autograd saves.)
 //
 //   ./build/bench/ember_bench --benchmark_filter=unet_
 #include <benchmark/benchmark.h>
@@ -74,10 +77,13 @@ UNetRig& rig() {
 void run_unet(benchmark::State& state, MatmulPrecision p, bool train) {
   UNetRig& r = rig();
   set_matmul_precision(p);
+  size_t held = 0;  // what the forward and the loss leave allocated for the backward
   auto step = [&] {
     if (train) {
       r.opt->zero_grad();
+      const size_t before = cuda::memory_stats(0).allocated;
       Tensor loss = mse_loss(r.net->forward(r.x, r.t), r.x);
+      held = cuda::memory_stats(0).allocated - before;
       loss.backward();
       r.opt->step();
     } else {
@@ -95,6 +101,7 @@ void run_unet(benchmark::State& state, MatmulPrecision p, bool train) {
   state.counters["params"] = params;
   state.counters["peak_alloc_MiB"] = static_cast<double>(m.peak_allocated) / (1 << 20);
   state.counters["peak_reserved_MiB"] = static_cast<double>(m.peak_reserved) / (1 << 20);
+  if (train) state.counters["activations_MiB"] = static_cast<double>(held) / (1 << 20);
   state.SetLabel(std::to_string(r.net->num_parameters()) + " params, matmul precision " + precision_name(p));
 }
 

@@ -28,11 +28,20 @@ class Storage {
   uint64_t version() const { return version_; }
   void bump_version() { ++version_; }
 
+  // How many tensors saved for a backward (autograd's saved lists) share this storage. An op
+  // that could keep a narrower copy of an input for its backward (conv's BF16 copy under the
+  // `medium` precision, autograd/narrow_saved.h) keeps the input itself where a backward
+  // already holds it: there a copy would add memory, not free any.
+  uint32_t backward_holders() const { return backward_holders_; }
+  void add_backward_holder() { ++backward_holders_; }
+  void remove_backward_holder() { --backward_holders_; }
+
  private:
   void* data_ = nullptr;
   size_t nbytes_ = 0;
   Device device_;
   uint64_t version_ = 0;
+  uint32_t backward_holders_ = 0;
   std::function<void(void*)> deleter_;
 };
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "ember/engine/autograd/graph_export.h"
+#include "ember/engine/autograd/narrow_saved.h"
 #include "ember/engine/autograd/node.h"
 #include "ember/engine/dispatch.h"
 #include "ember/engine/factory.h"
@@ -324,8 +325,18 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   // The backward: the fused kernel for a first-order backward; under create_graph (grad mode on
   // and something that requires grad) the same gradients from differentiable ops, recomputing
   // the probabilities, so that they differentiate again.
+  // Under `medium` every product of the backward reads q, k and v as BF16 operands (the
+  // recomputed scores, dV, dP, dQ, dK), so they are kept for it in BF16 (autograd/narrow_saved.h):
+  // the same values, half the memory. The output stays f32 (D = rowsum(dO * O) reads it in f32).
+  // One copy for one tensor passed twice (k = v).
+  const bool bf16 = cuda::math_mode() == kernels::cuda::MathMode::bf16;
+  const Tensor kq = autograd::narrow_for_backward(q, bf16);
+  const Tensor kk = k.impl() == q.impl() ? kq : autograd::narrow_for_backward(k, bf16);
+  const Tensor kv = v.impl() == q.impl() ? kq : v.impl() == k.impl() ? kk : autograd::narrow_for_backward(v, bf16);
   record("scaled_dot_product_attention", {q, k, v}, out,
-         [q, k, v, attn_mask, is_causal, s, stats, batch, D, Dv](const TensorList& g, const TensorList& outs) {
+         [kq, kk, kv, attn_mask, is_causal, s, stats, batch, D, Dv](const TensorList& g, const TensorList& outs) {
+           const Tensor q = autograd::widen_saved(kq, 0), k = autograd::widen_saved(kk, 1),
+                        v = autograd::widen_saved(kv, 2);
            const bool rq = q.requires_grad(), rk = k.requires_grad(), rv = v.requires_grad();
            if (!autograd::needs_grad({q, k, v, g[0]})) {
              const int64_t Tq = q.size(-2), Tk = k.size(-2);
@@ -354,7 +365,7 @@ Tensor fused_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
            Tensor dv = rv ? sum_to_size(matmul(p.transpose(-2, -1), g[0]), v.sizes()) : Tensor();
            return TensorList{dq, dk, dv};
          },
-         {q, k, v}, /*save_outputs=*/true);
+         {kq, kk, kv}, /*save_outputs=*/true);
   return out;
 }
 #endif

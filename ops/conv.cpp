@@ -45,9 +45,10 @@
 #include "ember/kernels/cuda/blas.h"
 #include "ember/kernels/cuda/conv.h"
 #include "ember/kernels/cuda/conv_igemm.h"
+#include "ember/engine/autograd/narrow_saved.h"
+#include "ember/engine/precision.h"
 #if EMBER_WITH_CUDA
 #include "ember/engine/cuda/bridge.h"
-#include "ember/engine/precision.h"
 #endif
 #include "ember/ops/elementwise.h"
 #include "ember/ops/reduce.h"
@@ -463,6 +464,17 @@ Tensor conv_transpose2d_impl(const Tensor& x, const Tensor& w, const Tensor& b, 
                              int64_t OW);
 Tensor conv2d_weight_grad_impl(const Tensor& x, const Tensor& gy, int64_t kh, int64_t kw, const ConvParams& p);
 
+// Whether the weight gradient's kernels round their operands to BF16: the `medium` precision on
+// the GPU, for f32 data, unless the image (conv2d's input) has one channel per group, which the
+// exact depthwise kernels take. The conv then keeps its image operand for the backward in BF16
+// (autograd/narrow_saved.h): on the implicit-GEMM path the widened copy is bit for bit what
+// the kernel would have read; on the cuBLAS paths (1x1 convolutions, and channels past the
+// implicit GEMM's table) it is the same value to within cuBLAS's own BF16 conversion.
+bool weight_grad_rounds_to_bf16(const Tensor& t, int64_t image_channels_per_group) {
+  return t.device().is_cuda() && t.dtype() == DType::f32 && matmul_precision() == MatmulPrecision::medium &&
+         image_channels_per_group > 1;
+}
+
 // conv2d of x [N, Cin, H, W] with w [Cout, Cin/G, kh, kw], output [N, Cout, OH, OW].
 Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor& b, const ConvParams& p, int64_t OH, int64_t OW) {
   const ConvShape s{x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), OH, OW, w.size(2), w.size(3)};
@@ -481,16 +493,22 @@ Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor& b, const Conv
       });
     }
   }
+  // x is read only by the weight gradient: kept where w requires grad, in BF16 where that
+  // gradient's kernels round it to BF16 anyway.
+  const Tensor kept = w.requires_grad() ? autograd::narrow_for_backward(x, weight_grad_rounds_to_bf16(x, w.size(1)))
+                                        : Tensor();
   record("conv2d", {x, w, b}, y,
-         [x, w, p, rx = input_grad(x, 0), rw = input_grad(w, 1), rb = input_grad(b, 2)](
+         [kept, w, p, rx = input_grad(x, 0), rw = input_grad(w, 1), rb = input_grad(b, 2)](
              const TensorList& g, const TensorList&) {
            const Tensor gy = g[0].contiguous();  // once for both products (a slice of cat's gradient is not)
-           Tensor gx = rx ? conv_transpose2d_impl(gy, w, Tensor(), p, x.size(2), x.size(3)) : Tensor();
-           Tensor gw = rw ? conv2d_weight_grad_impl(x, gy, w.size(2), w.size(3), p) : Tensor();
+           const Shape& xs = autograd::input_shape(0);
+           Tensor gx = rx ? conv_transpose2d_impl(gy, w, Tensor(), p, xs[2], xs[3]) : Tensor();
+           Tensor gw = rw ? conv2d_weight_grad_impl(autograd::widen_saved(kept, 0), gy, w.size(2), w.size(3), p)
+                          : Tensor();
            Tensor gb = rb ? sum(gy, {0, 2, 3}) : Tensor();
            return TensorList{gx, gw, gb};
          },
-         {x, w});
+         {kept, w});
   return y;
 }
 
@@ -517,16 +535,22 @@ Tensor conv_transpose2d_impl(const Tensor& x, const Tensor& w, const Tensor& b, 
       });
     }
   }
+  // x is read only by the weight gradient, as its second operand (the image there is gy, with
+  // w.size(1) channels per group).
+  const Tensor kept = w.requires_grad() ? autograd::narrow_for_backward(x, weight_grad_rounds_to_bf16(x, w.size(1)))
+                                        : Tensor();
   record("conv_transpose2d", {x, w, b}, y,
-         [x, w, p, rx = input_grad(x, 0), rw = input_grad(w, 1), rb = input_grad(b, 2)](
+         [kept, w, p, rx = input_grad(x, 0), rw = input_grad(w, 1), rb = input_grad(b, 2)](
              const TensorList& g, const TensorList&) {
            const Tensor gy = g[0].contiguous();  // once for both products (a slice of cat's gradient is not)
-           Tensor gx = rx ? conv2d_impl(gy, w, Tensor(), p, x.size(2), x.size(3)) : Tensor();
-           Tensor gw = rw ? conv2d_weight_grad_impl(gy, x, w.size(2), w.size(3), p) : Tensor();
+           const Shape& xs = autograd::input_shape(0);
+           Tensor gx = rx ? conv2d_impl(gy, w, Tensor(), p, xs[2], xs[3]) : Tensor();
+           Tensor gw = rw ? conv2d_weight_grad_impl(gy, autograd::widen_saved(kept, 0), w.size(2), w.size(3), p)
+                          : Tensor();
            Tensor gb = rb ? sum(gy, {0, 2, 3}) : Tensor();
            return TensorList{gx, gw, gb};
          },
-         {x, w});
+         {kept, w});
   return y;
 }
 

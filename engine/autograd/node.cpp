@@ -76,6 +76,7 @@ bool private_gradient(const Tensor& g) { return private_view(g, 1); }
 
 const Shape& input_shape(size_t i) { return running(i, "input_shape").input_shapes()[i]; }
 DType input_dtype(size_t i) { return running(i, "input_dtype").input_dtype(i); }
+const Edge& input_edge(size_t i) { return running(i, "input_edge").next_edges()[i]; }
 
 bool needs_input_grad(size_t i) { return !input_grad_mask || i >= input_grad_mask->size() || (*input_grad_mask)[i]; }
 
@@ -112,7 +113,9 @@ TensorList Node::apply(const TensorList& grads) {
   EMBER_CHECK(!released_, name_,
               ": backward through this part of the graph a second time, but its saved tensors were freed by the "
               "first backward. Pass retain_graph=true to the first backward (or grad) to walk it again.");
-  for (const auto& [t, v] : saved_) {
+  for (const SavedTensor& st : saved_) {
+    const Tensor& t = st.tensor();
+    const uint64_t v = st.version();
     EMBER_CHECK(t.version() == v, name_, ": a tensor its backward needs (", t.str(),
                 ") was modified in place after the forward (version ", v, " -> ", t.version(),
                 "). Modify a clone() instead, or run the in-place update after backward.");
@@ -127,7 +130,7 @@ TensorList Node::apply(const TensorList& grads) {
     o.get()->output_nr = static_cast<uint32_t>(i);
     outputs.push_back(o);
   }
-  struct Running {  // input_shape / input_dtype read this node's while its closure runs
+  struct Running {  // input_shape / input_dtype / input_edge read this node's while its closure runs
     const Node* previous;
     explicit Running(const Node* n) : previous(running_node) { running_node = n; }
     ~Running() { running_node = previous; }
@@ -234,11 +237,11 @@ void record(const char* name, const TensorList& inputs, TensorList& outputs, Bac
   node->fn_ = std::move(fn);
   node->saved_.reserve(saved.size() + (save_outputs ? outputs.size() : 0));
   for (const auto& t : saved)
-    if (t.defined()) node->saved_.emplace_back(t, t.version());
+    if (t.defined()) node->saved_.emplace_back(t);
   if (save_outputs) {
     for (const auto& o : outputs) {
       node->saved_outputs_.push_back(o.detach());
-      node->saved_.emplace_back(node->saved_outputs_.back(), o.version());
+      node->saved_.emplace_back(node->saved_outputs_.back());
     }
   }
   for (size_t i = 0; i < outputs.size(); ++i) {

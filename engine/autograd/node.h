@@ -54,6 +54,27 @@ using ShapeList = SmallVector<Shape, 3>;
 // shapes and a flag (sum's, reshape's) or three tensors, their flags and two constants.
 using BackwardFn = InlineFunction<TensorList(const TensorList& grads, const TensorList& outputs), 144>;
 
+// One tensor a backward reads, with its storage's version when it was saved (checked before the
+// backward runs). While it lives, its storage counts one more backward holder
+// (Storage::backward_holders).
+class SavedTensor {
+ public:
+  explicit SavedTensor(const Tensor& t) : tensor_(t), version_(t.version()) { t.storage()->add_backward_holder(); }
+  SavedTensor(SavedTensor&& o) noexcept : tensor_(std::move(o.tensor_)), version_(o.version_) {}
+  SavedTensor(const SavedTensor&) = delete;
+  SavedTensor& operator=(const SavedTensor&) = delete;
+  SavedTensor& operator=(SavedTensor&&) = delete;
+  ~SavedTensor() {
+    if (tensor_.defined()) tensor_.storage()->remove_backward_holder();
+  }
+  const Tensor& tensor() const { return tensor_; }
+  uint64_t version() const { return version_; }
+
+ private:
+  Tensor tensor_;  // undefined once moved from
+  uint64_t version_;
+};
+
 class Node : public std::enable_shared_from_this<Node> {
  public:
   Node(std::string name, EdgeList next_edges, MetaList output_meta);
@@ -85,7 +106,7 @@ class Node : public std::enable_shared_from_this<Node> {
  private:
   friend void record(const char*, const TensorList&, TensorList&, BackwardFn, const TensorList&, bool);
   BackwardFn fn_;
-  SmallVector<std::pair<Tensor, uint64_t>, 3> saved_;  // tensor, version when saved
+  SmallVector<SavedTensor, 3> saved_;
   TensorList saved_outputs_;                           // detached aliases of the outputs
 };
 
@@ -159,6 +180,10 @@ inline InputGrad input_grad(const Tensor& t, size_t i) {
 // than capturing the input, which would keep the input's memory alive until the backward.
 const Shape& input_shape(size_t i);
 DType input_dtype(size_t i);
+// Inside a backward closure: where input i's gradient flows (its grad_fn and output number, its
+// leaf's accumulator, or nowhere), so that a tensor the closure rebuilds from a saved copy can
+// stand in for the input in a graph the backward records (narrow_saved.h).
+const Edge& input_edge(size_t i);
 
 // Set by the engine around one node's backward; restores the previous mask when it ends.
 class InputGradMask {

@@ -171,6 +171,53 @@ TEST(CudaGpu, FlashAttentionSecondOrderTakesTheComposite) {
   }
 }
 
+// Under `medium` the fused attention keeps q, k and v for its backward as BF16 copies
+// (autograd/narrow_saved.h), as the U-Net's attention block hands them over: three views of one
+// projection. The projection's f32 buffer is freed after the forward, and the first derivatives
+// (the fused backward, both kernel sets) are bit for bit those of f32 leaves the kernel keeps as
+// they are, since every product of the backward rounds q, k and v to BF16 as the copies did.
+// The second derivative (the composite, through cuBLAS's BF16 products) reaches q, k and v
+// through the widened copies' edges; it agrees to 5e-2 of its scale, not bit for bit, because
+// the composite rounds q s (q times the softmax scale) to BF16, where the copy had rounded q
+// first (measured under the emulator: 2.2e-2).
+TEST(CudaGpu, FlashAttentionUnderMediumKeepsQkvInBf16) {
+  EMBER_REQUIRE_GPU();
+  PrecisionScope scope(MatmulPrecision::medium);
+  for (AttentionKernel kernel : kernels_of(MatmulPrecision::medium)) {
+    SCOPED_TRACE(kernel_name(kernel));
+    KernelScope ks(kernel);
+    const int64_t B = 2, T = 37, D = 48;
+    Tensor a = rnd({B, 3, D, T}, 40).to(kGpu).requires_grad_(true);  // a conv's [B, 3C, HW]
+    Tensor go = rnd({B, T, D}, 41).to(kGpu);
+    auto views = [](const Tensor& p) { return p.permute({1, 0, 3, 2}); };  // [3, B, T, D]
+    Tensor qkv = views(mul(a, 2.0));  // an activation; doubling is exact
+    const std::weak_ptr<Storage> qkv_buffer = qkv.storage();
+    Tensor q = qkv.select(0, 0), k = qkv.select(0, 1), v = qkv.select(0, 2);
+    Tensor out = scaled_dot_product_attention(q, k, v);
+    TensorList narrowed = grad({out}, {q, k, v}, {go}, {.retain_graph = true});
+    q = k = v = qkv = Tensor();
+    EXPECT_TRUE(qkv_buffer.expired()) << "the attention kept the f32 projection";
+    // The same values as f32 leaves, which the attention keeps as they are.
+    Tensor leaves = views(mul(a, 2.0)).detach();
+    TensorList ql{leaves.select(0, 0).detach().requires_grad_(true), leaves.select(0, 1).detach().requires_grad_(true),
+                  leaves.select(0, 2).detach().requires_grad_(true)};
+    TensorList kept = grad({scaled_dot_product_attention(ql[0], ql[1], ql[2])}, ql, {go});
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(rel_diff(narrowed[i], kept[i]), 0.0) << "dq, dk, dv: " << i;
+    // Second order, d/d(q, k, v) of |dL/dq|^2 through the composite, with q, k and v twice
+    // activations (narrowed) against the leaves they double (kept): the first is 8x the second.
+    TensorList as;
+    for (uint64_t i = 0; i < 3; ++i) as.push_back(rnd({B, T, D}, 42 + i).to(kGpu).requires_grad_(true));
+    Tensor dq = grad({scaled_dot_product_attention(mul(as[0], 2.0), mul(as[1], 2.0), mul(as[2], 2.0))}, {as[0]},
+                     {go}, {.create_graph = true})[0];
+    TensorList h = grad({sum(mul(dq, dq))}, as);
+    TensorList ls;
+    for (int i = 0; i < 3; ++i) ls.push_back(mul(as[i], 2.0).detach().requires_grad_(true));
+    Tensor dql = grad({scaled_dot_product_attention(ls[0], ls[1], ls[2])}, {ls[0]}, {go}, {.create_graph = true})[0];
+    TensorList hl = grad({sum(mul(dql, dql))}, ls);
+    for (int i = 0; i < 3; ++i) EXPECT_LT(rel_diff(h[i], mul(hl[i], 8.0)), 5e-2) << "second order, input " << i;
+  }
+}
+
 TEST(CudaGpu, FlashAttentionForwardIsTheSameWhicheverBackwardFollows) {
   EMBER_REQUIRE_GPU();
   Tensor q = rnd({2, 37, 64}, 30).to(kGpu), k = rnd({2, 41, 64}, 31).to(kGpu), v = rnd({2, 41, 64}, 32).to(kGpu);

@@ -98,8 +98,9 @@ std::vector<Case> gpu_cases() {
 // ======================================================================================
 
 struct PrecisionGuard {
-  explicit PrecisionGuard(MatmulPrecision p) { set_matmul_precision(p); }
-  ~PrecisionGuard() { set_matmul_precision(MatmulPrecision::highest); }
+  explicit PrecisionGuard(MatmulPrecision p) : previous(matmul_precision()) { set_matmul_precision(p); }
+  ~PrecisionGuard() { set_matmul_precision(previous); }
+  MatmulPrecision previous;
 };
 
 const std::vector<std::pair<MatmulPrecision, double>> kPrecisions = {
@@ -212,6 +213,76 @@ TEST(CudaConvIgemm, SecondOrderParity) {
         {image_base(9, c.N, c.Cout, 7, 6), weight_base(10, c.Cout, c.Cin / c.groups, c.kh, c.kw)}, 1e-5,
         (c.what + ", transposed").c_str());
   }
+}
+
+// Under `medium` a conv keeps its image for the weight gradient as a BF16 copy
+// (autograd/narrow_saved.h): the f32 activation is freed after the forward, and the gradients,
+// first and second order, are what they are when the image is a leaf the conv keeps in f32. Bit
+// for bit on the implicit-GEMM path (the kernel rounds its operands to nearest-even BF16 as the
+// copy did); within the BF16 tolerance on cuBLAS's (a 1x1 convolution), whose own conversion is
+// its business. The second derivative reaches the image's producer through the widened copy.
+TEST(CudaConvIgemm, MediumKeepsTheImageInBf16) {
+  EMBER_REQUIRE_GPU();
+  const Device d = Device::cuda(0);
+  const std::vector<Case> cs = {
+      {"3x3 s1 p1 bias", 3, 13, 11, 11, 7, 3, 3, {1, 1}, {1, 1}, {1, 1}, 1, true},
+      {"4x4 s2 p1", 3, 5, 13, 13, 9, 4, 4, {2, 2}, {1, 1}, {1, 1}, 1, false},
+      {"groups 2, 3x3", 3, 6, 13, 11, 4, 3, 3, {1, 1}, {1, 1}, {1, 1}, 2, false},
+      {"1x1 (cuBLAS)", 3, 13, 11, 13, 9, 1, 1, {1, 1}, {0, 0}, {1, 1}, 1, true},
+  };
+  for (const Case& c : cs) {
+    SCOPED_TRACE(c.what);
+    const bool igemm = c.kh > 1;
+    Tensor a = image_base(11, c.N, c.Cin, c.H, c.W).to(d).requires_grad_(true);  // [C, H, N, W]
+    Tensor w = weight_base(12, c.Cout, c.Cin / c.groups, c.kh, c.kw).to(d).requires_grad_(true);
+    Tensor b = c.bias ? nonzero(13, DType::f32, {c.Cout}).to(d).requires_grad_(true) : Tensor();
+    Tensor gy = image_view(image_base(14, c.N, c.Cout, c.OH(), c.OW()).to(d));
+    Tensor cw = weight_base(15, c.Cout, c.Cin / c.groups, c.kh, c.kw).to(d);  // w's layout, as its gradient
+    auto conv = [&](const Tensor& x) { return conv2d(x, weight_view(w), b, c.stride, c.padding, c.dilation, c.groups); };
+    // dL/dW for L = <conv(x), gy>, then d<dL/dW, cw>/dx.
+    auto weight_grad_and_back = [&](const Tensor& y, const Tensor& x) {
+      Tensor gw = grad({y}, {w}, {gy}, {.create_graph = true})[0];
+      return TensorList{gw.detach(), grad({sum(mul(gw, cw))}, {x})[0]};
+    };
+    PrecisionGuard guard(MatmulPrecision::medium);
+    // The image as an activation (doubling is exact), kept narrowed...
+    Tensor x = mul(image_view(a), 2.0);
+    const std::weak_ptr<Storage> x_buffer = x.storage();
+    Tensor y = conv(x);
+    x = Tensor();
+    EXPECT_TRUE(x_buffer.expired()) << "the conv kept the f32 image";
+    TensorList narrowed = weight_grad_and_back(y, a);
+    // ...and as a leaf, which the conv keeps as it is.
+    Tensor xl = mul(image_view(a), 2.0).detach().requires_grad_(true);
+    TensorList kept = weight_grad_and_back(conv(xl), xl);
+    const Tensor kept_back = mul(kept[1], 2.0).permute({1, 2, 0, 3});  // d/da = 2 d/dxl, in a's layout
+    if (igemm) {
+      EXPECT_EQ(rel_diff(narrowed[0], kept[0]), 0.0) << "the weight gradient";
+      EXPECT_EQ(rel_diff(narrowed[1], kept_back), 0.0) << "the second derivative";
+    } else {
+      EXPECT_LT(rel_diff(narrowed[0], kept[0]), 2e-2) << "the weight gradient";
+      EXPECT_LT(rel_diff(narrowed[1], kept_back), 2e-2) << "the second derivative";
+    }
+    // Where a backward already holds the image (a GroupNorm before a ResBlock's skip
+    // convolution), the conv adds no copy: its forward allocates what it does under `highest`.
+    auto allocated_by_conv = [&](MatmulPrecision p) {
+      PrecisionGuard in(p);
+      Tensor xh = mul(image_view(a), 2.0);
+      Tensor holder = sin(xh);  // keeps xh for its backward
+      const size_t before = cuda::memory_stats(d.index).allocated;
+      Tensor yh = conv(xh);
+      return cuda::memory_stats(d.index).allocated - before;
+    };
+    EXPECT_EQ(allocated_by_conv(MatmulPrecision::medium), allocated_by_conv(MatmulPrecision::highest));
+  }
+  // Under `highest` the image is kept as it is.
+  Tensor a = image_base(16, 2, 6, 9, 9).to(d).requires_grad_(true);
+  Tensor w = weight_base(17, 4, 6, 3, 3).to(d).requires_grad_(true);
+  Tensor x = mul(image_view(a), 2.0);
+  const std::weak_ptr<Storage> x_buffer = x.storage();
+  Tensor y = conv2d(x, weight_view(w), Tensor(), {1, 1}, {1, 1});
+  x = Tensor();
+  EXPECT_FALSE(x_buffer.expired()) << "under highest the conv keeps the f32 image";
 }
 
 // ======================================================================================

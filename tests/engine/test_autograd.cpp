@@ -106,6 +106,81 @@ TEST(Autograd, BackwardsKeepOnlyWhatTheyRead) {
   }
 }
 
+// A storage counts the saved tensors that hold it while their nodes live, which is what tells
+// narrow_for_backward that a copy would add memory.
+TEST(Autograd, SavedTensorsCountTheirStoragesHolders) {
+  Tensor x = leaf64({4, 3}, 1);
+  Tensor u = mul(x, 2.0);  // a product by a scalar keeps nothing
+  EXPECT_EQ(u.storage()->backward_holders(), 0u);
+  Tensor y = sin(u);  // keeps u for cos(u)
+  EXPECT_GT(u.storage()->backward_holders(), 0u);
+  Tensor e = exp(u);  // keeps its output
+  EXPECT_GT(e.storage()->backward_holders(), 0u);
+  backward({sum(add(y, e))}, {}, /*retain_graph=*/true);
+  EXPECT_GT(u.storage()->backward_holders(), 0u) << "a retained graph keeps what it saved";
+  y = Tensor();
+  EXPECT_EQ(u.storage()->backward_holders(), 0u) << "sin's node died with its output";
+  sum(e).backward();
+  EXPECT_EQ(e.storage()->backward_holders(), 0u) << "a backward without retain_graph frees what it saved";
+}
+
+namespace {
+// y = x * w, recorded by hand with x kept for w's gradient through narrow_for_backward, as a conv
+// under `medium` keeps its image (rounds: whether the copy may be BF16).
+Tensor times_w_keeping_x(const Tensor& x, const Tensor& w, bool rounds) {
+  Tensor y;
+  {
+    NoGrad no_grad;
+    y = mul(x.detach(), w.detach());
+  }
+  const Tensor kept = autograd::narrow_for_backward(x, rounds);
+  autograd::record("times_w", {x, w}, y,
+                   [kept, w](const TensorList& g, const TensorList&) {
+                     return TensorList{mul(g[0], w), mul(g[0], autograd::widen_saved(kept, 0))};
+                   },
+                   {kept, w});
+  return y;
+}
+
+bool same_values(const Tensor& a, const Tensor& b) {
+  return a.sizes() == b.sizes() && a.to(DType::f64).to_vector<double>() == b.to(DType::f64).to_vector<double>();
+}
+}  // namespace
+
+TEST(Autograd, NarrowedSavedInputStandsInForTheInput) {
+  Generator gen(4);
+  Tensor a = randn({5, 7}, {}, &gen).requires_grad_(true);
+  Tensor w = randn({5, 7}, {}, &gen).requires_grad_(true);
+  Tensor c = randn({5, 7}, {}, &gen);
+  Tensor x = mul(a, 2.0);  // an activation; doubling is exact
+  const std::weak_ptr<Storage> x_buffer = x.storage();
+  const Tensor x_rounded = x.detach().to(DType::bf16).to(DType::f32);
+  ASSERT_FALSE(same_values(x_rounded, x.detach())) << "the test needs values that BF16 rounds";
+  Tensor y = times_w_keeping_x(x, w, /*rounds=*/true);
+  x = Tensor();
+  EXPECT_TRUE(x_buffer.expired()) << "the node kept the f32 activation, not its BF16 copy";
+  // First order: w's gradient reads the copy (x rounded to BF16); x's does not read it.
+  TensorList g = grad({y}, {a, w}, {c}, {.create_graph = true});
+  EXPECT_TRUE(same_values(g[1], mul(x_rounded, c)));
+  EXPECT_TRUE(same_values(g[0], mul(mul(c, w), 2.0)));
+  // Second order through the copy: d<dL/dw, c>/da = 2 c^2 reaches a only through the widened
+  // tensor's edge to x's producer.
+  Tensor h = grad({sum(mul(g[1], c))}, {a})[0];
+  EXPECT_TRUE(same_values(h, mul(mul(c, c), 2.0)));
+
+  // Where a copy would not free memory, or could change a result, the input itself is kept.
+  Tensor u = mul(a, 2.0);
+  EXPECT_EQ(autograd::narrow_for_backward(u, false).impl(), u.impl()) << "kernels that read it in f32";
+  EXPECT_EQ(autograd::narrow_for_backward(a, true).impl(), a.impl()) << "a leaf";
+  Tensor v = sin(u);  // keeps u
+  EXPECT_EQ(autograd::narrow_for_backward(u, true).impl(), u.impl()) << "held by another backward";
+  Tensor u64 = mul(a.to(DType::f64), 2.0);
+  EXPECT_EQ(autograd::narrow_for_backward(u64, true).impl(), u64.impl()) << "f64";
+  NoGrad no_grad;
+  Tensor fresh = mul(a, 2.0).requires_grad_(true);
+  EXPECT_EQ(autograd::narrow_for_backward(fresh, true).impl(), fresh.impl()) << "no graph is recorded";
+}
+
 TEST(Autograd, AccumulatesAcrossBackwardCalls) {
   Tensor x = leaf64({4}, 1);
   sum(square(x)).backward();
