@@ -8,10 +8,14 @@ namespace ember {
 
 namespace {
 std::atomic<MatmulPrecision> g_precision{MatmulPrecision::highest};
+std::atomic<bool> g_bf16_saved{true};
 }
 
 void set_matmul_precision(MatmulPrecision p) { g_precision.store(p); }
 MatmulPrecision matmul_precision() { return g_precision.load(); }
+
+void set_bf16_saved_activations(bool on) { g_bf16_saved.store(on); }
+bool bf16_saved_activations() { return g_bf16_saved.load(); }
 
 MatmulPrecision parse_matmul_precision(const std::string& s) {
   if (s == "highest") return MatmulPrecision::highest;

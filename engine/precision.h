@@ -15,4 +15,11 @@ MatmulPrecision matmul_precision();
 MatmulPrecision parse_matmul_precision(const std::string& s);
 const char* precision_name(MatmulPrecision p);
 
+// Under `medium`, whether the conv and attention backwards keep BF16 copies of the activations
+// they read only as BF16 operands (autograd/narrow_saved.h). On by default: the same gradients
+// from half the memory for those tensors. Off keeps them f32 and saves the two conversions
+// each copy costs (one in the forward, one in the backward).
+void set_bf16_saved_activations(bool on);
+bool bf16_saved_activations();
+
 }  // namespace ember

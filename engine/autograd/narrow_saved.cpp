@@ -2,12 +2,13 @@
 
 #include "ember/engine/autograd/grad_mode.h"
 #include "ember/engine/autograd/node.h"
+#include "ember/engine/precision.h"
 #include "ember/engine/storage.h"
 
 namespace ember::autograd {
 
 Tensor narrow_for_backward(const Tensor& x, bool rounds_to_bf16) {
-  if (!rounds_to_bf16 || !grad_enabled() || !x.defined() || x.dtype() != DType::f32 || !x.requires_grad() ||
+  if (!rounds_to_bf16 || !bf16_saved_activations() || !grad_enabled() || !x.defined() || x.dtype() != DType::f32 || !x.requires_grad() ||
       x.is_leaf() || x.storage()->backward_holders() > 0)
     return x;
   NoGrad no_grad;

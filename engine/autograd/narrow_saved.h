@@ -15,6 +15,7 @@
 // narrow_for_backward keeps x itself (no copy) unless all of these hold:
 //   - rounds_to_bf16: the op's kernels round x to BF16 in each product of the backward that
 //     reads it (the caller knows its kernels; conv: `medium`, f32, not a depthwise kernel);
+//   - set_bf16_saved_activations (engine/precision.h) has not turned the copies off;
 //   - grad mode is on and x is f32 and an activation, one that requires grad and is not a leaf
 //     (a leaf, a parameter or a model's input, lives on with its owner: a copy adds memory);
 //   - no backward holds x's storage already (Storage::backward_holders): the GroupNorm at the

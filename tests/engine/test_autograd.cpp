@@ -171,6 +171,10 @@ TEST(Autograd, NarrowedSavedInputStandsInForTheInput) {
   // Where a copy would not free memory, or could change a result, the input itself is kept.
   Tensor u = mul(a, 2.0);
   EXPECT_EQ(autograd::narrow_for_backward(u, false).impl(), u.impl()) << "kernels that read it in f32";
+  set_bf16_saved_activations(false);
+  EXPECT_EQ(autograd::narrow_for_backward(u, true).impl(), u.impl()) << "copies turned off";
+  set_bf16_saved_activations(true);
+  EXPECT_EQ(autograd::narrow_for_backward(u, true).dtype(), DType::bf16) << "copies turned back on";
   EXPECT_EQ(autograd::narrow_for_backward(a, true).impl(), a.impl()) << "a leaf";
   Tensor v = sin(u);  // keeps u
   EXPECT_EQ(autograd::narrow_for_backward(u, true).impl(), u.impl()) << "held by another backward";

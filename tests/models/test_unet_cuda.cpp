@@ -177,6 +177,29 @@ TEST(UNetCuda, TrainStepOnTheGpuEqualsTheCpuF64) {
   gpu_equals_cpu(DType::f64, 1e-10);
 }
 
+// Under `medium` the backwards keep BF16 copies of the convolutions' inputs and attention's q, k
+// and v (autograd/narrow_saved.h; on by default). Over the whole network, two train steps with the
+// copies equal two without them (set_bf16_saved_activations(false)), the same weights and dropout
+// masks: every product that reads a copy rounds its operands to BF16 as the copy was rounded.
+// Bit for bit under the emulator (measured: max difference 0); the tolerance, 1e-5 relative,
+// leaves room for cuBLAS on a GPU, which converts the 1x1 convolutions' f32 operands by its own
+// rules where the copies are rounded to nearest-even (a one-ulp BF16 difference in an operand is
+// ~4e-3 of it, far above 1e-5, so a lost or misplaced copy still shows).
+TEST(UNetCuda, MediumTrainStepIsTheSameWithBf16SavedActivations) {
+  EMBER_REQUIRE_GPU();
+  PrecisionGuard bf16(MatmulPrecision::medium);
+  std::unique_ptr<models::UNet> with_copies, without;
+  twin_models(DType::f32, kGpu, 0.1, with_copies, without);
+  with_copies->to(kGpu);
+  Tensor x, t;
+  inputs(DType::f32, x, t);
+  Trace narrowed = train(*with_copies, x, t, kGpu);
+  set_bf16_saved_activations(false);
+  Trace kept = train(*without, x, t, kGpu);
+  set_bf16_saved_activations(true);
+  expect_same_run(narrowed, kept, 1e-5);
+}
+
 // No GPU needed: the f32 run against the f64 run of the same weights on the CPU passes the same
 // comparison at the f32 tolerance, so that tolerance absorbs f32 rounding (measured: this
 // comparison passes at 3e-5 and fails at 1e-5; the GPU's f32 against the CPU's f32 carries both
