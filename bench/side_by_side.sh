@@ -192,6 +192,8 @@ for r in torch_rows:
                 s += (f" vs torch {tm['peak_alloc_MiB']:.0f} MiB (reserved {c.get('peak_reserved_MiB', 0):.0f}"
                       f" vs {tm['peak_reserved_MiB']:.0f})")
             notes.append(s)
+        if "activations_MiB" in c:  # what ember's forward and loss leave for the backward
+            notes.append(f"activations {c['activations_MiB']:.0f} MiB")
         if "params" in c:
             notes.append(f"{int(c['params'])} params")
         if "host_ms" in c:  # the GPU's eager DDE entries: the host's share of the iteration
