@@ -9,7 +9,9 @@
 // convolutions (3x3 s1 p1, 4x4 s2 p1, 1x1, 3x3 s2, dilation 2) with groups 1, 2 and depthwise
 // (multiplier 1 and 2). Tolerances, relative to the output's largest magnitude: exact f32
 // 1e-5, TF32 2e-3, BF16 2e-2; second order (expect_parity_n, at `highest`) 10x / 100x the f32
-// tolerance for the first / second derivatives, as in cuda_parity.h.
+// tolerance for the first / second derivatives, as in cuda_parity.h. Under `medium` the conv
+// keeps its image for the weight gradient as a BF16 copy; MediumKeepsTheImageInBf16 checks that
+// the f32 image is freed and the gradients, first and second order, are unchanged.
 //
 // IgemmIndexSelfCheck (runs anywhere): the kernels' own index functions (conv_igemm_index.h,
 // the code that decides every address the kernels read and write) evaluated on the host as the
