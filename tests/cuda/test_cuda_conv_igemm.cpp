@@ -240,7 +240,9 @@ TEST(CudaConvIgemm, MediumKeepsTheImageInBf16) {
     Tensor b = c.bias ? nonzero(13, DType::f32, {c.Cout}).to(d).requires_grad_(true) : Tensor();
     Tensor gy = image_view(image_base(14, c.N, c.Cout, c.OH(), c.OW()).to(d));
     Tensor cw = weight_base(15, c.Cout, c.Cin / c.groups, c.kh, c.kw).to(d);  // w's layout, as its gradient
-    auto conv = [&](const Tensor& x) { return conv2d(x, weight_view(w), b, c.stride, c.padding, c.dilation, c.groups); };
+    auto conv = [&](const Tensor& x) {
+      return conv2d(x, weight_view(w), b, c.stride, c.padding, c.dilation, c.groups);
+    };
     // dL/dW for L = <conv(x), gy>, then d<dL/dW, cw>/dx.
     auto weight_grad_and_back = [&](const Tensor& y, const Tensor& x) {
       Tensor gw = grad({y}, {w}, {gy}, {.create_graph = true})[0];

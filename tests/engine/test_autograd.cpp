@@ -178,6 +178,8 @@ TEST(Autograd, NarrowedSavedInputStandsInForTheInput) {
   EXPECT_EQ(autograd::narrow_for_backward(a, true).impl(), a.impl()) << "a leaf";
   Tensor v = sin(u);  // keeps u
   EXPECT_EQ(autograd::narrow_for_backward(u, true).impl(), u.impl()) << "held by another backward";
+  Tensor row = mul(a.slice(0, 0, 1), 2.0).expand({5, 7});
+  EXPECT_EQ(autograd::narrow_for_backward(row, true).impl(), row.impl()) << "an expanded view";
   Tensor u64 = mul(a.to(DType::f64), 2.0);
   EXPECT_EQ(autograd::narrow_for_backward(u64, true).impl(), u64.impl()) << "f64";
   NoGrad no_grad;
