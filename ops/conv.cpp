@@ -469,7 +469,8 @@ Tensor conv2d_weight_grad_impl(const Tensor& x, const Tensor& gy, int64_t kh, in
 // exact depthwise kernels take. The conv then keeps its image operand for the backward in BF16
 // (autograd/narrow_saved.h): on the implicit-GEMM path the widened copy is bit for bit what
 // the kernel would have read; on the cuBLAS paths (1x1 convolutions, and channels past the
-// implicit GEMM's table) it is the same value to within cuBLAS's own BF16 conversion.
+// implicit GEMM's table) the same to within BF16 rounding, since cuBLAS converts f32 operands by
+// its own rules (or not at all, where its heuristic picks an f32 kernel).
 bool weight_grad_rounds_to_bf16(const Tensor& t, int64_t image_channels_per_group) {
   return t.device().is_cuda() && t.dtype() == DType::f32 && matmul_precision() == MatmulPrecision::medium &&
          image_channels_per_group > 1;
