@@ -7,19 +7,10 @@
 
 namespace ember::autograd {
 
-namespace {
-// An expanded view (a stride of 0 along a dim longer than 1) holds less than its copy would.
-bool expanded(const Tensor& x) {
-  for (int64_t d = 0; d < x.dim(); ++d)
-    if (x.strides()[d] == 0 && x.sizes()[d] > 1) return true;
-  return false;
-}
-}  // namespace
-
 Tensor narrow_for_backward(const Tensor& x, bool rounds_to_bf16) {
   if (!rounds_to_bf16 || !bf16_saved_activations() || !grad_enabled() || !x.defined()) return x;
   if (x.dtype() != DType::f32 || !x.requires_grad() || x.is_leaf()) return x;
-  if (x.storage()->backward_holders() > 0 || expanded(x)) return x;
+  if (x.storage()->backward_holders() > 0 || !non_overlapping(x)) return x;
   NoGrad no_grad;
   return x.detach().to(DType::bf16);
 }

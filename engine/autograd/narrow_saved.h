@@ -20,8 +20,8 @@
 //     (a leaf, a parameter or a model's input, lives on with its owner: a copy adds memory);
 //   - no backward holds x's storage already (Storage::backward_holders): the GroupNorm at the
 //     head of a ResBlock keeps the block's input, which the skip convolution reads too;
-//   - x is not an expanded view (a stride of 0 along a dim longer than 1), whose copy would be
-//     larger than the memory x holds.
+//   - no two of x's elements share an address (non_overlapping; an expanded view's do), or the
+//     copy would be larger than the memory x holds.
 // What it cannot see is a backward recorded later that keeps x as well; then both stay, the
 // copy adding half of x. The copy is the node's own, so changing x in place after the forward
 // does not reach it and needs no version check.

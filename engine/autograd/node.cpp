@@ -40,6 +40,17 @@ bool held_alone(const Tensor& g, long holders = 1) {
   return g.impl().use_count() == holders && g.storage().use_count() == 1 && !g.requires_grad();
 }
 
+// Dense and whole: one buffer of exactly its elements, in order.
+bool dense_whole(const Tensor& g) {
+  return g.is_contiguous() && g.offset() == 0 &&
+         g.storage()->nbytes() == static_cast<size_t>(g.numel()) * g.element_size();
+}
+
+// Private and dense and whole: it can become .grad as it is. `holders`: 2 for a leaf's lent .grad.
+bool private_dense(const Tensor& g, long holders = 1) { return held_alone(g, holders) && dense_whole(g); }
+bool private_view(const Tensor& g, long holders) { return held_alone(g, holders) && non_overlapping(g); }
+}  // namespace
+
 // No two elements at one address (an expanded view has stride 0): ordered by stride, each dim
 // must step past everything the smaller strides span. Runs on every gradient that meets
 // another, so no allocation: a tensor of more than 16 dims is taken as overlapping (out of
@@ -60,17 +71,6 @@ bool non_overlapping(const Tensor& g) {
   }
   return true;
 }
-
-// Dense and whole: one buffer of exactly its elements, in order.
-bool dense_whole(const Tensor& g) {
-  return g.is_contiguous() && g.offset() == 0 &&
-         g.storage()->nbytes() == static_cast<size_t>(g.numel()) * g.element_size();
-}
-
-// Private and dense and whole: it can become .grad as it is. `holders`: 2 for a leaf's lent .grad.
-bool private_dense(const Tensor& g, long holders = 1) { return held_alone(g, holders) && dense_whole(g); }
-bool private_view(const Tensor& g, long holders) { return held_alone(g, holders) && non_overlapping(g); }
-}  // namespace
 
 bool private_gradient(const Tensor& g) { return private_view(g, 1); }
 

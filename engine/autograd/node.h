@@ -222,6 +222,9 @@ Tensor take_pending_grad_recorded(size_t i);
 // at one address. Writing inside it in place touches nothing anyone else can read.
 bool private_gradient(const Tensor& g);
 
+// No two of t's elements at one address (an expanded view, a stride of 0, has such pairs).
+bool non_overlapping(const Tensor& t);
+
 // Where one input's gradient waits while a node's backward runs: the slot (nullptr: none, or not
 // to be handed over), whether what waits there is a leaf's .grad lent by the walk
 // (AccumulateGrad::lendable_grad), which the leaf holds too: it is private all the same, and
